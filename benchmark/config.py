@@ -1,0 +1,271 @@
+"""Frozen experiment configuration: what a cell is, its stable key, and `--set` overrides.
+
+A *cell* is one (data set, model, recipe) combination of a grid; everything that changes the
+result lives in its four specs, so their hash is the cell's identity on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad grid, override key or value; the message is one line that names the fix."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data set and how images are prepared for training and evaluation."""
+
+    name: str = "synthetic"  # synthetic | camvid (more data sets register in benchmark.datasets)
+    root: str = ""  # data-set folder for real data; empty = default location
+    num_classes: int = 6
+    ignore_index: int = 255
+    image_size: int = 64  # synthetic: square image side
+    modes_per_class: int = 3  # synthetic: appearance modes per class
+    train_images: int = 256  # synthetic: images in the training split
+    val_images: int = 64  # synthetic: images in the evaluation split
+    data_seed: int = 0  # synthetic: which generated data set (fixed across run seeds)
+    crop_size: int = 0  # real data: square training crop, 0 = whole image
+    val_split: str = "val"
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The pixel classifier and its options (see methods/heads and METHOD-SPEC §2-3)."""
+
+    name: str = "softmax"  # softmax | pixel_query | prototype
+    # prototype head (defaults = released ProtoSeg code, METHOD-SPEC §2-3)
+    num_prototypes: int = 10
+    embed_dim: int = 0  # 0 = decoder width
+    projection: str = "mlp"  # mlp (released code) | none (paper's parameter count)
+    proj_norm_axis: str = "channel"  # channel | width (released-code quirk)
+    score_norm: str = "layernorm"  # layernorm | none
+    update_assign: str = "argmax"  # argmax | gumbel (released code, randomised)
+    gamma: float = 0.999
+    sinkhorn_eps: float = 0.05
+    sinkhorn_iters: int = 3
+    ppc_weight: float = 0.01
+    ppd_weight: float = 0.001
+    ppc_tau: float = 1.0  # released code 1.0; the paper reportedly 0.1
+    # pixel-query head
+    query_layers: int = 2
+    query_heads: int = 4
+    query_dim: int = 0  # 0 = min(decoder width, 256)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Backbone + decoder + head; any combination is a valid model."""
+
+    backbone: str = "resnet18_d8"
+    decoder: str = "fcn"
+    decoder_channels: int = 128
+    pretrained: str = ""  # local checkpoint path for the backbone; empty = random init
+    head: HeadSpec = field(default_factory=HeadSpec)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """The optimisation recipe."""
+
+    iters: int = 200
+    batch_size: int = 8  # global batch (split over processes)
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    warmup_iters: int = 0
+    warmup_ratio: float = 1e-6  # lr factor at step 0 of the linear warm-up
+    grad_clip: float = 0.0  # max gradient norm, 0 = off
+    amp: bool = False  # mixed precision (GPU only; always off on the CPU)
+    num_workers: int = 0
+    log_every: int = 20
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How the evaluation split is predicted."""
+
+    batch_size: int = 8
+    mode: str = "whole"  # whole image at once
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One entry of a grid: labels for the table, the paper's numbers, and the specs."""
+
+    grid: str
+    row: str  # method label, e.g. "Prototype (K=10)"
+    column: str = ""  # e.g. backbone or data set
+    tag: str = ""  # baseline | ours | "" (reference rows are not cells)
+    pair: str = ""  # baseline and ours with the same pair id are compared
+    paper_miou: float | None = None
+    paper_params_m: float | None = None
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+
+    @property
+    def key(self) -> str:
+        """Readable slug + hash of every setting that changes the result (not labels)."""
+        payload = {s: dataclasses.asdict(getattr(self, s)) for s in RESULT_SECTIONS}
+        digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        slug = re.sub(r"[^a-z0-9]+", "-", self.row.lower()).strip("-") or "cell"
+        return f"{slug}-{digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+RESULT_SECTIONS = ("data", "model", "train", "eval")
+
+
+def cell_from_dict(d: dict[str, Any]) -> Cell:
+    """Inverse of `Cell.to_dict` (used to rebuild a cell from a record)."""
+    return _build(Cell, d)
+
+
+def _build(cls: type, d: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in d:
+            continue
+        value = d[f.name]
+        if is_dataclass(hints[f.name]) and isinstance(value, dict):
+            value = _build(hints[f.name], value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def override_keys(obj: Any = None, prefix: str = "") -> list[str]:
+    """All dotted keys `--set` accepts, e.g. `train.iters`, `model.head.num_prototypes`."""
+    obj = obj if obj is not None else Cell(grid="", row="")
+    keys = []
+    for f in fields(obj):
+        if prefix == "" and f.name not in RESULT_SECTIONS:
+            continue
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            keys += override_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """Split `key=value`; a missing `=` is a ConfigError."""
+    if "=" not in text:
+        raise ConfigError(f"malformed --set {text!r}: expected key=value, e.g. train.iters=2000")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def _convert(key: str, raw: str, annotation: Any) -> Any:
+    """Turn the command-line string into the field's type, or raise a one-line ConfigError."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if raw.lower() in ("none", "null", ""):
+            return None
+        return _convert(key, raw, options[0])
+    try:
+        if annotation is bool:
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if annotation is int:
+            return int(raw)
+        if annotation is float:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"bad value for {key}: {raw!r} is not a valid {annotation.__name__}"
+        ) from None
+    return raw
+
+
+def apply_overrides(cell: Cell, overrides: list[str]) -> Cell:
+    """Return a copy of `cell` with each `section.field=value` applied (types checked)."""
+    valid = override_keys()
+    for text in overrides:
+        key, raw = parse_override(text)
+        if key not in valid:
+            raise ConfigError(
+                f"unknown --set key {key!r}; valid keys: {', '.join(valid)}"
+            )
+        cell = _set_path(cell, key.split("."), raw, key)
+    return validate(cell)
+
+
+def _set_path(obj: Any, path: list[str], raw: str, key: str) -> Any:
+    name = path[0]
+    if len(path) == 1:
+        hint = typing.get_type_hints(type(obj))[name]
+        return replace(obj, **{name: _convert(key, raw, hint)})
+    return replace(obj, **{name: _set_path(getattr(obj, name), path[1:], raw, key)})
+
+
+# --------------------------------------------------------------------------- validation
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.head.projection": ("mlp", "none"),
+    "model.head.proj_norm_axis": ("channel", "width"),
+    "model.head.score_norm": ("layernorm", "none"),
+    "model.head.update_assign": ("argmax", "gumbel"),
+    "train.optimizer": ("sgd", "adamw"),
+    "eval.mode": ("whole",),
+}
+
+
+def validate(cell: Cell) -> Cell:
+    """Check choices and ranges that the type alone cannot; returns the cell unchanged."""
+    from benchmark.datasets import DATASETS
+    from methods import BACKBONES, DECODERS, HEADS
+
+    choices = dict(CHOICES)
+    choices["data.name"] = tuple(DATASETS)
+    choices["model.backbone"] = tuple(BACKBONES)
+    choices["model.decoder"] = tuple(DECODERS)
+    choices["model.head.name"] = tuple(HEADS)
+    for key, allowed in choices.items():
+        value = _get_path(cell, key)
+        if value not in allowed:
+            raise ConfigError(f"bad value for {key}: {value!r}; choose one of {', '.join(allowed)}")
+    positive = [
+        "data.num_classes", "train.iters", "train.batch_size", "eval.batch_size",
+        "model.head.num_prototypes", "model.head.sinkhorn_iters", "model.decoder_channels",
+    ]
+    for key in positive:
+        if _get_path(cell, key) <= 0:
+            raise ConfigError(f"bad value for {key}: must be > 0")
+    if not 0.0 <= cell.model.head.gamma <= 1.0:
+        raise ConfigError("bad value for model.head.gamma: must be in [0, 1]")
+    for key in ("model.head.sinkhorn_eps", "model.head.ppc_tau", "train.lr"):
+        if _get_path(cell, key) <= 0:
+            raise ConfigError(f"bad value for {key}: must be > 0")
+    if 0 <= cell.data.ignore_index < cell.data.num_classes:
+        raise ConfigError("bad value for data.ignore_index: it must not be a class id (use 255)")
+    return cell
+
+
+def _get_path(obj: Any, key: str) -> Any:
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj

@@ -1,0 +1,93 @@
+"""Evaluation: one confusion matrix over the whole split, then mIoU, per-class IoU and aAcc.
+
+mIoU is computed from the summed confusion matrix (not a mean of per-image IoUs), as in
+mmsegmentation and the paper. Under N processes each rank predicts a disjoint shard (no padded
+duplicates) and the integer matrices are summed, so 1 and N processes give identical numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+
+class LabelRangeError(ValueError):
+    """A label value that is neither a class id nor the ignore value."""
+
+
+def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index: int) -> Tensor:
+    """(C, C) int64 counts, rows = true class, columns = predicted class; ignore pixels skipped."""
+    valid = label != ignore_index
+    label_v = label[valid].long()
+    if label_v.numel() and (label_v.min() < 0 or label_v.max() >= num_classes):
+        bad = label_v[(label_v < 0) | (label_v >= num_classes)][0].item()
+        raise LabelRangeError(
+            f"label value {bad} is outside [0, {num_classes}) and is not the ignore value "
+            f"{ignore_index}; fix the label maps or data.num_classes / data.ignore_index"
+        )
+    index = label_v * num_classes + pred[valid].long()
+    counts = torch.bincount(index, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def metrics_from_confusion(cm: Tensor, class_names: list[str] | None = None) -> dict[str, Any]:
+    """mIoU and aAcc in percent; a class absent from both labels and predictions has IoU NaN and
+    is left out of the mean (mmsegmentation's convention)."""
+    cm = cm.double()
+    tp = cm.diag()
+    union = cm.sum(0) + cm.sum(1) - tp
+    iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, math.nan))
+    present = ~torch.isnan(iou)
+    miou = iou[present].mean().item() * 100 if present.any() else math.nan
+    total = cm.sum().item()
+    aacc = tp.sum().item() / total * 100 if total else math.nan
+    names = class_names or [str(i) for i in range(cm.shape[0])]
+    return {
+        "miou": miou,
+        "aacc": aacc,
+        "per_class_iou": {n: v * 100 for n, v in zip(names, iou.tolist())},
+        "pixels": int(total),
+    }
+
+
+def shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
+    """Disjoint, padding-free shard of an evaluation split for one process."""
+    if world_size == 1:
+        return dataset
+    return Subset(dataset, list(range(rank, len(dataset), world_size)))
+
+
+@torch.no_grad()
+def predict_confusion(
+    model: nn.Module,
+    dataset: Dataset,
+    num_classes: int,
+    ignore_index: int,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+    num_workers: int = 0,
+) -> Tensor:
+    """Whole-image inference over this process's shard; returns its (C, C) confusion matrix.
+
+    Logits are upsampled bilinearly to the label size before the argmax.
+    """
+    model.eval()
+    loader = DataLoader(shard(dataset, rank, world_size), batch_size=batch_size,
+                        num_workers=num_workers)
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    for images, labels in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        images, labels = images.to(device), labels.to(device)
+        logits = model(images).logits
+        logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear",
+                               align_corners=False)
+        cm += confusion_matrix(logits.argmax(1), labels, num_classes, ignore_index)
+    return cm

@@ -1,0 +1,161 @@
+"""ProtoSeg: nonparametric prototype head (CVPR 2022), METHOD-SPEC §2-3.
+
+Each class has K prototypes (a buffer, never touched by SGD). A pixel's class score is its best
+cosine similarity to the class's prototypes. During training, pixels of each class are assigned
+to that class's prototypes by Sinkhorn-Knopp (batched over classes), prototypes move towards the
+mean of the correctly predicted pixels assigned to them (momentum gamma), and two losses shape
+the embedding: PPC (contrast against all prototypes) and PPD (pull to the assigned prototype).
+Every difference between the paper and the released code is a named constructor option.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.heads.base import (
+    HeadOutput,
+    SegHead,
+    downsample_labels,
+    flatten_pixels,
+    l2_normalize,
+    unflatten_pixels,
+)
+from methods.losses import ppc_loss, ppd_loss
+from methods.sinkhorn import sinkhorn_per_class
+
+
+class PrototypeHead(SegHead):
+    """Class score = max_k cos(embedding, p_{c,k}); prototypes updated by momentum."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        ignore_index: int = 255,
+        num_prototypes: int = 10,
+        embed_dim: int = 0,
+        projection: str = "mlp",
+        proj_norm_axis: str = "channel",
+        score_norm: str = "layernorm",
+        update_assign: str = "argmax",
+        gamma: float = 0.999,
+        sinkhorn_eps: float = 0.05,
+        sinkhorn_iters: int = 3,
+        ppc_weight: float = 0.01,
+        ppd_weight: float = 0.001,
+        ppc_tau: float = 1.0,
+    ) -> None:
+        super().__init__(in_channels, num_classes, ignore_index)
+        dim = embed_dim or in_channels
+        _check_choice("projection", projection, ("mlp", "none"))
+        _check_choice("proj_norm_axis", proj_norm_axis, ("channel", "width"))
+        _check_choice("score_norm", score_norm, ("layernorm", "none"))
+        _check_choice("update_assign", update_assign, ("argmax", "gumbel"))
+        if projection == "none" and dim != in_channels:
+            raise ValueError(
+                f"prototype head: embed_dim {dim} != decoder width {in_channels} needs projection=mlp"
+            )
+        self.num_prototypes = num_prototypes
+        self.embed_dim = dim
+        self.projection_kind = projection
+        self.proj_norm_axis = proj_norm_axis
+        self.update_assign = update_assign
+        self.gamma = gamma
+        self.sinkhorn_eps = sinkhorn_eps
+        self.sinkhorn_iters = sinkhorn_iters
+        self.ppc_weight = ppc_weight
+        self.ppd_weight = ppd_weight
+        self.ppc_tau = ppc_tau
+
+        if projection == "mlp":  # released HRNet code: Conv1x1 - ReLU - Conv1x1
+            self.projection = nn.Sequential(
+                nn.Conv2d(in_channels, dim, 1), nn.ReLU(inplace=True), nn.Conv2d(dim, dim, 1)
+            )
+        else:
+            self.projection = nn.Identity()
+        self.feat_norm = nn.LayerNorm(dim)
+        self.score_norm = nn.LayerNorm(num_classes) if score_norm == "layernorm" else nn.Identity()
+        prototypes = torch.empty(num_classes, num_prototypes, dim)
+        nn.init.trunc_normal_(prototypes, std=0.02)
+        self.register_buffer("prototypes", l2_normalize(prototypes))
+
+    # ------------------------------------------------------------------ embedding and scores
+
+    def embed(self, feats: Tensor) -> Tensor:
+        """Pixel embeddings (B, D, h, w): projection, LayerNorm over channels, L2 normalisation."""
+        x = self.projection(feats)
+        if self.projection_kind == "mlp":
+            # Released code normalises the projection over the last (width) axis by accident.
+            x = l2_normalize(x, dim=1 if self.proj_norm_axis == "channel" else 3)
+        x = self.feat_norm(x.permute(0, 2, 3, 1))
+        return l2_normalize(x, dim=-1).permute(0, 3, 1, 2)
+
+    def forward(self, feats: Tensor, target: Tensor | None = None) -> HeadOutput:
+        b, _, h, w = feats.shape
+        c, k = self.num_classes, self.num_prototypes
+        emb_map = self.embed(feats)
+        emb = flatten_pixels(emb_map)  # (N, D)
+        # A normalised copy: the buffer is updated in place below, after the graph used it.
+        protos = l2_normalize(self.prototypes.to(emb.dtype), dim=-1)
+        sims = emb @ protos.reshape(c * k, -1).t()  # (N, C*K) cosine similarities
+        scores = self.score_norm(sims.reshape(-1, c, k).amax(dim=2))
+        logits = unflatten_pixels(scores, b, h, w)
+        state: dict[str, Tensor] = {"embeddings": emb_map.detach()}
+        if target is None or not self.training:
+            return HeadOutput(logits=logits, state=state)
+
+        labels = downsample_labels(target, (h, w)).reshape(-1)
+        valid = (labels != self.ignore_index) & (labels >= 0) & (labels < c)
+        labels_v, sims_v = labels[valid], sims[valid]
+        # Even with no labelled pixel here, run the update: under torch.distributed every rank
+        # must join the all-reduce of the prototypes.
+        with torch.no_grad():
+            own = sims_v.detach().reshape(-1, c, k)[torch.arange(labels_v.numel()), labels_v]
+            q = sinkhorn_per_class(own, labels_v, c, self.sinkhorn_eps, self.sinkhorn_iters)
+            assign = q.argmax(dim=1)
+            if self.update_assign == "gumbel":  # released code: randomised hard assignment
+                update_assign = F.gumbel_softmax(q, tau=0.5, hard=True).argmax(dim=1)
+            else:
+                update_assign = assign
+            correct = scores.detach()[valid].argmax(dim=1) == labels_v
+            self._momentum_update(emb[valid].detach(), labels_v * k + update_assign, correct)
+
+        target_v = labels_v * k + assign  # index of the assigned prototype among all C*K
+        losses: dict[str, Tensor] = {}
+        if labels_v.numel() == 0:
+            return HeadOutput(logits=logits, state=state)
+        if self.ppc_weight > 0:
+            losses["ppc"] = self.ppc_weight * ppc_loss(sims_v, target_v, self.ppc_tau)
+        if self.ppd_weight > 0:
+            losses["ppd"] = self.ppd_weight * ppd_loss(sims_v, target_v)
+        state["assignments"] = target_v.detach()
+        return HeadOutput(logits=logits, losses=losses, state=state)
+
+    # ------------------------------------------------------------------ momentum update
+
+    @torch.no_grad()
+    def _momentum_update(self, emb: Tensor, proto_index: Tensor, correct: Tensor) -> None:
+        """p <- normalize(gamma p + (1-gamma) normalize(sum of assigned correct embeddings)).
+
+        Only prototypes that received at least one correctly predicted pixel move. Under
+        torch.distributed the result is averaged over processes so all ranks stay identical.
+        """
+        c, k, d = self.prototypes.shape
+        protos = self.prototypes.reshape(c * k, d).float()
+        index = proto_index[correct]
+        sums = protos.new_zeros(c * k, d).index_add_(0, index, emb[correct].float())
+        hit = torch.bincount(index, minlength=c * k) > 0
+        moved = l2_normalize(self.gamma * protos + (1.0 - self.gamma) * l2_normalize(sums))
+        new = torch.where(hit[:, None], moved, protos)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(new)
+            new = l2_normalize(new / dist.get_world_size())
+        self.prototypes.copy_(new.reshape(c, k, d))
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"prototype head: {name}={value!r}; choose one of {', '.join(allowed)}")
