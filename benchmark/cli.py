@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 from benchmark.config import Cell, ConfigError, apply_overrides, validate
-from benchmark.launch import EXECUTORS, Run, execute_run, plan
+from benchmark.interrupts import Interrupted
+from benchmark.launch import EXECUTORS, ClusterOptions, Run, execute_run, plan, run_status, submit
 from benchmark.store import load_records
-from benchmark.tables import format_markdown, render, summarize
+from benchmark.report import write_report
+from benchmark.tables import reference_rows_for, render
 from experiments import Grid, get_grid, grid_names
 
 
@@ -27,13 +29,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="number of seeds (0..N-1); default: the grid's own")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of every cell, e.g. train.iters=2000 (repeatable)")
-    p.add_argument("--data-root", default=None, help="data-set folder (same as --set data.root=DIR)")
+    p.add_argument("--data-root", default=None,
+                   help="folder holding the data sets (camvid/, ADEChallengeData2016/, "
+                        "cityscapes/, coco_stuff10k/) or one data set's own folder; same as "
+                        "--set data.root=DIR, not part of the cell key; default $PROTOSEG_DATA")
     p.add_argument("--results", default="results", help="results folder (records and tables)")
     p.add_argument("--executor", default="inline", help=f"where runs execute: {', '.join(EXECUTORS)}")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    p.add_argument("--tables-only", action="store_true", help="only regenerate tables from records")
+    p.add_argument("--preflight", action="store_true",
+                   help="build every cell's model, run one training step and one evaluation "
+                        "forward at the recipe's crop on random images, print params vs the "
+                        "paper, step time and peak memory (CPU or GPU); trains nothing")
+    p.add_argument("--tables-only", action="store_true",
+                   help="only regenerate tables and results/report_<grid>.md from records")
+    p.add_argument("--figures", action="store_true",
+                   help="also draw figures into results/figures/<grid>/ (PNG + PDF); the "
+                        "embedding figures need the runs' final weights")
     p.add_argument("--force", action="store_true", help="rerun runs that already have a record")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--status", action="store_true",
+                   help="per-run state: done / running / pending / failed (with the error)")
+    cluster = p.add_argument_group("cluster (--executor local|slurm)")
+    cluster.add_argument("--max-parallel", type=int, default=None,
+                         help="runs at once (slurm_array_parallelism; local: 1)")
+    cluster.add_argument("--partition", default=None)
+    cluster.add_argument("--gpus-per-run", type=int, default=None,
+                         help="GPUs per run (one process each); default: the recipe's")
+    cluster.add_argument("--timeout-min", type=int, default=None)
+    cluster.add_argument("--account", default=None)
+    cluster.add_argument("--qos", default=None)
+    cluster.add_argument("--constraint", default=None)
+    cluster.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                         help="shell line run before the job (repeatable), e.g. 'module load cuda'")
+    cluster.add_argument("--wait", action="store_true", help="slurm: wait for the jobs to finish")
     return p.parse_args(argv)
 
 
@@ -44,25 +72,109 @@ def load_grid(name: str, overrides: list[str]) -> tuple[Grid, list[Cell]]:
 
 
 def print_plan(grid: Grid, runs: list[Run]) -> None:
-    print(f"grid {grid.name}: {grid.description}")
-    by_cell: dict[str, list[Run]] = {}
-    for r in runs:
-        by_cell.setdefault(r.cell.key, []).append(r)
-    for key, cell_runs in by_cell.items():
-        c = cell_runs[0].cell
-        done = sum(r.done for r in cell_runs)
-        t = c.train
-        print(f"  {c.row:<22} {c.column:<12} {key}  seeds {len(cell_runs)} (done {done})  "
-              f"{c.data.name} | {c.model.backbone}+{c.model.decoder}+{c.model.head.name} | "
-              f"{t.iters} it x {t.batch_size} img, {t.optimizer} lr {t.lr:g}")
+    from benchmark.preflight import describe_plan
+    from experiments.recipes import RECIPES
+
+    print(describe_plan(grid, runs, RECIPES))
 
 
-def write_tables(grid: Grid, cells: list[Cell], results: Path) -> str:
-    """Regenerate md/tex/csv from the grid's records; returns the Markdown text."""
+def preflight_grid(grid: Grid, cells: list[Cell]) -> bool:
+    """Print the preflight table of a grid; True when every cell passed."""
+    from benchmark.preflight import format_preflight, preflight_ok, run_preflight
+
+    print(f"grid {grid.name}: preflight of {len(cells)} cells")
+    results = run_preflight(cells)
+    print(format_preflight(results))
+    return preflight_ok(results)
+
+
+def write_tables(grid: Grid, cells: list[Cell], results: Path, figures: bool = False) -> str:
+    """Regenerate md/tex/csv (and figures) from the grid's records, then the report; returns
+    the Markdown table."""
     records = load_records(results, grid.name)
-    paths = render(grid.name, cells, records, results / "tables")
+    refs = reference_rows_for(grid.name)
+    paths = render(grid.name, cells, records, results / "tables", reference_rows=refs)
     print(f"tables: {', '.join(str(p) for p in paths.values())}")
-    return format_markdown(summarize(cells, records))
+    if figures:
+        from benchmark.plots import render_figures  # matplotlib only when figures are asked for
+
+        drawn = render_figures(grid.name, cells, records, results)
+        print(f"figures: {len(drawn)} files in {results / 'figures' / grid.name}")
+    print(f"report: {write_report(grid.name, cells, records, results, grid.description, refs)}")
+    return paths["md"].read_text(encoding="utf-8")
+
+
+INTERRUPTED = 3  # exit code: a run stopped on a signal after saving its checkpoint
+
+
+def run_inline(pending: list[Run], progress: bool) -> int:
+    """Run in this process; returns the number of failed runs (Interrupted propagates)."""
+    failures = 0
+    for i, run in enumerate(pending, 1):
+        print(f"[{i}/{len(pending)}] {run.cell.row} seed {run.seed}")
+        try:
+            record = execute_run(run, progress=progress)
+        except Interrupted as err:
+            print(f"interrupted ({err}); checkpoint saved in {run.checkpoint_dir}; "
+                  f"run the same command again to resume", file=sys.stderr)
+            raise
+        except Exception as err:  # noqa: BLE001 - recorded as failed; continue the grid
+            failures += 1
+            print(f"  failed: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
+            continue
+        m = record["metrics"]
+        print(f"  mIoU {m['miou']:.1f}  aAcc {m['aacc']:.1f}  "
+              f"train {record['timings']['train_s']:.0f}s  -> {run.path}")
+    return failures
+
+
+def skip_live_jobs(pending: list[Run], results: Path) -> list[Run]:
+    """Leave out runs whose SLURM job is still pending or running (no double submission)."""
+    states = run_status(pending, results)
+    live = [r for r, st in zip(pending, states) if st["state"] in LIVE_STATES]
+    for run in live:
+        print(f"  {run.cell.row} seed {run.seed}: a job is already queued or running; skipped")
+    return [r for r in pending if r not in live]
+
+
+LIVE_STATES = ("pending", "running", "requeued", "configuring", "completing", "suspended")
+
+
+def cluster_options(args: argparse.Namespace) -> ClusterOptions:
+    default_parallel = 1 if args.executor == "local" else 64
+    return ClusterOptions(
+        partition=args.partition, gpus_per_run=args.gpus_per_run, timeout_min=args.timeout_min,
+        account=args.account, qos=args.qos, constraint=args.constraint,
+        setup=tuple(args.slurm_setup),
+        max_parallel=args.max_parallel if args.max_parallel else default_parallel,
+    )
+
+
+def print_status(grid: Grid, runs: list[Run], results: Path) -> None:
+    rows = run_status(runs, results)
+    print(f"grid {grid.name}:")
+    for r in rows:
+        job = f"job {r['job']}" if r["job"] else ""
+        print(f"  {r['row']:<22} seed {r['seed']:<3} {r['state']:<14} {job:<14} {r['detail']}")
+
+
+def data_problem(grids: list[tuple[Grid, list[Cell]]], args: argparse.Namespace,
+                 results: Path) -> str | None:
+    """The cheap layout check (root, layout, pairing) of every data set a pending run reads,
+    before any job starts; the first problem as one line, or None."""
+    from benchmark.datasets import DataError, check_layout
+
+    checked = set()
+    for grid, cells in grids:
+        seeds = list(range(args.seeds if args.seeds is not None else grid.seeds))
+        for run in plan(cells, seeds, results):
+            if (args.force or not run.done) and run.cell.data not in checked:
+                checked.add(run.cell.data)
+                try:
+                    check_layout(run.cell.data)
+                except DataError as err:
+                    return str(err)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not (args.dry_run or args.status or args.tables_only or args.preflight):
+        problem = data_problem(grids, args, results)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
 
     failures = 0
     for grid, cells in grids:
@@ -88,22 +205,37 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print_plan(grid, runs)
             continue
+        if args.preflight:
+            failures += not preflight_grid(grid, cells)
+            continue
+        if args.status:
+            print_status(grid, runs, results)
+            continue
         if not args.tables_only:
             pending = [r for r in runs if args.force or not r.done]
             print(f"grid {grid.name}: {len(runs)} runs, {len(runs) - len(pending)} done, "
                   f"{len(pending)} to run")
-            for i, run in enumerate(pending, 1):
-                print(f"[{i}/{len(pending)}] {run.cell.row} seed {run.seed}")
+            if args.force:
+                for run in pending:
+                    run.clear_checkpoints()
+            if args.executor == "inline":
                 try:
-                    record = execute_run(run, progress=not args.no_progress)
-                except Exception as err:  # noqa: BLE001 - recorded as failed; continue the grid
-                    failures += 1
-                    print(f"  failed: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
+                    failures += run_inline(pending, progress=not args.no_progress)
+                except Interrupted:
+                    return INTERRUPTED
+            else:
+                if args.executor == "slurm" and not args.force:
+                    pending = skip_live_jobs(pending, results)
+                submit(pending, args.executor, results, cluster_options(args), wait=args.wait)
+                if args.executor == "slurm" and not args.wait:
+                    print(f"follow with: python run_all.py --grid {grid.name} --status")
                     continue
-                m = record["metrics"]
-                print(f"  mIoU {m['miou']:.1f}  aAcc {m['aacc']:.1f}  "
-                      f"train {record['timings']['train_s']:.0f}s  -> {run.path}")
-        print(write_tables(grid, cells, results))
+                failures += sum(not r.done for r in pending)
+        print(write_tables(grid, cells, results, figures=args.figures))
+    if failures and args.preflight:
+        print(f"error: preflight failed in {failures} grid(s); see the Status column",
+              file=sys.stderr)
+        return 1
     if failures:
         print(f"error: {failures} run(s) failed; their records hold the error", file=sys.stderr)
         return 1

@@ -34,7 +34,17 @@ class DataSpec:
     val_images: int = 64  # synthetic: images in the evaluation split
     data_seed: int = 0  # synthetic: which generated data set (fixed across run seeds)
     crop_size: int = 0  # real data: square training crop, 0 = whole image
+    crop_width: int = 0  # real data: crop width when not square (crop_size = height); 0 = square
     val_split: str = "val"
+    # real data (benchmark/datasets): source format, recipe scale and augmentation
+    format: str = "native"  # native (the data set's own layout) | hf (save_to_disk or parquet)
+    scale_long: int = 0  # recipe scale (MMSeg img_scale): long side <= scale_long and
+    scale_short: int = 0  # short side <= scale_short, train (times the ratio) and eval; 0 = as is
+    min_scale: float = 1.0  # training rescale ratio range (MMSeg ratio_range), e.g. 0.5-2.0
+    max_scale: float = 1.0
+    cat_max_ratio: float = 1.0  # redraw crops where one class covers >= this share; 1 = off
+    flip_prob: float = 0.5  # horizontal flip probability (training)
+    photometric: str = "none"  # none | mmseg (PhotoMetricDistortion) | brightness (released code)
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ class ModelSpec:
     decoder_channels: int = 128
     pretrained: str = ""  # local checkpoint path for the backbone; empty = random init
     head: HeadSpec = field(default_factory=HeadSpec)
+    aux_weight: float = 0.0  # auxiliary FCN head on the second-to-last level (FCN: 0.4); 0 = none
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,8 @@ class TrainSpec:
     amp: bool = False  # mixed precision (GPU only; always off on the CPU)
     num_workers: int = 0
     log_every: int = 20
+    checkpoint_every: int = 0  # save state every N steps (0: only on SIGUSR2/SIGTERM)
+    recipe: str = ""  # named recipe (experiments/recipes.py): augmentation and eval protocol
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,17 @@ class EvalSpec:
 
     batch_size: int = 8
     mode: str = "whole"  # whole image at once
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """What one run asks of a cluster; not part of the cell key (results do not depend on it:
+    the global batch is fixed and split over however many processes run)."""
+
+    gpus: int = 1  # per run; one process per GPU
+    cpus_per_task: int = 8
+    mem_gb: int = 64
+    timeout_min: int = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -114,11 +138,15 @@ class Cell:
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
 
     @property
     def key(self) -> str:
         """Readable slug + hash of every setting that changes the result (not labels)."""
         payload = {s: dataclasses.asdict(getattr(self, s)) for s in RESULT_SECTIONS}
+        for dotted in EXECUTION_ONLY:
+            section, name = dotted.split(".")
+            payload[section].pop(name, None)
         digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         slug = re.sub(r"[^a-z0-9]+", "-", self.row.lower()).strip("-") or "cell"
         return f"{slug}-{digest}"
@@ -128,6 +156,10 @@ class Cell:
 
 
 RESULT_SECTIONS = ("data", "model", "train", "eval")
+OVERRIDE_SECTIONS = RESULT_SECTIONS + ("resources",)
+# Settings that change how a run executes but not its result: left out of the cell key.
+EXECUTION_ONLY = ("train.num_workers", "train.log_every", "train.checkpoint_every",
+                  "data.root")  # data.root: where the files are, not what they are
 
 
 def cell_from_dict(d: dict[str, Any]) -> Cell:
@@ -156,7 +188,7 @@ def override_keys(obj: Any = None, prefix: str = "") -> list[str]:
     obj = obj if obj is not None else Cell(grid="", row="")
     keys = []
     for f in fields(obj):
-        if prefix == "" and f.name not in RESULT_SECTIONS:
+        if prefix == "" and f.name not in OVERRIDE_SECTIONS:
             continue
         value = getattr(obj, f.name)
         if is_dataclass(value):
@@ -231,6 +263,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.head.update_assign": ("argmax", "gumbel"),
     "train.optimizer": ("sgd", "adamw"),
     "eval.mode": ("whole",),
+    "data.format": ("native", "hf"),
+    "data.photometric": ("none", "mmseg", "brightness"),
 }
 
 
@@ -260,6 +294,18 @@ def validate(cell: Cell) -> Cell:
     for key in ("model.head.sinkhorn_eps", "model.head.ppc_tau", "train.lr"):
         if _get_path(cell, key) <= 0:
             raise ConfigError(f"bad value for {key}: must be > 0")
+    for key in ("model.aux_weight", "data.crop_size", "data.crop_width"):
+        if _get_path(cell, key) < 0:
+            raise ConfigError(f"bad value for {key}: must be >= 0")
+    d = cell.data
+    if d.scale_long < 0 or d.scale_short < 0:
+        raise ConfigError("bad value for data.scale_long / data.scale_short: must be >= 0")
+    if not 0 < d.min_scale <= d.max_scale:
+        raise ConfigError("bad value for data.min_scale / data.max_scale: need 0 < min <= max")
+    if not 0 <= d.flip_prob <= 1:
+        raise ConfigError("bad value for data.flip_prob: must be in [0, 1]")
+    if not 0 < d.cat_max_ratio <= 1:
+        raise ConfigError("bad value for data.cat_max_ratio: must be in (0, 1]")
     if 0 <= cell.data.ignore_index < cell.data.num_classes:
         raise ConfigError("bad value for data.ignore_index: it must not be a class id (use 255)")
     return cell

@@ -7,11 +7,13 @@ when GPUs change and makes resuming at step s exact.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -21,9 +23,12 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from benchmark import checkpoint
 from benchmark.config import Cell
 from benchmark.datasets import build_dataset, dataset_info
 from benchmark.evaluate import metrics_from_confusion, predict_confusion
+from benchmark.interrupts import DeferredSignals
+from benchmark.pretrained import load_pretrained
 from benchmark.schedule import poly_warmup_factor
 from methods import build_model, count_params
 
@@ -32,11 +37,13 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class GlobalBatchSampler(Sampler[int]):
+class GlobalBatchSampler(Sampler[tuple[int, int]]):
     """Yields this process's share of the global batch of every step from `start_step` on.
 
     Epoch e is a permutation of the training set drawn from `seed + e`; global batch s is the
-    s-th consecutive chunk of the epoch-ordered stream (incomplete tail dropped).
+    s-th consecutive chunk of the epoch-ordered stream (incomplete tail dropped). Each item is
+    `(index, sample_seed)`: the data set draws that sample's augmentation from `sample_seed`, so
+    a sample does not depend on worker processes or on where a resumed run restarted.
     """
 
     def __init__(self, n: int, global_batch: int, steps: int, seed: int,
@@ -58,10 +65,15 @@ class GlobalBatchSampler(Sampler[int]):
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
         return perm[slot * self.global_batch:(slot + 1) * self.global_batch].tolist()
 
-    def __iter__(self) -> Iterator[int]:
+    def sample_seed(self, step: int, slot: int) -> int:
+        return ((self.seed * 1_000_003 + step) * 4_099 + slot) % (2**63)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         for step in range(self.start_step, self.steps):
             batch = self.batch_indices(step)
-            yield from batch[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
+            first = self.rank * self.per_rank
+            for slot in range(first, first + self.per_rank):
+                yield batch[slot], self.sample_seed(step, slot)
 
     def __len__(self) -> int:
         return (self.steps - self.start_step) * self.per_rank
@@ -77,6 +89,7 @@ class RunResult:
     memory: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
+    weights_sha256: str = ""
 
 
 def build_optimizer(model: torch.nn.Module, cell: Cell) -> torch.optim.Optimizer:
@@ -109,9 +122,47 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
             "note": "peak resident memory of the whole process (CPU)"}
 
 
+def weights_sha256(model: torch.nn.Module) -> str:
+    """Hash of every parameter and buffer (name, dtype, shape, raw bytes): equal iff bitwise equal."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def set_lr(optimizer: torch.optim.Optimizer, cell: Cell, step: int) -> float:
+    """Learning rate as a pure function of the step (nothing to save for resume)."""
+    t = cell.train
+    lr = t.lr * poly_warmup_factor(step, t.iters, t.poly_power, t.warmup_iters, t.warmup_ratio)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def _agreed_signal(signals: DeferredSignals, accelerator: Accelerator) -> int:
+    """The signal any process received (0 if none), the same on every process."""
+    received = signals.received or 0
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([received], device=accelerator.device)
+        received = int(accelerator.reduce(flag, reduction="max").item())
+    if received and signals.received is None:
+        signals.received = received
+    return received
+
+
 def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
-                       accelerator: Accelerator | None = None) -> RunResult:
-    """Train `cell` with `seed` for `cell.train.iters` steps, then evaluate on the val split."""
+                       accelerator: Accelerator | None = None,
+                       checkpoint_dir: Path | None = None,
+                       weights_path: Path | None = None) -> RunResult:
+    """Train `cell` with `seed` for `cell.train.iters` steps, then evaluate on the val split.
+
+    With `checkpoint_dir`, state is saved every `train.checkpoint_every` steps and when SIGUSR2 or
+    SIGTERM arrives, and a run that finds a valid checkpoint there continues from it; the result
+    is bitwise identical to an uninterrupted run (on the CPU). `weights_path` receives the
+    final state dict.
+    """
     accelerator = accelerator or make_accelerator(cell)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     show = progress and accelerator.is_main_process
@@ -123,51 +174,87 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
     val_set = build_dataset(cell.data, cell.data.val_split)
 
     model = build_model(cell.model, info.num_classes, cell.data.ignore_index)
+    if cell.model.pretrained:  # local file only; a missing file is a one-line PretrainedError
+        report = load_pretrained(model, cell.model.pretrained)
+        if accelerator.is_main_process:
+            print(report.summary(), flush=True)
     params = count_params(model)
+    if world > 1 and device.type == "cuda":  # the released recipes train with SyncBN
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(model, cell)
+    model, optimizer = accelerator.prepare(model, optimizer)
     total = cell.train.iters
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: poly_warmup_factor(
-        s, total, cell.train.poly_power, cell.train.warmup_iters, cell.train.warmup_ratio))
-    sampler = GlobalBatchSampler(len(train_set), cell.train.batch_size, total, seed, rank, world)
+
+    start_step, history, train_s, step_times = 0, [], 0.0, []
+    resumed = checkpoint.latest_valid(checkpoint_dir) if checkpoint_dir else None
+    if resumed is not None:
+        folder, meta = resumed
+        checkpoint.load(accelerator, folder)
+        start_step = meta["step"]
+        history, train_s = meta["extra"]["history"], meta["extra"]["train_s"]
+        step_times = meta["extra"]["step_times"]
+        if accelerator.is_main_process:
+            print(f"resuming from {folder}", flush=True)
+
+    sampler = GlobalBatchSampler(len(train_set), cell.train.batch_size, total, seed, rank, world,
+                                 start_step=start_step)
+    # A private generator: creating the iterator draws a worker base seed, which must not
+    # advance the global RNG (dropout) differently in a resumed run than in an uninterrupted one.
     loader = DataLoader(train_set, batch_size=sampler.per_rank, sampler=sampler,
                         num_workers=cell.train.num_workers, drop_last=False,
-                        persistent_workers=cell.train.num_workers > 0)
-    model, optimizer = accelerator.prepare(model, optimizer)
+                        persistent_workers=cell.train.num_workers > 0,
+                        generator=torch.Generator().manual_seed(seed))
 
-    history: list[dict[str, float]] = []
+    def save(step: int) -> None:
+        extra = {"history": history, "train_s": train_s + time.perf_counter() - t0,
+                 "step_times": step_times}
+        checkpoint.save(accelerator, checkpoint_dir, step, extra)
+
+    if accelerator.is_main_process:
+        print(f"training {cell.row} seed {seed}: step {start_step} of {total}, "
+              f"{world} process(es), {device}", flush=True)
     model.train()
     t0 = time.perf_counter()
-    step_times: list[float] = []
-    bar = tqdm(total=total, desc=f"train {cell.row} seed{seed}", disable=not show, leave=False)
-    for step, (images, labels) in enumerate(loader):
-        t_step = time.perf_counter()
-        images, labels = images.to(device), labels.to(device)
-        with accelerator.autocast():
-            out = model(images, labels)
-            logits = F.interpolate(out.logits, size=labels.shape[-2:], mode="bilinear",
-                                   align_corners=False)
-            ce = F.cross_entropy(logits.float(), labels, ignore_index=cell.data.ignore_index)
-            loss = ce + sum(out.losses.values())
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} at step {step}; lower train.lr or set train.grad_clip"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if cell.train.grad_clip > 0:
-            accelerator.clip_grad_norm_(model.parameters(), cell.train.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        step_times.append(time.perf_counter() - t_step)
-        if step % cell.train.log_every == 0 or step == total - 1:
-            entry = {"step": step, "loss": loss.item(), "ce": ce.item(),
-                     "lr": optimizer.param_groups[0]["lr"]}
-            entry.update({k: v.item() for k, v in out.losses.items()})
-            history.append(entry)
-            bar.set_postfix(loss=f"{entry['loss']:.3f}")
-        bar.update(1)
+    bar = tqdm(total=total, initial=start_step, desc=f"train {cell.row} seed{seed}",
+               disable=not show, leave=False)
+    with DeferredSignals() as signals:
+        for step, (images, labels) in enumerate(loader, start=start_step):
+            t_step = time.perf_counter()
+            lr = set_lr(optimizer, cell, step)
+            images, labels = images.to(device), labels.to(device)
+            with accelerator.autocast():
+                out = model(images, labels)
+                logits = F.interpolate(out.logits, size=labels.shape[-2:], mode="bilinear",
+                                       align_corners=False)
+                ce = F.cross_entropy(logits.float(), labels, ignore_index=cell.data.ignore_index)
+                loss = ce + sum(out.losses.values())
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at step {step}; lower train.lr or set train.grad_clip"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if cell.train.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cell.train.grad_clip)
+            optimizer.step()
+            step_times.append(time.perf_counter() - t_step)
+            if step % cell.train.log_every == 0 or step == total - 1:
+                entry = {"step": step, "loss": loss.item(), "ce": ce.item(), "lr": lr}
+                entry.update({k: v.item() for k, v in out.losses.items()})
+                history.append(entry)
+                bar.set_postfix(loss=f"{entry['loss']:.3f}")
+            bar.update(1)
+            done = step + 1
+            if checkpoint_dir is not None and done < total:
+                every = cell.train.checkpoint_every
+                if _agreed_signal(signals, accelerator) or (every and done % every == 0):
+                    save(done)
+                    signals.forward()
     bar.close()
-    train_s = time.perf_counter() - t0
+    train_s += time.perf_counter() - t0
+    if world > 1:  # DDP keeps rank 0's buffers authoritative; make the final state identical
+        for buffer in accelerator.unwrap_model(model).buffers():
+            torch.distributed.broadcast(buffer, src=0)
 
     t1 = time.perf_counter()
     cm = predict_confusion(accelerator.unwrap_model(model), val_set, info.num_classes,
@@ -176,13 +263,21 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
     cm = accelerator.reduce(cm, reduction="sum") if world > 1 else cm
     eval_s = time.perf_counter() - t1
     metrics = metrics_from_confusion(cm.cpu(), info.class_names)
-    step_times.sort()
+    final_model = accelerator.unwrap_model(model)
+    if weights_path is not None and accelerator.is_main_process:
+        weights_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = weights_path.with_suffix(".tmp")
+        torch.save(final_model.state_dict(), tmp)
+        tmp.replace(weights_path)
+    sorted_times = sorted(step_times)
     timings = {
         "train_s": train_s,
         "eval_s": eval_s,
-        "step_s_median": step_times[len(step_times) // 2] if step_times else math.nan,
+        "step_s_median": sorted_times[len(sorted_times) // 2] if sorted_times else math.nan,
         "train_img_per_s": total * cell.train.batch_size / train_s if train_s else math.nan,
         "eval_img_per_s": len(val_set) / eval_s if eval_s else math.nan,
+        "resumed_from_step": start_step,
     }
     return RunResult(metrics=metrics, params=params, timings=timings,
-                     memory=peak_memory(device), history=history, confusion=cm.cpu().tolist())
+                     memory=peak_memory(device), history=history, confusion=cm.cpu().tolist(),
+                     weights_sha256=weights_sha256(final_model))

@@ -6,11 +6,12 @@ buy on data whose classes have several appearance modes.
 
 from __future__ import annotations
 
-from benchmark.config import Cell, DataSpec, HeadSpec, ModelSpec, TrainSpec
+from benchmark.config import Cell, DataSpec, HeadSpec, ModelSpec, ResourceSpec, TrainSpec
 from experiments import Grid
 
 DATA = DataSpec(name="synthetic", num_classes=6, image_size=64, modes_per_class=3,
                 train_images=512, val_images=64)
+RESOURCES = ResourceSpec(gpus=0, cpus_per_task=2, mem_gb=8, timeout_min=30)  # a CPU job
 TRAIN = TrainSpec(iters=240, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=0.01,
                   warmup_iters=20, log_every=10)
 
@@ -18,7 +19,7 @@ TRAIN = TrainSpec(iters=240, batch_size=8, optimizer="adamw", lr=1e-3, weight_de
 def _cell(row: str, head: HeadSpec, tag: str = "") -> Cell:
     model = ModelSpec(backbone="mit_b0", decoder="mlp", decoder_channels=128, head=head)
     return Cell(grid="smoke", row=row, column="MiT-B0", tag=tag, pair="mit_b0" if tag else "",
-                data=DATA, model=model, train=TRAIN)
+                data=DATA, model=model, train=TRAIN, resources=RESOURCES)
 
 
 def smoke() -> Grid:

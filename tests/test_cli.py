@@ -37,7 +37,10 @@ def test_exit_code_of_the_real_process(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "run_all.py", "--grid", "nope", "--results",
                            str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: unknown grid 'nope'; valid grids: smoke"
+    from experiments import grid_names
+
+    expected = f"error: unknown grid 'nope'; valid grids: {', '.join(grid_names())}"
+    assert proc.stderr.strip() == expected
 
 
 def test_smoke_grid_end_to_end(tmp_path, capsys) -> None:
@@ -90,3 +93,32 @@ def test_failed_run_writes_a_failed_record_and_exits_1(tmp_path, capsys) -> None
     assert all(r["error"].startswith("NonFiniteLossError: loss became") for r in records)
     md = (tmp_path / "tables" / "smoke.md").read_text()
     assert md.count("failed") == 4
+
+
+def test_runs_with_a_live_job_are_not_submitted_twice(tmp_path, capsys) -> None:
+    from benchmark.cli import skip_live_jobs
+    from benchmark.launch import plan
+    from experiments import get_grid
+
+    runs = plan(get_grid("smoke").cells, [0], tmp_path)
+    log = tmp_path / "jobs" / "smoke.jsonl"
+    log.parent.mkdir(parents=True)
+    stdout = tmp_path / "jobs" / "7_0_log.out"
+    stdout.write_text("started\n")  # a local job that has started and has no result yet
+    entry = {"cell_key": runs[1].cell.key, "seed": 0, "row": runs[1].cell.row, "job_id": "7_0",
+             "executor": "local", "folder": str(tmp_path / "jobs"), "stdout": str(stdout),
+             "stderr": str(stdout), "submitted": "now"}
+    log.write_text(json.dumps(entry) + "\n")
+    kept = skip_live_jobs(runs, tmp_path)
+    assert kept == [runs[0], runs[2], runs[3]]
+    assert "already queued or running" in capsys.readouterr().out
+
+
+def test_missing_pretrained_file_fails_the_run_with_a_clear_error(tmp_path, capsys) -> None:
+    missing = tmp_path / "nowhere" / "mit_b0.safetensors"
+    args = ["--grid", "smoke", "--results", str(tmp_path), "--set", f"model.pretrained={missing}"]
+    assert main(args + TINY) == 1
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "smoke").glob("*/*.json")]
+    assert len(records) == 4
+    assert all(r["error"].startswith("PretrainedError") for r in records)
+    assert all(str(missing) in r["error"] for r in records)

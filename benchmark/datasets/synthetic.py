@@ -225,12 +225,14 @@ class SyntheticSegmentation(Dataset):
         """Number of items in the split (`cfg.num_images`)."""
         return self.cfg.num_images
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(image, label) of item i; see `sample` for the mode map as well."""
         image, label, _ = self.sample(i)
         return image, label
 
-    def _index(self, i: int) -> int:
+    def _index(self, i: int | tuple[int, int]) -> int:
+        if isinstance(i, tuple):  # (index, sample_seed) from the engine: nothing random to seed
+            i = i[0]
         i = operator.index(i)
         n = len(self)
         if not -n <= i < n:
