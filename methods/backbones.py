@@ -1,8 +1,14 @@
-"""Backbones by name, built from the field's libraries (timm, transformers); no weights loaded.
+"""Backbones by name, built from the field's libraries (torchvision, timm, transformers).
 
 Every backbone returns a list of feature maps (B, C_i, H/s_i, W/s_i) and exposes
-`out_channels` and `strides` so any decoder can sit on top. Weights from local files are loaded
-by the benchmark side (I/O does not belong in methods/).
+`out_channels` and `strides` so any decoder can sit on top. The library model lives under
+`self.body` with the library's own parameter names, so the library's checkpoints load into it
+(benchmark/pretrained.py does that; file I/O does not belong in methods/). No weights are loaded
+here.
+
+Paper backbones (METHOD-SPEC §5): `resnet101_d8`, `hrnetv2_w48`, `swin_b`, `mit_b4` (and
+`mit_b2` for the ablations); small CPU variants of each family: `resnet18_d8`,
+`hrnetv2_w18_small`, `swin_t`, `mit_b0`.
 """
 
 from __future__ import annotations
@@ -10,14 +16,17 @@ from __future__ import annotations
 from typing import Callable
 
 import timm
+import torchvision
 from torch import Tensor, nn
 
 
 class Backbone(nn.Module):
-    """A feature extractor with known output channels and strides."""
+    """A feature extractor with known output channels and strides; the library model is `body`."""
 
     out_channels: list[int]
     strides: list[int]
+    body: nn.Module
+    name: str = ""  # registry name, set by build_backbone
 
 
 class TimmFeatures(Backbone):
@@ -31,6 +40,72 @@ class TimmFeatures(Backbone):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         return list(self.body(x))
+
+
+class DilatedResNet(Backbone):
+    """torchvision ResNet with layer3/layer4 dilated (output stride 8); returns [layer3, layer4].
+
+    layer3 feeds the auxiliary FCN head, layer4 the decoder (MMSeg's `in_index` 2 and 3). The
+    stem is torchvision's 7x7 conv; MMSeg's ResNetV1c deep stem would add 19K parameters.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        body = getattr(torchvision.models, name)(
+            weights=None, replace_stride_with_dilation=[False, True, True]
+        )
+        body.fc = nn.Identity()  # the ImageNet classifier is not part of the backbone
+        self.body = body
+        self.out_channels = [body.layer3[-1].conv3.out_channels, body.layer4[-1].conv3.out_channels]
+        self.strides = [8, 8]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        b = self.body
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        c3 = b.layer3(b.layer2(b.layer1(x)))
+        return [c3, b.layer4(c3)]
+
+
+class SwinFeatures(Backbone):
+    """torchvision Swin Transformer `features` at its four stages, NHWC -> NCHW.
+
+    As in MMSeg's Swin backbone, each output stage gets its own LayerNorm (`norms`, outside the
+    library model); torchvision's final `norm` and classifier are dropped.
+    """
+
+    STAGES = (1, 3, 5, 7)  # indices in `features`: patch embed, stage, merge, stage, ...
+
+    def __init__(self, name: str, drop_path: float = 0.3) -> None:
+        super().__init__()
+        body = getattr(torchvision.models, name)(weights=None)
+        _set_drop_path(body, drop_path)
+        body.norm = nn.Identity()
+        body.head = nn.Identity()
+        self.body = body
+        embed = body.features[0][0].out_channels
+        self.out_channels = [embed * 2**i for i in range(4)]
+        self.strides = [4, 8, 16, 32]
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in self.out_channels)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        outs = []
+        for i, layer in enumerate(self.body.features):
+            x = layer(x)
+            if i in self.STAGES:
+                norm = self.norms[self.STAGES.index(i)]
+                outs.append(norm(x).permute(0, 3, 1, 2).contiguous())
+        return outs
+
+
+def _set_drop_path(model: nn.Module, rate: float) -> None:
+    """Rescale torchvision's linearly increasing stochastic depth so the last block has `rate`.
+
+    (torchvision fixes the rate per model size: swin_b 0.5; MMSeg's Swin configs use 0.3.)
+    """
+    layers = [m for m in model.modules() if isinstance(m, torchvision.ops.StochasticDepth)]
+    top = max((m.p for m in layers), default=0.0)
+    for m in layers:
+        m.p = m.p * rate / top if top > 0 else 0.0
 
 
 class MixTransformer(Backbone):
@@ -53,9 +128,60 @@ class MixTransformer(Backbone):
         return list(out.hidden_states)
 
 
+# ----------------------------------------------------------------------------- paper backbones
+
+
+def resnet101_d8() -> Backbone:
+    """FCN's backbone: torchvision ResNet-101, output stride 8 (42.5M)."""
+    return DilatedResNet("resnet101")
+
+
+def hrnetv2_w48() -> Backbone:
+    """HRNetV2-W48 (65.3M): timm `hrnet_w48`, the four branches (48/96/192/384 ch, strides 4-32).
+
+    `feature_location=''` returns the raw branch outputs; timm's default feature mode passes them
+    through the classification "incre" blocks, which is not HRNetV2.
+    """
+    return TimmFeatures("hrnet_w48", feature_location="", out_indices=(1, 2, 3, 4))
+
+
+def swin_b() -> Backbone:
+    """Swin-Base, window 7 (86.7M): torchvision `swin_b`."""
+    return SwinFeatures("swin_b", drop_path=0.3)
+
+
+def mit_b4() -> Backbone:
+    """SegFormer's MiT-B4 (60.8M)."""
+    return MixTransformer([64, 128, 320, 512], [3, 8, 27, 3], [1, 2, 5, 8])
+
+
+def mit_b2() -> Backbone:
+    """MiT-B2 (24.2M), the most likely backbone of the paper's ablations (METHOD-SPEC §8)."""
+    return MixTransformer([64, 128, 320, 512], [3, 4, 6, 3], [1, 2, 5, 8])
+
+
+# ----------------------------------------------------------------------------- small CPU variants
+
+
 def resnet18_d8() -> Backbone:
-    """Small CPU backbone: ResNet-18 dilated to output stride 8 (layer3 and layer4 outputs)."""
+    """Small CPU backbone: ResNet-18 dilated to output stride 8 (layer3 and layer4 outputs).
+
+    timm, because torchvision's BasicBlock refuses dilation.
+    """
     return TimmFeatures("resnet18", output_stride=8, out_indices=(3, 4))
+
+
+def hrnetv2_w18_small() -> Backbone:
+    """HRNetV2-W18-Small (3.9M): timm `hrnet_w18_small_v2`, branches 18/36/72/144 ch.
+
+    (timm's `hrnet_w18_small` is the narrower v1 with 16/32/64/128 channels.)
+    """
+    return TimmFeatures("hrnet_w18_small_v2", feature_location="", out_indices=(1, 2, 3, 4))
+
+
+def swin_t() -> Backbone:
+    """Swin-Tiny (27.5M): torchvision `swin_t`."""
+    return SwinFeatures("swin_t", drop_path=0.2)
 
 
 def mit_b0() -> Backbone:
@@ -64,7 +190,14 @@ def mit_b0() -> Backbone:
 
 
 BACKBONES: dict[str, Callable[[], Backbone]] = {
+    "resnet101_d8": resnet101_d8,
+    "hrnetv2_w48": hrnetv2_w48,
+    "swin_b": swin_b,
+    "mit_b4": mit_b4,
+    "mit_b2": mit_b2,
     "resnet18_d8": resnet18_d8,
+    "hrnetv2_w18_small": hrnetv2_w18_small,
+    "swin_t": swin_t,
     "mit_b0": mit_b0,
 }
 
@@ -72,4 +205,6 @@ BACKBONES: dict[str, Callable[[], Backbone]] = {
 def build_backbone(name: str) -> Backbone:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    return BACKBONES[name]()
+    backbone = BACKBONES[name]()
+    backbone.name = name  # lets benchmark/pretrained.py name the checkpoint it expects
+    return backbone

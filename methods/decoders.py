@@ -1,5 +1,8 @@
 """Decoders: multi-level backbone features -> one feature map (B, channels, h, w).
 
+FCN (MMSeg FCNHead), HRNetV2 concat head, UperNet and the SegFormer all-MLP decoder; their
+sizes reproduce the paper's parameter counts (METHOD-SPEC §5).
+
 None of them holds the final classifier: that is the head's job, so every head fits every decoder.
 """
 
@@ -63,9 +66,71 @@ class AllMLPDecoder(nn.Module):
         return self.dropout(self.fuse(torch.cat(ups, dim=1)))
 
 
+class HRNetV2Decoder(nn.Module):
+    """HRNetV2 head without the classifier (MMSeg `fcn_hr48`): every branch upsampled to the
+    first one's resolution and concatenated (720 ch for W48), then one 1x1 conv + BN + ReLU."""
+
+    def __init__(self, in_channels: list[int], channels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fuse = conv_bn_relu(sum(in_channels), channels, kernel=1)
+        self.dropout = nn.Dropout2d(dropout)
+        self.out_channels = channels
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        size = feats[0].shape[-2:]
+        ups = [feats[0]] + [
+            F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]
+        ]
+        return self.dropout(self.fuse(torch.cat(ups, dim=1)))
+
+
+class UperNetDecoder(nn.Module):
+    """UperNet (MMSeg UPerHead) without the classifier: pyramid pooling on the last level, a
+    top-down FPN over all levels, then a 3x3 fusion of the upsampled pyramid."""
+
+    def __init__(
+        self, in_channels: list[int], channels: int, pool_scales: tuple[int, ...] = (1, 2, 3, 6),
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        top = in_channels[-1]
+        self.ppm = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(s), conv_bn_relu(top, channels, kernel=1))
+            for s in pool_scales
+        )
+        self.bottleneck = conv_bn_relu(top + len(pool_scales) * channels, channels)
+        self.laterals = nn.ModuleList(conv_bn_relu(c, channels, kernel=1) for c in in_channels[:-1])
+        self.fpn_convs = nn.ModuleList(conv_bn_relu(channels, channels) for _ in in_channels[:-1])
+        self.fpn_bottleneck = conv_bn_relu(len(in_channels) * channels, channels)
+        self.dropout = nn.Dropout2d(dropout)
+        self.out_channels = channels
+
+    def _psp(self, x: Tensor) -> Tensor:
+        pooled = [
+            F.interpolate(m(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+            for m in self.ppm
+        ]
+        return self.bottleneck(torch.cat([x] + pooled, dim=1))
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        lat = [conv(f) for conv, f in zip(self.laterals, feats[:-1])] + [self._psp(feats[-1])]
+        for i in range(len(lat) - 1, 0, -1):  # top-down pathway
+            lat[i - 1] = lat[i - 1] + F.interpolate(
+                lat[i], size=lat[i - 1].shape[-2:], mode="bilinear", align_corners=False
+            )
+        outs = [conv(x) for conv, x in zip(self.fpn_convs, lat[:-1])] + [lat[-1]]
+        size = outs[0].shape[-2:]
+        outs = [outs[0]] + [
+            F.interpolate(o, size=size, mode="bilinear", align_corners=False) for o in outs[1:]
+        ]
+        return self.dropout(self.fpn_bottleneck(torch.cat(outs, dim=1)))
+
+
 DECODERS: dict[str, Callable[..., nn.Module]] = {
     "fcn": FCNDecoder,
     "mlp": AllMLPDecoder,
+    "hrnetv2": HRNetV2Decoder,
+    "upernet": UperNetDecoder,
 }
 
 
