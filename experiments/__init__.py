@@ -19,9 +19,15 @@ class Grid:
 
 
 def _registry() -> dict[str, Callable[[], Grid]]:
+    from experiments.ablations import ablation_k, ablation_loss
+    from experiments.camvid import camvid
     from experiments.smoke import smoke
+    from experiments.table1 import table1
+    from experiments.table2 import table2
+    from experiments.table3 import table3
 
-    return {"smoke": smoke}
+    return {"smoke": smoke, "table1": table1, "table2": table2, "table3": table3,
+            "ablation_loss": ablation_loss, "ablation_k": ablation_k, "camvid": camvid}
 
 
 def grid_names() -> list[str]:

@@ -1,0 +1,95 @@
+"""ADE20K (SceneParsing / ADEChallengeData2016): 150 classes, "reduce zero label".
+
+Layout: `ADEChallengeData2016/images/{training,validation}/*.jpg` and
+`annotations/{training,validation}/*.png` (same stem). Label 0 ("other") is ignored and
+classes 1..150 shift down to 0..149. 20210 / 2000 images. Class names and colours as in
+MMSegmentation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmark.datasets.base import (DatasetDef, Listing, list_files, make_lut, match_pairs,
+                                     require_dir)
+
+SPLIT_FOLDERS = {"train": "training", "val": "validation"}
+CLASS_NAMES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
+    "grass", "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant",
+    "curtain", "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror",
+    "rug", "field", "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp",
+    "bathtub", "railing", "cushion", "base", "box", "column", "signboard", "chest of drawers",
+    "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand",
+    "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway",
+    "river", "bridge", "bookcase", "blind", "coffee table", "toilet", "flower", "book",
+    "hill", "bench", "countertop", "stove", "palm", "kitchen island", "computer",
+    "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light",
+    "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
+    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman",
+    "bottle", "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer belt",
+    "canopy", "washer", "plaything", "swimming pool", "stool", "barrel", "basket",
+    "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
+    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen",
+    "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan",
+    "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator",
+    "glass", "clock", "flag",
+)
+PALETTE = (
+    (120, 120, 120), (180, 120, 120), (6, 230, 230), (80, 50, 50), (4, 200, 3),
+    (120, 120, 80), (140, 140, 140), (204, 5, 255), (230, 230, 230), (4, 250, 7),
+    (224, 5, 255), (235, 255, 7), (150, 5, 61), (120, 120, 70), (8, 255, 51), (255, 6, 82),
+    (143, 255, 140), (204, 255, 4), (255, 51, 7), (204, 70, 3), (0, 102, 200), (61, 230, 250),
+    (255, 6, 51), (11, 102, 255), (255, 7, 71), (255, 9, 224), (9, 7, 230), (220, 220, 220),
+    (255, 9, 92), (112, 9, 255), (8, 255, 214), (7, 255, 224), (255, 184, 6), (10, 255, 71),
+    (255, 41, 10), (7, 255, 255), (224, 255, 8), (102, 8, 255), (255, 61, 6), (255, 194, 7),
+    (255, 122, 8), (0, 255, 20), (255, 8, 41), (255, 5, 153), (6, 51, 255), (235, 12, 255),
+    (160, 150, 20), (0, 163, 255), (140, 140, 140), (250, 10, 15), (20, 255, 0), (31, 255, 0),
+    (255, 31, 0), (255, 224, 0), (153, 255, 0), (0, 0, 255), (255, 71, 0), (0, 235, 255),
+    (0, 173, 255), (31, 0, 255), (11, 200, 200), (255, 82, 0), (0, 255, 245), (0, 61, 255),
+    (0, 255, 112), (0, 255, 133), (255, 0, 0), (255, 163, 0), (255, 102, 0), (194, 255, 0),
+    (0, 143, 255), (51, 255, 0), (0, 82, 255), (0, 255, 41), (0, 255, 173), (10, 0, 255),
+    (173, 255, 0), (0, 255, 153), (255, 92, 0), (255, 0, 255), (255, 0, 245), (255, 0, 102),
+    (255, 173, 0), (255, 0, 20), (255, 184, 184), (0, 31, 255), (0, 255, 61), (0, 71, 255),
+    (255, 0, 204), (0, 255, 194), (0, 255, 82), (0, 10, 255), (0, 112, 255), (51, 0, 255),
+    (0, 194, 255), (0, 122, 255), (0, 255, 163), (255, 153, 0), (0, 255, 10), (255, 112, 0),
+    (143, 255, 0), (82, 0, 255), (163, 255, 0), (255, 235, 0), (8, 184, 170), (133, 0, 255),
+    (0, 255, 92), (184, 0, 255), (255, 0, 31), (0, 184, 255), (0, 214, 255), (255, 0, 112),
+    (92, 255, 0), (0, 224, 255), (112, 224, 255), (70, 184, 160), (163, 0, 255),
+    (153, 0, 255), (71, 255, 0), (255, 0, 163), (255, 204, 0), (255, 0, 143), (0, 255, 235),
+    (133, 255, 0), (255, 0, 235), (245, 0, 255), (255, 0, 122), (255, 245, 0), (10, 190, 212),
+    (214, 255, 0), (0, 204, 255), (20, 0, 255), (255, 255, 0), (0, 153, 255), (0, 41, 255),
+    (0, 255, 204), (41, 0, 255), (41, 255, 0), (173, 0, 255), (0, 245, 255), (71, 0, 255),
+    (122, 0, 255), (0, 255, 184), (0, 92, 255), (184, 255, 0), (0, 133, 255), (255, 214, 0),
+    (25, 194, 194), (102, 255, 0), (92, 0, 255),
+)
+
+
+def list_split(root: Path, split: str) -> Listing:
+    """Pairs `images/<split>/<stem>.jpg` with `annotations/<split>/<stem>.png`."""
+    sub = SPLIT_FOLDERS[split]
+    image_dir, label_dir = root / "images" / sub, root / "annotations" / sub
+    require_dir(image_dir, ADE20K)
+    require_dir(label_dir, ADE20K)
+    images = {p.stem: p for p in list_files(image_dir, (".jpg", ".jpeg", ".png"))}
+    labels = {p.stem: p for p in list_files(label_dir, (".png",))}
+    return match_pairs(images, labels, lambda k: label_dir / f"{k}.png",
+                       lambda k: image_dir / f"{k}.jpg")
+
+
+ADE20K = DatasetDef(
+    name="ade20k",
+    title="ADE20K",
+    folder="ADEChallengeData2016",
+    class_names=CLASS_NAMES,
+    palette=PALETTE,
+    split_counts={"train": 20210, "val": 2000},
+    luts={"raw": make_lut({i: i - 1 for i in range(1, 151)}, ignore=(0,))},
+    markers=("images/training", "annotations/training"),
+    layout="ADEChallengeData2016/{images,annotations}/{training,validation}/ with <stem>.jpg "
+           "images and <stem>.png label maps (0 = other, 1-150 = classes)",
+    list_split=list_split,
+    recipe={"num_classes": 150, "val_split": "val", "scale_long": 2048, "scale_short": 512,
+            "min_scale": 0.5, "max_scale": 2.0, "crop_size": 512, "crop_width": 512,
+            "cat_max_ratio": 0.75, "flip_prob": 0.5, "photometric": "mmseg"},
+)

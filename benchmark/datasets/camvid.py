@@ -1,0 +1,48 @@
+"""CamVid, SegNet layout: `train/ trainannot/ val/ valannot/ test/ testannot/`, 11 classes.
+
+Images (`.png` or `.jpg`) and single-channel PNG label maps share their stem; label 11 is
+"void" (ignored). 367 / 101 / 233 images of 480x360.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmark.datasets.base import (IMAGE_SUFFIXES, DatasetDef, Listing, list_files, make_lut,
+                                     match_pairs, require_dir)
+
+CLASS_NAMES = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence",
+               "car", "pedestrian", "bicyclist")
+PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+           (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+           (0, 128, 192))  # SegNet tutorial colours; void is (0, 0, 0)
+VOID = 11
+
+
+def list_split(root: Path, split: str) -> Listing:
+    """Pairs `root/<split>/<stem>.{png,jpg}` with `root/<split>annot/<stem>.png`."""
+    image_dir, label_dir = root / split, root / f"{split}annot"
+    require_dir(image_dir, CAMVID)
+    require_dir(label_dir, CAMVID)
+    images = {p.stem: p for p in list_files(image_dir, IMAGE_SUFFIXES)}
+    labels = {p.stem: p for p in list_files(label_dir, (".png",))}
+    return match_pairs(images, labels, lambda k: label_dir / f"{k}.png",
+                       lambda k: image_dir / f"{k}.png")
+
+
+CAMVID = DatasetDef(
+    name="camvid",
+    title="CamVid",
+    folder="camvid",
+    class_names=CLASS_NAMES,
+    palette=PALETTE,
+    split_counts={"train": 367, "val": 101, "test": 233},
+    luts={"raw": make_lut({i: i for i in range(len(CLASS_NAMES))}, ignore=(VOID,))},
+    markers=("train", "trainannot"),
+    layout="camvid/{train,val,test}/<stem>.png|jpg with camvid/{train,val,test}annot/<stem>.png "
+           "(SegNet layout)",
+    list_split=list_split,
+    recipe={"num_classes": 11, "val_split": "test", "scale_long": 480, "scale_short": 360,
+            "min_scale": 0.5, "max_scale": 2.0, "crop_size": 360, "crop_width": 480,
+            "cat_max_ratio": 0.75, "flip_prob": 0.5, "photometric": "mmseg"},
+)

@@ -1,0 +1,217 @@
+"""Training and evaluation transforms (torchvision.transforms.v2 on tv_tensors.Image + Mask).
+
+Training follows MMSegmentation's pipeline: random rescale around the recipe scale, random
+crop (retried while one class dominates, `cat_max_ratio`) padded with the ignore value,
+horizontal flip, photometric distortion, ImageNet normalisation. Evaluation resizes only the
+image to the recipe scale and keeps the label at its original size for the metric (the engine
+upsamples the logits to the label). Masks are only ever resized by nearest neighbour (v2's
+Mask kernels) and stay int64. All randomness comes from the torch RNG, so seeding it (see
+`SegmentationDataset`) makes a sample reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PHOTOMETRIC = ("none", "mmseg", "brightness")
+
+
+def rescale_size(h: int, w: int, scale: tuple[int, int] | None, ratio: float = 1.0) -> list[int]:
+    """MMSeg's keep-ratio rule: the largest size with long side <= long*ratio and short side <=
+    short*ratio for `scale` = (long, short); `scale` None or (0, 0) scales the original by ratio."""
+    if scale and scale[0] > 0 and scale[1] > 0:
+        factor = min(scale[0] * ratio / max(h, w), scale[1] * ratio / min(h, w))
+    else:
+        factor = ratio
+    return [max(1, int(h * factor + 0.5)), max(1, int(w * factor + 0.5))]
+
+
+def _first(flat_inputs: list[Any], kind: type) -> Any:
+    return next((x for x in flat_inputs if isinstance(x, kind)), None)
+
+
+class RandomRescale(v2.Transform):
+    """Resize image and mask together to the recipe scale times r ~ U(ratio_range) (keep ratio)."""
+
+    def __init__(self, scale: tuple[int, int] | None, ratio_range: tuple[float, float]) -> None:
+        super().__init__()
+        lo, hi = ratio_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale ratio range must satisfy 0 < min <= max, got {ratio_range}")
+        self.scale, self.ratio_range = scale, (float(lo), float(hi))
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = F.get_size(_first(flat_inputs, tv_tensors.Image))
+        lo, hi = self.ratio_range
+        ratio = lo + (hi - lo) * float(torch.rand(())) if hi > lo else lo  # no draw when fixed
+        return {"size": rescale_size(h, w, self.scale, ratio)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        # masks: nearest-exact (half-pixel centres, like the bilinear image resize), so label
+        # edges land where the image's edges do; images: bilinear with antialiasing
+        mode = (InterpolationMode.NEAREST_EXACT if isinstance(inpt, tv_tensors.Mask)
+                else InterpolationMode.BILINEAR)
+        return self._call_kernel(F.resize, inpt, params["size"], interpolation=mode,
+                                 antialias=True)
+
+
+class RandomCropPad(v2.Transform):
+    """Random (h, w) crop, padded at the bottom/right with 0 (image) and `ignore_index` (mask)
+    where the image is smaller. With `cat_max_ratio` < 1 the crop is redrawn (up to 10 times,
+    MMSeg's rule) while one class covers at least that fraction of its labelled pixels."""
+
+    def __init__(self, size: tuple[int, int], ignore_index: int = 255,
+                 cat_max_ratio: float = 1.0, tries: int = 10) -> None:
+        super().__init__()
+        if size[0] <= 0 or size[1] <= 0:
+            raise ValueError(f"crop size must be positive, got {size}")
+        self.size, self.ignore_index = (int(size[0]), int(size[1])), ignore_index
+        self.cat_max_ratio, self.tries = float(cat_max_ratio), tries
+
+    def _draw(self, h: int, w: int) -> tuple[int, int]:
+        top = int(torch.randint(0, max(h - self.size[0], 0) + 1, ()))
+        left = int(torch.randint(0, max(w - self.size[1], 0) + 1, ()))
+        return top, left
+
+    def _balanced(self, mask: torch.Tensor, top: int, left: int) -> bool:
+        crop = mask[..., top:top + self.size[0], left:left + self.size[1]]
+        values, counts = crop.unique(return_counts=True)
+        counts = counts[values != self.ignore_index]
+        return len(counts) > 1 and counts.max().item() / counts.sum().item() < self.cat_max_ratio
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = F.get_size(_first(flat_inputs, tv_tensors.Image))
+        top, left = self._draw(h, w)
+        mask = _first(flat_inputs, tv_tensors.Mask)
+        if self.cat_max_ratio < 1.0 and mask is not None:
+            for _ in range(self.tries):
+                if self._balanced(mask, top, left):
+                    break
+                top, left = self._draw(h, w)
+        ch, cw = self.size
+        return {"top": top, "left": left, "height": min(ch, h), "width": min(cw, w),
+                "pad": [0, 0, max(cw - w, 0), max(ch - h, 0)]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        out = self._call_kernel(F.crop, inpt, params["top"], params["left"],
+                                params["height"], params["width"])
+        if any(params["pad"]):
+            fill = self.ignore_index if isinstance(inpt, tv_tensors.Mask) else 0
+            out = self._call_kernel(F.pad, out, params["pad"], fill=fill)
+        return out
+
+
+class PhotoMetricDistortion(v2.Transform):
+    """MMSeg's PhotoMetricDistortion on a float [0, 1] image: each with probability 0.5, additive
+    brightness (+-32/255), multiplicative contrast (0.5-1.5, before or after the rest),
+    saturation (0.5-1.5) and hue (+-0.1 of the circle, MMSeg's +-18 OpenCV units), using
+    torchvision's saturation/hue kernels. mode "brightness": only the released ProtoSeg
+    code's additive shift (+-10/255, always applied)."""
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, mode: str = "mmseg") -> None:
+        super().__init__()
+        if mode not in PHOTOMETRIC[1:]:
+            raise ValueError(f"photometric mode must be one of {PHOTOMETRIC[1:]}, got {mode!r}")
+        self.mode = mode
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        u = torch.rand(9).tolist()  # always 9 draws: a fixed RNG stream per sample
+        if self.mode == "brightness":
+            return {"brightness": (2 * u[0] - 1) * 10 / 255, "contrast": None,
+                    "contrast_first": True, "saturation": None, "hue": None}
+        return {
+            "brightness": (2 * u[1] - 1) * 32 / 255 if u[0] < 0.5 else None,
+            "contrast": 0.5 + u[3] if u[2] < 0.5 else None,
+            "contrast_first": u[4] < 0.5,
+            "saturation": 0.5 + u[6] if u[5] < 0.5 else None,
+            "hue": (2 * u[8] - 1) * 0.1 if u[7] < 0.5 else None,
+        }
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not inpt.is_floating_point():
+            raise TypeError("PhotoMetricDistortion expects a float image in [0, 1]")
+        img = inpt.as_subclass(torch.Tensor)
+        if params["brightness"] is not None:
+            img = (img + params["brightness"]).clamp(0, 1)
+        if params["contrast_first"] and params["contrast"] is not None:
+            img = (img * params["contrast"]).clamp(0, 1)
+        if params["saturation"] is not None:
+            img = F.adjust_saturation(img, params["saturation"])
+        if params["hue"] is not None:
+            img = F.adjust_hue(img, params["hue"])
+        if not params["contrast_first"] and params["contrast"] is not None:
+            img = (img * params["contrast"]).clamp(0, 1)
+        return tv_tensors.wrap(img, like=inpt)
+
+
+class PairTransform:
+    """Calls a v2 pipeline on (uint8 image, int64 label) and returns plain tensors."""
+
+    def __init__(self, pipeline: v2.Transform, resize_label: bool = True) -> None:
+        self.pipeline, self.resize_label = pipeline, resize_label
+
+    def __call__(self, image: torch.Tensor,
+                 label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.resize_label:
+            img, mask = self.pipeline(tv_tensors.Image(image), tv_tensors.Mask(label))
+        else:  # evaluation: the label keeps its original size
+            img, mask = self.pipeline(tv_tensors.Image(image)), label
+        return img.as_subclass(torch.Tensor).contiguous(), mask.as_subclass(torch.Tensor)
+
+    def __repr__(self) -> str:
+        return f"PairTransform({self.pipeline})"
+
+
+def _normalise() -> list[v2.Transform]:
+    return [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)]
+
+
+def train_transform(scale: tuple[int, int] | None = None,
+                    ratio_range: tuple[float, float] = (1.0, 1.0),
+                    crop: tuple[int, int] | None = None, ignore_index: int = 255,
+                    cat_max_ratio: float = 1.0, flip_prob: float = 0.5,
+                    photometric: str = "none") -> PairTransform:
+    """The training pipeline; `crop` None = whole (rescaled) image."""
+    steps: list[v2.Transform] = []
+    if scale or ratio_range != (1.0, 1.0):
+        steps.append(RandomRescale(scale, ratio_range))
+    if crop:
+        steps.append(RandomCropPad(crop, ignore_index, cat_max_ratio))
+    if flip_prob > 0:
+        steps.append(v2.RandomHorizontalFlip(flip_prob))
+    steps += _normalise()
+    if photometric != "none":
+        steps.append(PhotoMetricDistortion(photometric))
+    steps.append(v2.Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    return PairTransform(v2.Compose(steps))
+
+
+def eval_transform(scale: tuple[int, int] | None = None) -> PairTransform:
+    """Whole image resized to the recipe scale; the label keeps its original size."""
+    steps: list[v2.Transform] = []
+    if scale and scale[0] > 0 and scale[1] > 0:
+        steps.append(RandomRescale(scale, (1.0, 1.0)))  # fixed ratio: no random draw
+    steps += _normalise() + [v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return PairTransform(v2.Compose(steps), resize_label=False)
+
+
+def transforms_from_spec(spec: Any, split: str) -> PairTransform:
+    """The transform a DataSpec asks for: training pipeline on "train", evaluation otherwise."""
+    scale = (spec.scale_long, spec.scale_short) if spec.scale_long and spec.scale_short else None
+    if split != "train":
+        return eval_transform(scale)
+    crop = None
+    if spec.crop_size > 0:
+        crop = (spec.crop_size, spec.crop_width or spec.crop_size)
+    return train_transform(scale, (spec.min_scale, spec.max_scale), crop, spec.ignore_index,
+                           spec.cat_max_ratio, spec.flip_prob, spec.photometric)
