@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(PY) run_all.py --grid smoke
+	$(PY) run_all.py --grid smoke --figures
 
 test: $(STAMP)
 	$(PY) -m pytest
