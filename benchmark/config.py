@@ -145,8 +145,10 @@ class Cell:
         """Readable slug + hash of every setting that changes the result (not labels)."""
         payload = {s: dataclasses.asdict(getattr(self, s)) for s in RESULT_SECTIONS}
         for dotted in EXECUTION_ONLY:
-            section, name = dotted.split(".")
-            payload[section].pop(name, None)
+            _pop_path(payload, dotted)
+        for dotted, value_when_added in ADDED_SETTINGS.items():
+            if _get_path(self, dotted) == value_when_added:
+                _pop_path(payload, dotted)
         digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         slug = re.sub(r"[^a-z0-9]+", "-", self.row.lower()).strip("-") or "cell"
         return f"{slug}-{digest}"
@@ -160,6 +162,18 @@ OVERRIDE_SECTIONS = RESULT_SECTIONS + ("resources",)
 # Settings that change how a run executes but not its result: left out of the cell key.
 EXECUTION_ONLY = ("train.num_workers", "train.log_every", "train.checkpoint_every",
                   "data.root")  # data.root: where the files are, not what they are
+# Settings added after the first records were written, with the value each had when added
+# (which is what runs before it did). A cell at that value keeps its old key, so adding an
+# option never orphans existing records; any other value (even a later default) is hashed.
+# tests/test_config.py fails when a new setting is missing here.
+ADDED_SETTINGS: dict[str, Any] = {}
+
+
+def _pop_path(payload: dict[str, Any], dotted: str) -> None:
+    *parents, name = dotted.split(".")
+    for part in parents:
+        payload = payload[part]
+    payload.pop(name, None)
 
 
 def cell_from_dict(d: dict[str, Any]) -> Cell:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.config import Cell, ConfigError, HeadSpec, ModelSpec, apply_overrides, \
-    cell_from_dict, override_keys
+import dataclasses
+
+from benchmark.config import ADDED_SETTINGS, RESULT_SECTIONS, Cell, ConfigError, HeadSpec, \
+    ModelSpec, apply_overrides, cell_from_dict, override_keys
 
 
 def test_key_is_stable_and_ignores_labels() -> None:
@@ -19,6 +21,55 @@ def test_key_is_stable_and_ignores_labels() -> None:
 
 
 KNOWN_SOFTMAX_KEY = "softmax-0586c08a77"  # update only when a spec default deliberately changes
+
+# Every result setting that existed when the first real records (CamVid) were written. A
+# setting added later must go into config.ADDED_SETTINGS so that existing keys stay valid.
+FIRST_KEYED_SETTINGS = {
+    "data": "name root num_classes ignore_index image_size modes_per_class train_images "
+            "val_images data_seed crop_size crop_width val_split format scale_long scale_short "
+            "min_scale max_scale cat_max_ratio flip_prob photometric",
+    "model": "backbone decoder decoder_channels pretrained aux_weight",
+    "model.head": "name num_prototypes embed_dim projection proj_norm_axis score_norm "
+                  "update_assign gamma sinkhorn_eps sinkhorn_iters ppc_weight ppd_weight ppc_tau "
+                  "query_layers query_heads query_dim",
+    "train": "iters batch_size optimizer lr momentum weight_decay poly_power warmup_iters "
+             "warmup_ratio grad_clip amp num_workers log_every checkpoint_every recipe",
+    "eval": "batch_size mode",
+}
+
+
+def _settings(obj: object, prefix: str) -> list[str]:
+    out = []
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        name = f"{prefix}.{f.name}"
+        out += _settings(value, name) if dataclasses.is_dataclass(value) else [name]
+    return out
+
+
+def test_settings_added_later_are_registered_so_old_keys_stay_valid() -> None:
+    first = {f"{sec}.{n}" for sec, names in FIRST_KEYED_SETTINGS.items() for n in names.split()}
+    now = {n for sec in RESULT_SECTIONS for n in _settings(getattr(Cell("g", "x"), sec), sec)}
+    unregistered = sorted(now - first - set(ADDED_SETTINGS))
+    assert not unregistered, f"add these to config.ADDED_SETTINGS with their default: {unregistered}"
+    for dotted, value in ADDED_SETTINGS.items():
+        default = Cell("g", "x")
+        for part in dotted.split("."):
+            default = getattr(default, part)
+        assert default == value, f"{dotted}: default changed; keep ADDED_SETTINGS as it was"
+
+
+def test_a_setting_off_its_added_value_changes_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmark.config as config
+
+    base = Cell(grid="g", row="x")
+    monkeypatch.setattr(config, "ADDED_SETTINGS", {"train.amp": False})
+    assert base.key == Cell(grid="g", row="x").key  # at the added value: omitted
+    other = apply_overrides(base, ["train.amp=true"])
+    monkeypatch.setattr(config, "ADDED_SETTINGS", {})
+    with_amp_hashed = other.key
+    monkeypatch.setattr(config, "ADDED_SETTINGS", {"train.amp": False})
+    assert other.key == with_amp_hashed != base.key
 
 
 def test_key_changes_with_any_result_setting() -> None:
