@@ -7,6 +7,7 @@ result lives in its four specs, so their hash is the cell's identity on disk.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -49,9 +50,9 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """The pixel classifier and its options (see methods/heads and METHOD-SPEC §2-3)."""
+    """The pixel classifier and its options (see methods/heads and METHOD-SPEC §2-4)."""
 
-    name: str = "softmax"  # softmax | pixel_query | prototype
+    name: str = "softmax"  # softmax | pixel_query | prototype | pixel_contrast
     # prototype head (defaults = released ProtoSeg code, METHOD-SPEC §2-3)
     num_prototypes: int = 10
     embed_dim: int = 0  # 0 = decoder width
@@ -69,6 +70,18 @@ class HeadSpec:
     query_layers: int = 2
     query_heads: int = 4
     query_dim: int = 0  # 0 = min(decoder width, 256)
+    # pixel-contrast head (ContrastiveSeg, METHOD-SPEC §4; defaults = its released code)
+    contrast_variant: str = "in_batch"  # in_batch (anchors of the batch) | memory (queues)
+    contrast_weight: float | None = None  # None = the variant's: 0.1 in_batch, 1.0 memory
+    contrast_tau: float | None = None  # None = the variant's: 0.1 in_batch, 0.07 memory
+    contrast_base_tau: float = 0.07  # the loss is scaled by tau / base_tau
+    contrast_warmup_iters: int = 5000  # loss weight 0 for the first N training steps
+    contrast_max_anchors: int = 1024  # anchors per batch (per process)
+    contrast_max_views: int = 100  # anchors per (image, class)
+    contrast_min_class_pixels: int = 100  # a class takes part with more labelled pixels than this
+    contrast_queue_size: int = 5000  # memory: entries per class in each queue
+    contrast_queue_pixels: int = 10  # memory: pixels enqueued per image and class
+    contrast_proj_dim: int = 256  # projection (embedding) width
 
 
 @dataclass(frozen=True)
@@ -98,7 +111,7 @@ class TrainSpec:
     warmup_ratio: float = 1e-6  # lr factor at step 0 of the linear warm-up
     grad_clip: float = 0.0  # max gradient norm, 0 = off
     amp: bool = False  # mixed precision (GPU only; always off on the CPU)
-    num_workers: int = 0
+    num_workers: int = -1  # DataLoader processes; -1 = auto (engine.loader_workers), 0 = none
     log_every: int = 20
     checkpoint_every: int = 0  # save state every N steps (0: only on SIGUSR2/SIGTERM)
     recipe: str = ""  # named recipe (experiments/recipes.py): augmentation and eval protocol
@@ -140,9 +153,12 @@ class Cell:
     eval: EvalSpec = field(default_factory=EvalSpec)
     resources: ResourceSpec = field(default_factory=ResourceSpec)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """Readable slug + hash of every setting that changes the result (not labels)."""
+        """Readable slug + hash of every setting that changes the result (not labels).
+
+        Computed once per cell (a frozen dataclass: its settings cannot change); tables and
+        reports compare it with every record's `cell_key`."""
         payload = {s: dataclasses.asdict(getattr(self, s)) for s in RESULT_SECTIONS}
         for dotted in EXECUTION_ONLY:
             _pop_path(payload, dotted)
@@ -166,7 +182,19 @@ EXECUTION_ONLY = ("train.num_workers", "train.log_every", "train.checkpoint_ever
 # (which is what runs before it did). A cell at that value keeps its old key, so adding an
 # option never orphans existing records; any other value (even a later default) is hashed.
 # tests/test_config.py fails when a new setting is missing here.
-ADDED_SETTINGS: dict[str, Any] = {}
+ADDED_SETTINGS: dict[str, Any] = {
+    "model.head.contrast_variant": "in_batch",
+    "model.head.contrast_weight": None,
+    "model.head.contrast_tau": None,
+    "model.head.contrast_base_tau": 0.07,
+    "model.head.contrast_warmup_iters": 5000,
+    "model.head.contrast_max_anchors": 1024,
+    "model.head.contrast_max_views": 100,
+    "model.head.contrast_min_class_pixels": 100,
+    "model.head.contrast_queue_size": 5000,
+    "model.head.contrast_queue_pixels": 10,
+    "model.head.contrast_proj_dim": 256,
+}
 
 
 def _pop_path(payload: dict[str, Any], dotted: str) -> None:
@@ -275,6 +303,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.head.proj_norm_axis": ("channel", "width"),
     "model.head.score_norm": ("layernorm", "none"),
     "model.head.update_assign": ("argmax", "gumbel"),
+    "model.head.contrast_variant": ("in_batch", "memory"),
     "train.optimizer": ("sgd", "adamw"),
     "eval.mode": ("whole",),
     "data.format": ("native", "hf"),
@@ -299,6 +328,9 @@ def validate(cell: Cell) -> Cell:
     positive = [
         "data.num_classes", "train.iters", "train.batch_size", "eval.batch_size",
         "model.head.num_prototypes", "model.head.sinkhorn_iters", "model.decoder_channels",
+        "model.head.contrast_max_anchors", "model.head.contrast_max_views",
+        "model.head.contrast_queue_size", "model.head.contrast_queue_pixels",
+        "model.head.contrast_proj_dim", "model.head.contrast_base_tau",
     ]
     for key in positive:
         if _get_path(cell, key) <= 0:
@@ -308,9 +340,15 @@ def validate(cell: Cell) -> Cell:
     for key in ("model.head.sinkhorn_eps", "model.head.ppc_tau", "train.lr"):
         if _get_path(cell, key) <= 0:
             raise ConfigError(f"bad value for {key}: must be > 0")
-    for key in ("model.aux_weight", "data.crop_size", "data.crop_width"):
+    for key in ("model.aux_weight", "data.crop_size", "data.crop_width",
+                "model.head.contrast_warmup_iters", "model.head.contrast_min_class_pixels"):
         if _get_path(cell, key) < 0:
             raise ConfigError(f"bad value for {key}: must be >= 0")
+    head = cell.model.head
+    if head.contrast_tau is not None and head.contrast_tau <= 0:
+        raise ConfigError("bad value for model.head.contrast_tau: must be > 0 (or none)")
+    if head.contrast_weight is not None and head.contrast_weight < 0:
+        raise ConfigError("bad value for model.head.contrast_weight: must be >= 0 (or none)")
     d = cell.data
     if d.scale_long < 0 or d.scale_short < 0:
         raise ConfigError("bad value for data.scale_long / data.scale_short: must be >= 0")

@@ -15,7 +15,8 @@ Structures (plain data, no torch):
   reproduce, in the paper's order:
   `{"method": str, "venue": str, "backbone": str, "params_m": float | None (millions; None
   where the paper prints "-"), "miou": float, "note": str ("" or the paper's footnote)}`
-  (benchmark/tables.py reads method, backbone, params_m and miou).
+  (benchmark/tables.py reads method, backbone, params_m and miou). `reference_row(grid, method)`
+  returns one of them (Table 2's ContrastiveSeg also has a reproduced cell, experiments/table2.py).
 - `ABLATION_LOSS[name]` -> mIoU for name in ("ce", "ce+ppc", "ce+ppd", "ce+ppc+ppd") and
   `ABLATION_K[k]` -> mIoU for k in (1, 5, 10, 20, 50) (ADE20K val; backbone unverified,
   most likely SegFormer MiT-B2, METHOD-SPEC §8).
@@ -109,6 +110,14 @@ REFERENCE_ROWS: dict[str, list[dict]] = {
 
 ABLATION_LOSS: dict[str, float] = {"ce": 45.0, "ce+ppc": 45.9, "ce+ppd": 45.4, "ce+ppc+ppd": 46.4}
 ABLATION_K: dict[int, float] = {1: 45.5, 5: 46.0, 10: 46.4, 20: 46.5, 50: 46.4}
+
+
+def reference_row(grid: str, method: str) -> dict:
+    """The reference row of paper table `grid` whose method is `method` (exactly one)."""
+    rows = [r for r in REFERENCE_ROWS[grid] if r["method"] == method]
+    if len(rows) != 1:
+        raise KeyError(f"{grid} has {len(rows)} reference rows named {method!r}; expected one")
+    return rows[0]
 
 
 def paper_numbers(grid: str, pair: str, tag: str) -> tuple[float, float]:

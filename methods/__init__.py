@@ -1,4 +1,4 @@
-"""Pure-PyTorch models of protoseg-bench: backbones, decoders and the three pixel classifiers."""
+"""Pure-PyTorch models of protoseg-bench: backbones, decoders and the four pixel classifiers."""
 
 from methods.backbones import BACKBONES
 from methods.decoders import DECODERS

@@ -49,10 +49,11 @@ def test_smoke_grid_end_to_end(tmp_path, capsys) -> None:
     for ext in ("md", "tex", "csv"):
         assert (tables / f"smoke.{ext}").stat().st_size > 0
     csv = pd.read_csv(tables / "smoke.csv")
-    assert list(csv["Method"]) == ["Softmax", "Pixel-query", "Prototype (K=1)", "Prototype (K=5)"]
-    assert list(csv["status"]) == ["done"] * 4
+    assert list(csv["Method"]) == ["Softmax", "Pixel-query", "Pixel contrast", "Prototype (K=1)",
+                                   "Prototype (K=5)"]
+    assert list(csv["status"]) == ["done"] * 5
     records = sorted((tmp_path / "runs" / "smoke").glob("*/seed0.json"))
-    assert len(records) == 4
+    assert len(records) == 5
     record = json.loads(records[0].read_text())
     for field in ("cell", "cell_key", "seed", "status", "metrics", "params", "timings", "memory",
                   "git_commit", "versions", "hardware", "started", "finished", "history"):
@@ -64,7 +65,7 @@ def test_smoke_grid_end_to_end(tmp_path, capsys) -> None:
 
     # a rerun skips finished runs and only regenerates the tables
     assert main(["--grid", "smoke", "--results", str(tmp_path)] + TINY) == 0
-    assert "4 done, 0 to run" in capsys.readouterr().out
+    assert "5 done, 0 to run" in capsys.readouterr().out
     assert [p.stat().st_mtime_ns for p in records] == mtimes
 
     # --tables-only never trains; --force reruns
@@ -77,7 +78,7 @@ def test_smoke_grid_end_to_end(tmp_path, capsys) -> None:
 def test_dry_run_lists_cells_and_trains_nothing(tmp_path, capsys) -> None:
     assert main(["--grid", "smoke", "--dry-run", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.count("seeds 1 (done 0)") == 4
+    assert out.count("seeds 1 (done 0)") == 5
     assert not (tmp_path / "runs").exists()
 
 
@@ -92,7 +93,7 @@ def test_failed_run_writes_a_failed_record_and_exits_1(tmp_path, capsys) -> None
     assert records and all(r["status"] == "failed" for r in records)
     assert all(r["error"].startswith("NonFiniteLossError: loss became") for r in records)
     md = (tmp_path / "tables" / "smoke.md").read_text()
-    assert md.count("failed") == 4
+    assert md.count("failed") == 5
 
 
 def test_runs_with_a_live_job_are_not_submitted_twice(tmp_path, capsys) -> None:
@@ -110,7 +111,7 @@ def test_runs_with_a_live_job_are_not_submitted_twice(tmp_path, capsys) -> None:
              "stderr": str(stdout), "submitted": "now"}
     log.write_text(json.dumps(entry) + "\n")
     kept = skip_live_jobs(runs, tmp_path)
-    assert kept == [runs[0], runs[2], runs[3]]
+    assert kept == [runs[0]] + runs[2:]
     assert "already queued or running" in capsys.readouterr().out
 
 
@@ -119,6 +120,6 @@ def test_missing_pretrained_file_fails_the_run_with_a_clear_error(tmp_path, caps
     args = ["--grid", "smoke", "--results", str(tmp_path), "--set", f"model.pretrained={missing}"]
     assert main(args + TINY) == 1
     records = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "smoke").glob("*/*.json")]
-    assert len(records) == 4
+    assert len(records) == 5
     assert all(r["error"].startswith("PretrainedError") for r in records)
     assert all(str(missing) in r["error"] for r in records)

@@ -62,14 +62,16 @@ def test_settings_added_later_are_registered_so_old_keys_stay_valid() -> None:
 def test_a_setting_off_its_added_value_changes_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     import benchmark.config as config
 
-    base = Cell(grid="g", row="x")
-    monkeypatch.setattr(config, "ADDED_SETTINGS", {"train.amp": False})
-    assert base.key == Cell(grid="g", row="x").key  # at the added value: omitted
-    other = apply_overrides(base, ["train.amp=true"])
+    def keys() -> tuple[str, str]:  # fresh cells: a cell caches its key
+        return Cell(grid="g", row="x").key, apply_overrides(Cell(grid="g", row="x"),
+                                                             ["train.amp=true"]).key
+
     monkeypatch.setattr(config, "ADDED_SETTINGS", {})
-    with_amp_hashed = other.key
+    base_hashed, amp_hashed = keys()
     monkeypatch.setattr(config, "ADDED_SETTINGS", {"train.amp": False})
-    assert other.key == with_amp_hashed != base.key
+    base_omitted, amp_registered = keys()
+    assert base_omitted != base_hashed  # at its added value the setting is left out
+    assert amp_registered == amp_hashed != base_omitted  # off it, it is hashed as before
 
 
 def test_key_changes_with_any_result_setting() -> None:

@@ -45,9 +45,10 @@ def test_check_reports_the_official_counts_and_clean_samples() -> None:
 
 def test_the_camvid_grid_reads_the_real_data() -> None:
     grid = get_grid("camvid")
-    assert [c.row for c in grid.cells] == ["Softmax", "Pixel-query", "Prototype (K=10)"]
-    assert grid.seeds == 3 and grid.cells[2].model.head.num_prototypes == 10
-    assert [c.tag for c in grid.cells] == ["baseline", "", "ours"]
+    assert [c.row for c in grid.cells] == ["Softmax", "Pixel-query", "Pixel contrast",
+                                           "Prototype (K=10)"]
+    assert grid.seeds == 3 and grid.cells[3].model.head.num_prototypes == 10
+    assert [c.tag for c in grid.cells] == ["baseline", "", "", "ours"]
     cell = apply_overrides(grid.cells[0], [f"data.root={CAMVID_SHARED.parent}"])
     assert cell.key == grid.cells[0].key  # the data root is not part of the key
     check_layout(cell.data)

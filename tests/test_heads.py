@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from benchmark.config import HeadSpec, ModelSpec
 from methods import build_model
-from methods.heads import PixelQueryHead, PrototypeHead, SoftmaxHead
+from methods.heads import PixelContrastHead, PixelQueryHead, PrototypeHead, SoftmaxHead
 from methods.losses import ppc_loss, ppd_loss
 from methods.sinkhorn import sinkhorn_per_class
 
@@ -23,6 +23,8 @@ def make_head(name: str, **kw) -> torch.nn.Module:
         return SoftmaxHead(D, C)
     if name == "pixel_query":
         return PixelQueryHead(D, C, dim=16, num_heads=2)
+    if name == "pixel_contrast":
+        return PixelContrastHead(D, C, warmup_iters=0, min_class_pixels=2, max_views=4)
     return PrototypeHead(D, C, **{"num_prototypes": 2, **kw})
 
 
@@ -34,7 +36,7 @@ def batch(b: int = 2, h: int = 4, w: int = 5, scale: int = 2) -> tuple[torch.Ten
     return feats, target
 
 
-@pytest.mark.parametrize("name", ["softmax", "pixel_query", "prototype"])
+@pytest.mark.parametrize("name", ["softmax", "pixel_query", "prototype", "pixel_contrast"])
 def test_output_shapes(name: str) -> None:
     head = make_head(name).train()
     feats, target = batch()
@@ -53,11 +55,12 @@ def test_prototype_head_returns_weighted_losses_in_training() -> None:
     assert all(torch.isfinite(v) and v > 0 for v in out.losses.values())
 
 
-@pytest.mark.parametrize("head_name", ["softmax", "pixel_query", "prototype"])
+@pytest.mark.parametrize("head_name", ["softmax", "pixel_query", "prototype", "pixel_contrast"])
 def test_gradients_reach_backbone_and_head(head_name: str) -> None:
     torch.manual_seed(0)
     spec = ModelSpec(backbone="mit_b0", decoder="mlp", decoder_channels=32,
-                     head=HeadSpec(name=head_name, num_prototypes=2))
+                     head=HeadSpec(name=head_name, num_prototypes=2, contrast_warmup_iters=0,
+                                   contrast_min_class_pixels=4))
     model = build_model(spec, num_classes=C).train()
     images = torch.randn(2, 3, 32, 32)
     target = torch.randint(0, C, (2, 32, 32))
@@ -70,6 +73,9 @@ def test_gradients_reach_backbone_and_head(head_name: str) -> None:
     head_params = [p for p in model.head.parameters() if p.requires_grad]
     assert head_params, "every head has learnable parameters"
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head_params)
+    if head_name == "pixel_contrast":  # the contrast loss trains the projection head
+        assert out.losses["contrast"] > 0
+        assert all(p.grad.abs().sum() > 0 for p in model.head.projection.parameters())
     if head_name == "prototype":
         names = [n for n, _ in model.named_parameters()]
         assert not any("prototypes" in n for n in names), "prototypes must not be parameters"
