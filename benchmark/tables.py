@@ -202,6 +202,9 @@ PAIRED_HEADER = "Paired Δ (95% CI)"
 PAPER_LAYOUT_COLUMNS = ["Method", "Backbone", "# Param (M)", "mIoU (%)", "Paper # Param (M)",
                         "Paper mIoU (%)", "Δ paper", PAIRED_HEADER, "Seeds"]
 LOSS_LAYOUT_COLUMNS = ["CE", "PPC", "PPD", "mIoU (%)", "Paper mIoU (%)", "Δ paper", "Seeds"]
+# Left out of a paper-layout table when the paper has no numbers for any of its rows
+# (grids of our own such as smoke and camvid): columns of dashes only say nothing.
+PAPER_ONLY_COLUMNS = ("Paper # Param (M)", "Paper mIoU (%)", "Δ paper")
 K_LAYOUT_COLUMNS = ["# Prototype", "mIoU (%)", "Paper mIoU (%)", "Δ paper", "Seeds"]
 LAYOUT_DATA_COLUMNS = ["kind", "status", "cell_key", "params_m", "miou_mean", "miou_std",
                        "n_seeds", "paper_params_m", "paper_miou", "gain", "paired_mean",
@@ -409,7 +412,11 @@ def paper_table(cells: list[Cell], records: list[dict[str, Any]],
     if any(r.n > 1 for r in results.values()):
         notes.append(_NOTES["std"])
     bold = {(index[key], "mIoU (%)") for key in better}
-    return _make_table(rows, PAPER_LAYOUT_COLUMNS, ("left", "left") + ("right",) * 7, notes, bold)
+    columns, align = PAPER_LAYOUT_COLUMNS, ("left", "left") + ("right",) * 7
+    if not refs and all(c.paper_miou is None and c.paper_params_m is None for c in cells):
+        keep = [i for i, name in enumerate(columns) if name not in PAPER_ONLY_COLUMNS]
+        columns, align = [columns[i] for i in keep], tuple(align[i] for i in keep)
+    return _make_table(rows, columns, align, notes, bold)
 
 
 def _ablation_rows(cells: list[Cell], records: list[dict[str, Any]],

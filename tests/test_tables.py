@@ -345,3 +345,13 @@ def test_empty_grid_renders_all_pending(tmp_path):
     assert md.count("pending") == 8 and "failed" not in md
     per_class = paths["per_class_md"].read_text(encoding="utf-8")
     assert per_class.count("pending") == 8
+
+
+def test_grid_without_paper_numbers_drops_the_paper_columns():
+    ours = [Cell(grid="g", row=c.row, column=c.column, tag=c.tag, pair=c.pair, model=c.model)
+            for c in FCN]  # same cells without the paper's numbers
+    table = paper_table(ours, [])
+    md = table_markdown(table)
+    assert "Paper" not in md and "Δ paper" not in md
+    assert table.columns[-2:] == [PAIRED_HEADER, "Seeds"] and len(table.align) == 6
+    assert "Paper mIoU (%)" in table_markdown(paper_table(FCN, []))  # kept when there are some
