@@ -8,18 +8,22 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def ppc_loss(sims: Tensor, target: Tensor, tau: float = 1.0) -> Tensor:
+def ppc_loss(sims: Tensor, target: Tensor, tau: float = 1.0, ignore_index: int = -100) -> Tensor:
     """Pixel-prototype contrast: cross-entropy over all C*K prototype similarities / tau.
 
-    sims (N, C*K) cosine similarities, target (N,) index of each pixel's assigned prototype; the
-    other K-1 prototypes of the pixel's own class are negatives too.
+    sims (N, C*K) cosine similarities, target (N,) index of each pixel's assigned prototype
+    (`ignore_index` for pixels without one, left out of the mean); the other K-1 prototypes of
+    the pixel's own class are negatives too.
     """
-    return F.cross_entropy(sims / tau, target)
+    return F.cross_entropy(sims if tau == 1.0 else sims / tau, target, ignore_index=ignore_index)
 
 
-def ppd_loss(sims: Tensor, target: Tensor) -> Tensor:
-    """Pixel-prototype distance: mean of (1 - cos(pixel, assigned prototype))^2."""
-    return (1.0 - sims.gather(1, target[:, None])).pow(2).mean()
+def ppd_loss(sims: Tensor, target: Tensor, ignore_index: int = -100) -> Tensor:
+    """Pixel-prototype distance: mean of (1 - cos(pixel, assigned prototype))^2 over the pixels
+    whose target is not `ignore_index`."""
+    valid = target != ignore_index
+    own = sims.gather(1, torch.where(valid, target, 0)[:, None]).squeeze(1)
+    return ((1.0 - own).pow(2) * valid).sum() / valid.sum().clamp_min(1)
 
 
 def pixel_contrast_loss(anchors: Tensor, labels: Tensor, contrast: Tensor | None = None,

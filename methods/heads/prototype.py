@@ -101,7 +101,9 @@ class PrototypeHead(SegHead):
         # A normalised copy: the buffer is updated in place below, after the graph used it.
         protos = l2_normalize(self.prototypes.to(emb.dtype), dim=-1)
         sims = emb @ protos.reshape(c * k, -1).t()  # (N, C*K) cosine similarities
-        scores = self.score_norm(sims.reshape(-1, c, k).amax(dim=2))
+        # max, not amax: its backward scatters to the argmax (one index per class) instead of
+        # comparing every similarity with the maximum again
+        scores = self.score_norm(sims.reshape(-1, c, k).max(dim=2).values)
         logits = unflatten_pixels(scores, b, h, w)
         state: dict[str, Tensor] = {"embeddings": emb_map.detach()}
         if target is None or not self.training:
@@ -109,11 +111,12 @@ class PrototypeHead(SegHead):
 
         labels = downsample_labels(target, (h, w)).reshape(-1)
         valid = (labels != self.ignore_index) & (labels >= 0) & (labels < c)
-        labels_v, sims_v = labels[valid], sims[valid]
+        labels_v = labels[valid]
         # Even with no labelled pixel here, run the update: under torch.distributed every rank
         # must join the all-reduce of the prototypes.
         with torch.no_grad():
-            own = sims_v.detach().reshape(-1, c, k)[torch.arange(labels_v.numel()), labels_v]
+            rows = valid.nonzero().squeeze(1)  # each pixel's K similarities to its own class
+            own = sims.detach().reshape(-1, c, k)[rows, labels_v]
             q = sinkhorn_per_class(own, labels_v, c, self.sinkhorn_eps, self.sinkhorn_iters)
             assign = q.argmax(dim=1)
             if self.update_assign == "gumbel":  # released code: randomised hard assignment
@@ -127,10 +130,13 @@ class PrototypeHead(SegHead):
         losses: dict[str, Tensor] = {}
         if labels_v.numel() == 0:
             return HeadOutput(logits=logits, state=state)
+        # the losses read the full (N, C*K) similarities, ignored pixels' targets set to IGNORE,
+        # rather than a copy of the valid rows (a copy, and a scatter back in the backward)
+        target = torch.full_like(labels, IGNORE).masked_scatter(valid, target_v)
         if self.ppc_weight > 0:
-            losses["ppc"] = self.ppc_weight * ppc_loss(sims_v, target_v, self.ppc_tau)
+            losses["ppc"] = self.ppc_weight * ppc_loss(sims, target, self.ppc_tau, IGNORE)
         if self.ppd_weight > 0:
-            losses["ppd"] = self.ppd_weight * ppd_loss(sims_v, target_v)
+            losses["ppd"] = self.ppd_weight * ppd_loss(sims, target, IGNORE)
         state["assignments"] = target_v.detach()
         return HeadOutput(logits=logits, losses=losses, state=state)
 
@@ -154,6 +160,9 @@ class PrototypeHead(SegHead):
             dist.all_reduce(new)
             new = l2_normalize(new / dist.get_world_size())
         self.prototypes.copy_(new.reshape(c, k, d))
+
+
+IGNORE = -100  # target of pixels without an assigned prototype (cross_entropy's default)
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
