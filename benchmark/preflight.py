@@ -14,11 +14,13 @@ plus weights, gradients and optimizer state.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gc
+import hashlib
+import json
 import math
-import re
-import resource
-import sys
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from tabulate import tabulate
 
 from benchmark.config import Cell
+from benchmark.memory import peak_bytes, reset_peak
 from methods import build_model, count_params
 
 PARAM_TOLERANCE_M = 0.3  # a learnable count this far from the paper's is flagged
@@ -66,6 +69,7 @@ class MemoryEstimate:
 
 
 _ESTIMATES: dict[tuple, tuple[int, dict[str, int]]] = {}
+CACHE_ENV = "PROTOSEG_CACHE"  # folder of the on-disk cache; "off" disables it
 
 
 def estimate_memory(cell: Cell, batch: int | None = None) -> MemoryEstimate:
@@ -74,23 +78,20 @@ def estimate_memory(cell: Cell, batch: int | None = None) -> MemoryEstimate:
     Activations are what autograd saves in a training-mode forward at the full crop on the meta
     device, per image (the head's loss terms, a small share, are left out); bf16 AMP
     halves them. A rough class for planning; `--preflight` on the GPU measures the real peak.
+    The meta-device pass (seconds for a paper-scale model, plus importing its library) is
+    cached on disk (`estimate_cache_path`), keyed by the model spec, classes, crop, the source
+    of methods/ and the library versions, so a repeated `--dry-run` takes no model building.
     """
     batch = batch or per_device_batch(cell)
     h, w = crop_size(cell)
     key = (cell.model, cell.data.num_classes, h, w)
     if key not in _ESTIMATES:
-        saved = 0
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            nonlocal saved
-            saved += t.numel() * t.element_size()
-            return t
-
-        with torch.device("meta"):
-            model = build_model(cell.model, cell.data.num_classes, cell.data.ignore_index).train()
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                model(torch.empty(2, 3, h, w))  # 2: BatchNorm refuses 1x1 maps of one image
-        _ESTIMATES[key] = (saved // 2, count_params(model))
+        disk_key = _estimate_key(cell, h, w)
+        cached = _read_estimate(disk_key)
+        if cached is None:
+            cached = _meta_estimate(cell, h, w)
+            _write_estimate(disk_key, cached)
+        _ESTIMATES[key] = cached
     saved, params = _ESTIMATES[key]
     state_bytes = 16 if cell.train.optimizer == "adamw" else 12  # fp32 weight, grad, moments
     act = saved * batch * (0.5 if cell.train.amp else 1.0)
@@ -98,28 +99,89 @@ def estimate_memory(cell: Cell, batch: int | None = None) -> MemoryEstimate:
     return MemoryEstimate(gb=gb, batch=batch, params=params)
 
 
-# ----------------------------------------------------------------------------- peak memory
+def _meta_estimate(cell: Cell, h: int, w: int) -> tuple[int, dict[str, int]]:
+    """(activation bytes saved per image, parameter counts) from a meta-device forward."""
+    saved = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    with torch.device("meta"):
+        model = build_model(cell.model, cell.data.num_classes, cell.data.ignore_index).train()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(torch.empty(2, 3, h, w))  # 2: BatchNorm refuses 1x1 maps of one image
+    return saved // 2, count_params(model)
 
 
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+def estimate_cache_path() -> Path | None:
+    """`$PROTOSEG_CACHE/memory_estimates.json` (default ~/.cache/protoseg-bench/...), or None
+    when PROTOSEG_CACHE=off."""
+    folder = os.environ.get(CACHE_ENV, "")
+    if folder.lower() in ("off", "0", "none"):
+        return None
+    if not folder:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        folder = str(Path(base) / "protoseg-bench")
+    return Path(folder) / "memory_estimates.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _code_fingerprint() -> str:
+    """The source of methods/ and the versions of the libraries that build the models."""
+    import importlib.metadata
+
+    h = hashlib.sha1()
+    root = Path(__file__).resolve().parents[1] / "methods"
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    for lib in ("torch", "torchvision", "timm", "transformers"):
+        try:
+            h.update(f"{lib}={importlib.metadata.version(lib)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            h.update(f"{lib}=none".encode())
+    return h.hexdigest()
+
+
+def _estimate_key(cell: Cell, h: int, w: int) -> str:
+    spec = {"model": dataclasses.asdict(cell.model), "classes": cell.data.num_classes,
+            "ignore": cell.data.ignore_index, "crop": [h, w], "code": _code_fingerprint()}
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_estimate(key: str) -> tuple[int, dict[str, int]] | None:
+    path = estimate_cache_path()
+    entry = _read_cache(path).get(key) if path is not None else None
+    if not isinstance(entry, dict) or "saved" not in entry or "params" not in entry:
+        return None
+    return int(entry["saved"]), {k: int(v) for k, v in entry["params"].items()}
+
+
+def _write_estimate(key: str, value: tuple[int, dict[str, int]]) -> None:
+    """Add one entry (atomic rename; a cache that cannot be written is skipped silently)."""
+    path = estimate_cache_path()
+    if path is None:
         return
-    try:  # Linux: "5" resets the peak resident set size (VmHWM) to the current one
-        Path("/proc/self/clear_refs").write_text("5")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entries = _read_cache(path)
+        entries[key] = {"saved": value[0], "params": value[1]}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entries, sort_keys=True))
+        tmp.replace(path)
     except OSError:
         pass
 
 
-def _peak_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    try:
-        status = Path("/proc/self/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
-    except (OSError, AttributeError):
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(rss * (1 if sys.platform == "darwin" else 1024))
+# ----------------------------------------------------------------------------- peak memory
 
 
 def _sync(device: torch.device) -> None:
@@ -172,6 +234,8 @@ def expected_losses(cell: Cell) -> list[str]:
     head = cell.model.head
     if head.name == "prototype":
         names += [n for n, w in (("ppc", head.ppc_weight), ("ppd", head.ppd_weight)) if w > 0]
+    if head.name == "pixel_contrast":
+        names.append("contrast")  # present (weighted 0) during the warm-up too
     return names
 
 
@@ -187,7 +251,7 @@ def preflight_cell(cell: Cell, device: torch.device | str = "cpu", batch: int = 
     model = optimizer = None
     try:
         torch.manual_seed(seed)
-        _reset_peak(device)
+        reset_peak(device)
         c, ignore = cell.data.num_classes, cell.data.ignore_index
         model = build_model(cell.model, c, ignore)
         if cell.model.pretrained:
@@ -245,7 +309,7 @@ def preflight_cell(cell: Cell, device: torch.device | str = "cpu", batch: int = 
         if out.logits.shape[:2] != (batch, c) or out.losses:
             raise RuntimeError(f"evaluation output {tuple(out.logits.shape)} with losses "
                                f"{sorted(out.losses)}; expected ({batch}, {c}, h, w) and none")
-        result.peak_bytes = _peak_bytes(device)
+        result.peak_bytes = peak_bytes(device)
     except Exception as err:  # noqa: BLE001 - every failure is reported in the table
         result.error = f"{type(err).__name__}: {err}".splitlines()[0]
     finally:
