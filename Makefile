@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test setup clean
+.PHONY: demo test bench setup clean
 
 setup: $(STAMP)
 
@@ -21,5 +21,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# speed and memory benchmarks (benchmarks/README.md); appends to benchmarks/RESULTS.md
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m benchmarks.run
+
 clean:
-	rm -rf $(VENV) results/runs results/tables
+	rm -rf $(VENV)
+	git clean -fdX results/  # generated output only: the committed CamVid results stay

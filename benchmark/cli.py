@@ -14,9 +14,10 @@ from benchmark.config import Cell, ConfigError, apply_overrides, validate
 from benchmark.interrupts import Interrupted
 from benchmark.launch import EXECUTORS, ClusterOptions, Run, execute_run, plan, run_status, submit
 from benchmark.store import load_records
-from benchmark.report import write_report
-from benchmark.tables import reference_rows_for, render
 from experiments import Grid, get_grid, grid_names
+
+# benchmark.tables / benchmark.report (pandas) are imported where tables are written, so that
+# `--dry-run` and `--status` start fast.
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,6 +92,9 @@ def preflight_grid(grid: Grid, cells: list[Cell]) -> bool:
 def write_tables(grid: Grid, cells: list[Cell], results: Path, figures: bool = False) -> str:
     """Regenerate md/tex/csv (and figures) from the grid's records, then the report; returns
     the Markdown table."""
+    from benchmark.report import write_report
+    from benchmark.tables import reference_rows_for, render
+
     records = load_records(results, grid.name)
     refs = reference_rows_for(grid.name)
     paths = render(grid.name, cells, records, results / "tables", reference_rows=refs)

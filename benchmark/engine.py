@@ -7,19 +7,20 @@ when GPUs change and makes resuming at step s exact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-import resource
-import sys
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch.profiler import record_function
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
@@ -28,6 +29,7 @@ from benchmark.config import Cell
 from benchmark.datasets import build_dataset, dataset_info
 from benchmark.evaluate import metrics_from_confusion, predict_confusion
 from benchmark.interrupts import DeferredSignals
+from benchmark.memory import peak_record, reset_peak
 from benchmark.pretrained import load_pretrained
 from benchmark.schedule import poly_warmup_factor
 from methods import build_model, count_params
@@ -112,16 +114,6 @@ def make_accelerator(cell: Cell) -> Accelerator:
     return Accelerator(cpu=not use_gpu, mixed_precision=precision)
 
 
-def peak_memory(device: torch.device) -> dict[str, Any]:
-    """Peak GPU memory of this run, or the process's peak resident memory on the CPU."""
-    if device.type == "cuda":
-        return {"device": "cuda", "peak_bytes": int(torch.cuda.max_memory_allocated(device))}
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 if sys.platform == "darwin" else 1024
-    return {"device": "cpu", "peak_bytes": int(rss_kb * scale),
-            "note": "peak resident memory of the whole process (CPU)"}
-
-
 def weights_sha256(model: torch.nn.Module) -> str:
     """Hash of every parameter and buffer (name, dtype, shape, raw bytes): equal iff bitwise equal."""
     h = hashlib.sha256()
@@ -130,6 +122,108 @@ def weights_sha256(model: torch.nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def loader_workers(requested: int, world_size: int = 1) -> int:
+    """DataLoader worker processes for `train.num_workers` (-1 = auto; 0 = load in the main
+    process, between steps).
+
+    Auto, by the cores each training process has: none with up to 2 (a worker then takes its
+    share of the cores from the compute threads: on 2 cores the smoke step was 5% slower with
+    one worker than with none, benchmarks/RESULTS.md), one with 3-4, half the cores up to 4
+    beyond that, so that decoding and augmentation overlap the compute.
+    """
+    if requested >= 0:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    per_process = max(1, cores // max(1, world_size))
+    if per_process <= 2:
+        return 0
+    return 1 if per_process <= 4 else min(4, per_process // 2)
+
+
+def make_train_loader(dataset: Any, sampler: "GlobalBatchSampler", workers: int, seed: int,
+                      device: torch.device) -> DataLoader:
+    """The training DataLoader: `workers` processes kept alive for the whole run, pinned host
+    memory only when batches go to a GPU.
+
+    A private generator: creating the iterator draws a worker base seed, which must not advance
+    the global RNG (dropout) differently in a resumed run than in an uninterrupted one.
+    """
+    return DataLoader(dataset, batch_size=sampler.per_rank, sampler=sampler,
+                      num_workers=workers, drop_last=False,
+                      persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                      worker_init_fn=ignore_stop_signals if workers > 0 else None,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """In a DataLoader worker: leave SIGUSR2/SIGTERM to the main process, which checkpoints at
+    the next step boundary and then shuts its workers down (SLURM signals every process of
+    the job; a worker killed by it would fail the run instead)."""
+    import signal
+
+    from benchmark.interrupts import SIGNALS
+
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def labelled_batches(loader: Iterable[Any]) -> Iterator[Any]:
+    """Yield the loader's batches, each fetch inside a `train/data` profiler range."""
+    it = iter(loader)
+    while True:
+        with record_function("train/data"):
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+        yield batch
+
+
+@dataclass
+class StepOutput:
+    """One training step's loss (total and cross-entropy) and the head's output."""
+
+    loss: torch.Tensor
+    ce: torch.Tensor
+    out: Any
+
+
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  images: torch.Tensor, labels: torch.Tensor, ignore_index: int,
+                  autocast: Callable[[], Any] = contextlib.nullcontext,
+                  backward: Callable[[torch.Tensor], None] | None = None,
+                  clip: Callable[[], Any] | None = None, step: int = 0) -> StepOutput:
+    """Forward, loss (upsampled cross-entropy + the head's terms), backward, optimizer step.
+
+    Each phase is a `torch.profiler` range (`train/forward`, `train/loss`, `train/backward`,
+    `train/optimizer`), nearly free when no profiler runs. `backward`/`autocast`/`clip` are
+    Accelerate's in the engine; plain autograd by default (benchmarks).
+    """
+    with autocast():
+        with record_function("train/forward"):
+            out = model(images, labels)
+        with record_function("train/loss"):
+            logits = F.interpolate(out.logits, size=labels.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+            ce = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
+            loss = ce + sum(out.losses.values())
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"loss became {loss.item()} at step {step}; lower train.lr or set train.grad_clip"
+        )
+    with record_function("train/backward"):
+        optimizer.zero_grad(set_to_none=True)
+        (backward or torch.Tensor.backward)(loss)
+    with record_function("train/optimizer"):
+        if clip is not None:
+            clip()
+        optimizer.step()
+    return StepOutput(loss, ce, out)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, cell: Cell, step: int) -> float:
@@ -155,20 +249,21 @@ def _agreed_signal(signals: DeferredSignals, accelerator: Accelerator) -> int:
 def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
                        accelerator: Accelerator | None = None,
                        checkpoint_dir: Path | None = None,
-                       weights_path: Path | None = None) -> RunResult:
+                       weights_path: Path | None = None,
+                       on_step: Callable[[int], None] | None = None) -> RunResult:
     """Train `cell` with `seed` for `cell.train.iters` steps, then evaluate on the val split.
 
     With `checkpoint_dir`, state is saved every `train.checkpoint_every` steps and when SIGUSR2 or
     SIGTERM arrives, and a run that finds a valid checkpoint there continues from it; the result
     is bitwise identical to an uninterrupted run (on the CPU). `weights_path` receives the
-    final state dict.
+    final state dict. `on_step(step)` is called after every training step (e.g. a profiler's
+    `step`, benchmarks/profile_step.py).
     """
     accelerator = accelerator or make_accelerator(cell)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     show = progress and accelerator.is_main_process
     set_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    peak_was_reset = reset_peak(device)
     info = dataset_info(cell.data)
     train_set = build_dataset(cell.data, "train")
     val_set = build_dataset(cell.data, cell.data.val_split)
@@ -198,12 +293,8 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
 
     sampler = GlobalBatchSampler(len(train_set), cell.train.batch_size, total, seed, rank, world,
                                  start_step=start_step)
-    # A private generator: creating the iterator draws a worker base seed, which must not
-    # advance the global RNG (dropout) differently in a resumed run than in an uninterrupted one.
-    loader = DataLoader(train_set, batch_size=sampler.per_rank, sampler=sampler,
-                        num_workers=cell.train.num_workers, drop_last=False,
-                        persistent_workers=cell.train.num_workers > 0,
-                        generator=torch.Generator().manual_seed(seed))
+    workers = loader_workers(cell.train.num_workers, world)
+    loader = make_train_loader(train_set, sampler, workers, seed, device)
 
     def save(step: int) -> None:
         extra = {"history": history, "train_s": train_s + time.perf_counter() - t0,
@@ -217,26 +308,18 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=start_step, desc=f"train {cell.row} seed{seed}",
                disable=not show, leave=False)
+    clip = ((lambda: accelerator.clip_grad_norm_(model.parameters(), cell.train.grad_clip))
+            if cell.train.grad_clip > 0 else None)
     with DeferredSignals() as signals:
-        for step, (images, labels) in enumerate(loader, start=start_step):
+        for step, (images, labels) in enumerate(labelled_batches(loader), start=start_step):
             t_step = time.perf_counter()
             lr = set_lr(optimizer, cell, step)
-            images, labels = images.to(device), labels.to(device)
-            with accelerator.autocast():
-                out = model(images, labels)
-                logits = F.interpolate(out.logits, size=labels.shape[-2:], mode="bilinear",
-                                       align_corners=False)
-                ce = F.cross_entropy(logits.float(), labels, ignore_index=cell.data.ignore_index)
-                loss = ce + sum(out.losses.values())
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss became {loss.item()} at step {step}; lower train.lr or set train.grad_clip"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if cell.train.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cell.train.grad_clip)
-            optimizer.step()
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            result = training_step(model, optimizer, images, labels, cell.data.ignore_index,
+                                   autocast=accelerator.autocast, backward=accelerator.backward,
+                                   clip=clip, step=step)
+            loss, ce, out = result.loss, result.ce, result.out
             step_times.append(time.perf_counter() - t_step)
             if step % cell.train.log_every == 0 or step == total - 1:
                 entry = {"step": step, "loss": loss.item(), "ce": ce.item(), "lr": lr}
@@ -250,6 +333,8 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
                 if _agreed_signal(signals, accelerator) or (every and done % every == 0):
                     save(done)
                     signals.forward()
+            if on_step is not None:
+                on_step(step)
     bar.close()
     train_s += time.perf_counter() - t0
     if world > 1:  # DDP keeps rank 0's buffers authoritative; make the final state identical
@@ -259,7 +344,7 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
     t1 = time.perf_counter()
     cm = predict_confusion(accelerator.unwrap_model(model), val_set, info.num_classes,
                            cell.data.ignore_index, cell.eval.batch_size, device, rank, world,
-                           progress=show)
+                           progress=show, num_workers=workers)
     cm = accelerator.reduce(cm, reduction="sum") if world > 1 else cm
     eval_s = time.perf_counter() - t1
     metrics = metrics_from_confusion(cm.cpu(), info.class_names)
@@ -279,5 +364,6 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
         "resumed_from_step": start_step,
     }
     return RunResult(metrics=metrics, params=params, timings=timings,
-                     memory=peak_memory(device), history=history, confusion=cm.cpu().tolist(),
+                     memory=peak_record(device, peak_was_reset), history=history,
+                     confusion=cm.cpu().tolist(),
                      weights_sha256=weights_sha256(final_model))

@@ -12,8 +12,6 @@ import statistics
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from scipy import stats as _scipy_stats
-
 
 @dataclass(frozen=True)
 class PairedDifference:
@@ -46,6 +44,8 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     n = len(values)
     if n < 2:
         return None
+    from scipy import stats as _scipy_stats  # 1 s to import; only intervals need it
+
     mean, std = mean_std(values)
     half = _scipy_stats.t.ppf(0.5 + confidence / 2.0, df=n - 1) * std / math.sqrt(n)
     return mean - half, mean + half

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-import timm
-import torchvision
 from torch import Tensor, nn
+
+# timm, torchvision and transformers are imported by the builders that need them: importing
+# them costs seconds (timm pulls in torchvision and torch._dynamo), which commands that never
+# build a model (`run_all.py --dry-run`, `--tables-only`) should not pay.
 
 
 class Backbone(nn.Module):
@@ -34,6 +36,8 @@ class TimmFeatures(Backbone):
 
     def __init__(self, name: str, **kwargs) -> None:
         super().__init__()
+        import timm
+
         self.body = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
         self.out_channels = list(self.body.feature_info.channels())
         self.strides = list(self.body.feature_info.reduction())
@@ -51,6 +55,8 @@ class DilatedResNet(Backbone):
 
     def __init__(self, name: str) -> None:
         super().__init__()
+        import torchvision
+
         body = getattr(torchvision.models, name)(
             weights=None, replace_stride_with_dilation=[False, True, True]
         )
@@ -77,6 +83,8 @@ class SwinFeatures(Backbone):
 
     def __init__(self, name: str, drop_path: float = 0.3) -> None:
         super().__init__()
+        import torchvision
+
         body = getattr(torchvision.models, name)(weights=None)
         _set_drop_path(body, drop_path)
         body.norm = nn.Identity()
@@ -102,6 +110,8 @@ def _set_drop_path(model: nn.Module, rate: float) -> None:
 
     (torchvision fixes the rate per model size: swin_b 0.5; MMSeg's Swin configs use 0.3.)
     """
+    import torchvision
+
     layers = [m for m in model.modules() if isinstance(m, torchvision.ops.StochasticDepth)]
     top = max((m.p for m in layers), default=0.0)
     for m in layers:

@@ -56,3 +56,23 @@ def test_split_level_matrix_is_not_a_mean_of_image_ious() -> None:
 def test_label_out_of_range_is_a_clear_error() -> None:
     with pytest.raises(LabelRangeError, match="label value 7 is outside \\[0, 3\\)"):
         confusion_matrix(torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 7, IGNORE]), 3, IGNORE)
+
+
+@pytest.mark.parametrize("bad,pred", [(3, 0), (3, 2), (-1, 2), (250, 1)])
+def test_every_out_of_range_label_is_caught(bad, pred) -> None:
+    # label C with prediction 0 lands on the spare bin of the ignored pixels: still an error
+    label = torch.tensor([0, 1, bad, IGNORE, 2])
+    with pytest.raises(LabelRangeError, match=f"label value {bad} is outside"):
+        confusion_matrix(torch.full((5,), pred), label, 3, IGNORE)
+
+
+def test_matrix_equals_the_gathered_bincount_for_any_ignore_value() -> None:
+    g = torch.Generator().manual_seed(1)
+    for ignore in (IGNORE, -1):
+        label = torch.randint(0, 7, (3, 20, 20), generator=g)
+        label[torch.rand(label.shape, generator=g) < 0.3] = ignore
+        pred = torch.randint(0, 7, (3, 20, 20), generator=g)
+        valid = label != ignore
+        expected = torch.bincount(label[valid] * 7 + pred[valid], minlength=49).reshape(7, 7)
+        assert torch.equal(confusion_matrix(pred, label, 7, ignore), expected)
+    assert confusion_matrix(pred, torch.full_like(label, IGNORE), 7, IGNORE).sum() == 0

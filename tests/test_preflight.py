@@ -79,8 +79,8 @@ def test_cli_preflight_prints_the_table(tmp_path, capsys) -> None:
             "--set", "data.image_size=32"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert out.count("preflight [") == 4
+    assert out.count("preflight [") == 5
     table = [line for line in out.splitlines() if line.startswith("| ")]
-    assert len(table) == 1 + 4 and all(line.rstrip().endswith("| ok       |") or "Status" in line
+    assert len(table) == 1 + 5 and all(line.rstrip().endswith("| ok       |") or "Status" in line
                                         for line in table)
     assert not (tmp_path / "runs").exists()

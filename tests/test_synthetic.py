@@ -218,3 +218,16 @@ def test_bad_config_raises_naming_field(field: str, value: object) -> None:
 def test_bad_split_names_valid_splits() -> None:
     with pytest.raises(ValueError, match="train.*val.*test"):
         SyntheticSegmentation(CFG, "validation")
+
+
+def test_items_are_kept_and_returned_as_copies() -> None:
+    ds = SyntheticSegmentation(SyntheticConfig(num_classes=3, image_size=16, num_images=4), "train")
+    image, label = ds[(2, 123)]
+    again_image, again_label = ds[2]
+    assert torch.equal(image, again_image) and torch.equal(label, again_label)
+    assert 2 in ds._cache  # generated once
+    image.zero_()
+    label.fill_(0)
+    fresh_image, fresh_label = ds[2]  # a caller's in-place edit does not reach the cache
+    assert torch.equal(fresh_image, again_image) and torch.equal(fresh_label, again_label)
+    assert torch.equal(fresh_image, ds._generate(2)[0])

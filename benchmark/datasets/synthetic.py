@@ -195,6 +195,9 @@ def _shape_mask(kind: int, p: torch.Tensor, y: torch.Tensor, x: torch.Tensor) ->
     return inside
 
 
+CACHE_LIMIT_BYTES = 512 * 2**20  # splits up to this size keep their generated items in memory
+
+
 class SyntheticSegmentation(Dataset):
     """Generated segmentation split: item i is (image (3,H,W) float32, label (H,W) int64).
 
@@ -220,15 +223,29 @@ class SyntheticSegmentation(Dataset):
         weights = app.amplitude[:, None] * F.one_hot(app.texture, len(_TEXTURE_POWER))
         direction = torch.stack([app.angle.cos(), app.angle.sin(), 2 * math.pi / app.period], 1)
         self._table = torch.cat([app.colours, direction, weights], dim=1)
+        item_bytes = (3 * 4 + 8) * cfg.image_size ** 2  # float32 image + int64 label
+        self._cacheable = cfg.num_images * item_bytes <= CACHE_LIMIT_BYTES
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         """Number of items in the split (`cfg.num_images`)."""
         return self.cfg.num_images
 
     def __getitem__(self, i: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image, label) of item i; see `sample` for the mode map as well."""
-        image, label, _ = self.sample(i)
-        return image, label
+        """(image, label) of item i; see `sample` for the mode map as well.
+
+        Items are pure functions of i, and a training run reads each several times (the smoke
+        grid: about 4 epochs), so small splits keep what they generated (copies are returned):
+        generating was 12% of a smoke training step (benchmarks/profile_step.py).
+        """
+        index = self._index(i)
+        cached = self._cache.get(index)
+        if cached is None:
+            image, label, _ = self._generate(index)
+            cached = (image, label)
+            if self._cacheable:
+                self._cache[index] = cached
+        return cached[0].clone(), cached[1].clone()
 
     def _index(self, i: int | tuple[int, int]) -> int:
         if isinstance(i, tuple):  # (index, sample_seed) from the engine: nothing random to seed

@@ -107,7 +107,8 @@ def test_smoke_grid_runs_as_one_job_array(slurm_cluster, tmp_path, capsys):
 
     entries = jobs_log(results, "smoke")
     array = entries[0]["job_id"].split("_")[0]
-    assert [e["job_id"] for e in entries] == [f"{array}_{i}" for i in range(4)], "one array of 4"
+    n = len(smoke().cells)
+    assert [e["job_id"] for e in entries] == [f"{array}_{i}" for i in range(n)], "one array"
     assert [e["row"] for e in entries] == [c.row for c in smoke().cells]
 
     # while the array runs, --status names each run's job and a live (or finished) state
@@ -117,19 +118,19 @@ def test_smoke_grid_runs_as_one_job_array(slurm_cluster, tmp_path, capsys):
 
     deadline = time.time() + DEADLINE_S
     while time.time() < deadline:
-        if len(list((results / "runs" / "smoke").glob("*/seed0.json"))) == 4:
+        if len(list((results / "runs" / "smoke").glob("*/seed0.json"))) == n:
             break
         failed = [ln for ln in status_rows(capsys, args) if " failed " in ln]
         assert not failed, "\n".join(failed + [read(entries[0]["stderr"])[-3000:]])
         time.sleep(2)
     records = [json.loads(p.read_text()) for p in (results / "runs" / "smoke").glob("*/seed0.json")]
-    assert len(records) == 4, read(entries[0]["stderr"])[-3000:]
+    assert len(records) == n, read(entries[0]["stderr"])[-3000:]
     assert {r["status"] for r in records} == {"done"}
     assert {r["cell_key"] for r in records} == {e["cell_key"] for e in entries}
     assert all(r["world_size"] == 1 for r in records)
 
     lines = status_rows(capsys, args)
-    assert len(lines) == 4 and all(re.search(r" done +mIoU \d", ln) for ln in lines), lines
+    assert len(lines) == n and all(re.search(r" done +mIoU \d", ln) for ln in lines), lines
     deadline = time.time() + 60  # SLURM marks the tasks COMPLETED once the processes exit
     while time.time() < deadline and set(slurm_states(array).values()) != {"COMPLETED"}:
         time.sleep(1)
