@@ -42,7 +42,7 @@ def hardware() -> dict[str, Any]:
     info: dict[str, Any] = {
         "host": platform.node(),
         "machine": platform.machine(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": None,
@@ -53,14 +53,15 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), for records and benchmark headers."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def provenance() -> dict[str, Any]:

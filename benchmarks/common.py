@@ -36,6 +36,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from tabulate import tabulate
 
+from benchmark.provenance import cpu_name
+
 RESULTS_MD = Path(__file__).resolve().with_name("RESULTS.md")
 DASH = "–"
 
@@ -55,16 +57,6 @@ def sync(device: torch.device | None) -> None:
         torch.cuda.synchronize(device)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -75,7 +67,7 @@ def usable_cores() -> int:
 def machine() -> dict[str, Any]:
     """What the figures were measured on, including how busy the machine was at the start."""
     info: dict[str, Any] = {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count() or 1,
         "usable_cores": usable_cores(),
         "torch": torch.__version__,
