@@ -73,7 +73,7 @@ def load_grid(name: str, overrides: list[str]) -> tuple[Grid, list[Cell]]:
 
 
 def print_plan(grid: Grid, runs: list[Run]) -> None:
-    from benchmark.preflight import describe_plan
+    from benchmark.plan import describe_plan
     from experiments.recipes import RECIPES
 
     print(describe_plan(grid, runs, RECIPES))

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import torch
 
 LIBRARIES = ("torch", "torchvision", "timm", "transformers", "accelerate", "datasets", "numpy",
              "pandas", "submitit")
@@ -39,6 +38,10 @@ def library_versions() -> dict[str, str]:
 
 
 def hardware() -> dict[str, Any]:
+    """Host, CPU, torch threads and GPUs of this process (torch imported here, not at module
+    load, so that `--dry-run` never imports it)."""
+    import torch
+
     info: dict[str, Any] = {
         "host": platform.node(),
         "machine": platform.machine(),

@@ -172,25 +172,25 @@ def test_light_commands_do_not_import_model_libraries() -> None:
 
 
 def test_memory_estimate_is_cached_on_disk(tmp_path, monkeypatch) -> None:
-    import benchmark.preflight as preflight
+    import benchmark.plan as plan
     from experiments.smoke import smoke
 
     monkeypatch.setenv("PROTOSEG_CACHE", str(tmp_path))
     cell = smoke().cells[0]
-    monkeypatch.setattr(preflight, "_ESTIMATES", {})
-    first = preflight.estimate_memory(cell)
+    monkeypatch.setattr(plan, "_ESTIMATES", {})
+    first = plan.estimate_memory(cell)
     assert (tmp_path / "memory_estimates.json").exists()
 
     def no_model(*args):
         raise AssertionError("the cached estimate should have been used")
 
-    monkeypatch.setattr(preflight, "_ESTIMATES", {})
-    monkeypatch.setattr(preflight, "_meta_estimate", no_model)
-    again = preflight.estimate_memory(cell)
+    monkeypatch.setattr(plan, "_ESTIMATES", {})
+    monkeypatch.setattr(plan, "_meta_estimate", no_model)
+    again = plan.estimate_memory(cell)
     assert (again.gb, again.params) == (first.gb, first.params)
 
     monkeypatch.setenv("PROTOSEG_CACHE", "off")
-    assert preflight.estimate_cache_path() is None
+    assert plan.estimate_cache_path() is None
 
 
 def test_loader_workers_and_labelled_batches() -> None:

@@ -139,12 +139,12 @@ def test_reference_rows_are_complete_and_in_the_papers_order() -> None:
 
 
 def test_dry_run_prints_plan_recipes_and_records(tmp_path, capsys, monkeypatch) -> None:
-    import benchmark.preflight as preflight
+    import benchmark.plan as plan
     from benchmark.cli import main
     from benchmark.store import record_path, write_record
 
     # the memory estimate builds every model on the meta device: tested in test_preflight.py
-    monkeypatch.setattr(preflight, "estimate_memory", lambda cell: preflight.MemoryEstimate(
+    monkeypatch.setattr(plan, "estimate_memory", lambda cell: plan.MemoryEstimate(
         gb=12.0, batch=4, params={"learnable": 68_571_500, "total": 68_571_500}))
     first = get_grid("table1").cells[0]
     write_record(record_path(tmp_path, "table1", first.key, 0), {"status": "done"})

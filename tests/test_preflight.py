@@ -9,8 +9,8 @@ from dataclasses import replace
 import torch
 
 from benchmark.config import Cell, DataSpec, HeadSpec, ModelSpec, TrainSpec
-from benchmark.preflight import (PARAM_TOLERANCE_M, estimate_memory, format_preflight,
-                                 preflight_cell)
+from benchmark.plan import estimate_memory
+from benchmark.preflight import PARAM_TOLERANCE_M, format_preflight, preflight_cell
 from experiments import get_grid
 from methods import build_model, count_params
 
