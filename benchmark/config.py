@@ -122,7 +122,11 @@ class EvalSpec:
     """How the evaluation split is predicted."""
 
     batch_size: int = 8
-    mode: str = "whole"  # whole image at once
+    mode: str = "whole"  # whole image at once | slide (overlapping windows, MMSeg's slide mode)
+    window_h: int = 0  # slide: window height and width (clipped to the image)
+    window_w: int = 0
+    stride_h: int = 0  # slide: step between windows; overlapping logits are averaged
+    stride_w: int = 0
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,10 @@ ADDED_SETTINGS: dict[str, Any] = {
     "model.head.contrast_queue_size": 5000,
     "model.head.contrast_queue_pixels": 10,
     "model.head.contrast_proj_dim": 256,
+    "eval.window_h": 0,
+    "eval.window_w": 0,
+    "eval.stride_h": 0,
+    "eval.stride_w": 0,
 }
 
 
@@ -305,7 +313,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.head.update_assign": ("argmax", "gumbel"),
     "model.head.contrast_variant": ("in_batch", "memory"),
     "train.optimizer": ("sgd", "adamw"),
-    "eval.mode": ("whole",),
+    "eval.mode": ("whole", "slide"),
     "data.format": ("native", "hf"),
     "data.photometric": ("none", "mmseg", "brightness"),
 }
@@ -349,6 +357,10 @@ def validate(cell: Cell) -> Cell:
         raise ConfigError("bad value for model.head.contrast_tau: must be > 0 (or none)")
     if head.contrast_weight is not None and head.contrast_weight < 0:
         raise ConfigError("bad value for model.head.contrast_weight: must be >= 0 (or none)")
+    e = cell.eval
+    if e.mode == "slide" and not (0 < e.stride_h <= e.window_h and 0 < e.stride_w <= e.window_w):
+        raise ConfigError("bad value for eval.window_h/w, eval.stride_h/w: slide mode needs "
+                          "0 < stride <= window in both directions")
     d = cell.data
     if d.scale_long < 0 or d.scale_short < 0:
         raise ConfigError("bad value for data.scale_long / data.scale_short: must be >= 0")

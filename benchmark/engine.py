@@ -226,6 +226,14 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return StepOutput(loss, ce, out)
 
 
+def eval_windows(cell: Cell) -> dict[str, tuple[int, int] | None]:
+    """`predict_confusion`'s window and stride for the cell's eval mode (None: whole image)."""
+    e = cell.eval
+    if e.mode != "slide":
+        return {"window": None, "stride": None}
+    return {"window": (e.window_h, e.window_w), "stride": (e.stride_h, e.stride_w)}
+
+
 def set_lr(optimizer: torch.optim.Optimizer, cell: Cell, step: int) -> float:
     """Learning rate as a pure function of the step (nothing to save for resume)."""
     t = cell.train
@@ -344,7 +352,7 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
     t1 = time.perf_counter()
     cm = predict_confusion(accelerator.unwrap_model(model), val_set, info.num_classes,
                            cell.data.ignore_index, cell.eval.batch_size, device, rank, world,
-                           progress=show, num_workers=workers)
+                           progress=show, num_workers=workers, **eval_windows(cell))
     cm = accelerator.reduce(cm, reduction="sum") if world > 1 else cm
     eval_s = time.perf_counter() - t1
     metrics = metrics_from_confusion(cm.cpu(), info.class_names)

@@ -87,9 +87,12 @@ def predict_confusion(
     world_size: int = 1,
     progress: bool = True,
     num_workers: int = 0,
+    window: tuple[int, int] | None = None,
+    stride: tuple[int, int] | None = None,
 ) -> Tensor:
-    """Whole-image inference over this process's shard; returns its (C, C) confusion matrix.
+    """Inference over this process's shard; returns its (C, C) confusion matrix.
 
+    Whole images at once, or with `window` and `stride` overlapping windows (`slide_logits`).
     Logits are upsampled bilinearly to the label size before the argmax.
     """
     model.eval()
@@ -99,8 +102,34 @@ def predict_confusion(
     for images, labels in tqdm(loader, desc="eval", disable=not progress, leave=False):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        logits = model(images).logits
+        if window is not None and stride is not None:
+            logits = slide_logits(model, images, num_classes, window, stride)
+        else:
+            logits = model(images).logits
         logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear",
                                align_corners=False)
         cm += confusion_matrix(logits.argmax(1), labels, num_classes, ignore_index)
     return cm
+
+
+def slide_logits(model: nn.Module, images: Tensor, num_classes: int, window: tuple[int, int],
+                 stride: tuple[int, int]) -> Tensor:
+    """MMSeg's slide inference: logits of overlapping `window` crops placed `stride` apart (the
+    last row and column flush with the border), each upsampled to its crop and averaged where
+    crops overlap; (B, C, H, W) at the input's size. A window larger than the image is clipped.
+    """
+    b, _, h, w = images.shape
+    wh, ww = min(window[0], h), min(window[1], w)
+    rows = max(h - wh + stride[0] - 1, 0) // stride[0] + 1
+    cols = max(w - ww + stride[1] - 1, 0) // stride[1] + 1
+    total = images.new_zeros(b, num_classes, h, w, dtype=torch.float32)
+    count = images.new_zeros(1, 1, h, w, dtype=torch.float32)
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * stride[0] + wh, h), min(c * stride[1] + ww, w)
+            y1, x1 = y2 - wh, x2 - ww
+            logits = model(images[:, :, y1:y2, x1:x2]).logits
+            total[:, :, y1:y2, x1:x2] += F.interpolate(logits.float(), size=(wh, ww),
+                                                       mode="bilinear", align_corners=False)
+            count[:, :, y1:y2, x1:x2] += 1
+    return total / count

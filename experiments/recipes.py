@@ -122,10 +122,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         crop=(1024, 1024), train=_adamw(160_000, 8, "cityscapes_transformer_160k"), gpus=8,
         augmentation=AUG_MMSEG + "; scale (2048, 1024)",
         eval_protocol="sliding window 1024x1024, stride 768, on the 2048x1024 image",
+        eval=EvalSpec(batch_size=1, mode="slide", window_h=1024, window_w=1024, stride_h=768,
+                      stride_w=768),
         source="mmseg config segformer_mit-b4_8x1_1024x1024_160k_cityscapes "
                "(Swin-B: same recipe, *unverified*)",
-        deviations=ADAMW_DEVIATION + "; evaluation is on the whole image (eval.mode=whole) "
-                   "until sliding-window inference exists",
+        deviations=ADAMW_DEVIATION,
     ),
     Recipe(
         name="coco_stuff10k_cnn_80k",

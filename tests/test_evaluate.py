@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from benchmark.evaluate import LabelRangeError, confusion_matrix, metrics_from_confusion
+from benchmark.evaluate import (LabelRangeError, confusion_matrix, metrics_from_confusion,
+                                 slide_logits)
 
 IGNORE = 255
 
@@ -76,3 +78,47 @@ def test_matrix_equals_the_gathered_bincount_for_any_ignore_value() -> None:
         expected = torch.bincount(label[valid] * 7 + pred[valid], minlength=49).reshape(7, 7)
         assert torch.equal(confusion_matrix(pred, label, 7, ignore), expected)
     assert confusion_matrix(pred, torch.full_like(label, IGNORE), 7, IGNORE).sum() == 0
+
+
+class _Pointwise(torch.nn.Module):
+    """A 1x1 convolution: each pixel's logits ignore its context, so windows cannot change them."""
+
+    def __init__(self, context: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 1)
+        self.context, self.calls = context, []
+
+    def forward(self, x: torch.Tensor) -> SimpleNamespace:
+        self.calls.append(tuple(x.shape[-2:]))
+        logits = self.conv(x)
+        if self.context:  # plus the window's mean: depends on where the window is
+            logits = logits + x.mean(dim=(1, 2, 3))[:, None, None, None]
+        return SimpleNamespace(logits=logits)
+
+
+def test_slide_inference_tiles_the_image_like_mmseg() -> None:
+    images = torch.randn(2, 3, 13, 17)
+    model = _Pointwise()
+    whole = model(images).logits
+    model.calls.clear()
+    slid = slide_logits(model, images, 4, window=(5, 7), stride=(3, 4))
+    assert len(model.calls) == 4 * 4 and set(model.calls) == {(5, 7)}  # rows/cols ceil + 1
+    torch.testing.assert_close(slid, whole)  # averaging equal logits changes nothing
+    big = slide_logits(model, images, 4, window=(64, 64), stride=(32, 32))  # clipped: one call
+    torch.testing.assert_close(big, whole)
+    shifted = _Pointwise(context=True)
+    assert not torch.allclose(slide_logits(shifted, images, 4, (5, 7), (3, 4)),
+                              shifted(images).logits)
+
+
+def test_slide_mode_is_validated_and_used_by_the_cityscapes_transformer_recipe() -> None:
+    from benchmark.config import Cell, ConfigError, EvalSpec, validate
+    from benchmark.engine import eval_windows
+    from experiments import get_grid
+
+    with pytest.raises(ConfigError, match="slide mode needs"):
+        validate(Cell("g", "x", eval=EvalSpec(mode="slide", window_h=8, window_w=8)))
+    segformer = [c for c in get_grid("table2").cells if c.model.backbone == "mit_b4"][0]
+    assert eval_windows(segformer) == {"window": (1024, 1024), "stride": (768, 768)}
+    assert eval_windows(Cell("g", "x")) == {"window": None, "stride": None}
