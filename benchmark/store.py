@@ -22,14 +22,14 @@ def record_path(root: Path | str, grid: str, cell_key: str, seed: int) -> Path:
     return Path(root) / "runs" / grid / cell_key / f"seed{seed}.json"
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """NaN/inf are not JSON: store them as null (a class absent from label and prediction)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -37,7 +37,7 @@ def write_record(path: Path | str, record: dict[str, Any]) -> Path:
     """Write `record` to `path` atomically: temp file in the same folder, fsync, rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_jsonable(record), indent=2, sort_keys=True, allow_nan=False)
+    text = json.dumps(jsonable(record), indent=2, sort_keys=True, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:

@@ -171,6 +171,14 @@ def test_light_commands_do_not_import_model_libraries() -> None:
     assert out == "[]"
 
 
+def test_the_dry_run_plan_imports_no_torch() -> None:
+    """The plan and its cached estimates are a step toward a dry run that never imports torch."""
+    code = "import sys, benchmark.plan, benchmark.provenance; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"
+
+
 def test_memory_estimate_is_cached_on_disk(tmp_path, monkeypatch) -> None:
     import benchmark.plan as plan
     from experiments.smoke import smoke

@@ -190,6 +190,13 @@ def test_ppc_and_ppd_match_hand_computation() -> None:
     expected_ppd = ((1 - 0.9) ** 2 + (1 - 0.8) ** 2) / 2
     assert ppc_loss(sims, target, tau).item() == pytest.approx(expected_ppc, rel=1e-5)
     assert ppd_loss(sims, target).item() == pytest.approx(expected_ppd, rel=1e-5)
+    # a pixel without an assigned prototype (the head's -100) is left out of both means
+    with_ignored = torch.cat([sims, torch.tensor([[5.0, -5.0, 5.0, -5.0]])])
+    target_ignored = torch.tensor([0, 3, -100])
+    assert ppc_loss(with_ignored, target_ignored, tau, -100).item() == pytest.approx(
+        expected_ppc, rel=1e-5)
+    assert ppd_loss(with_ignored, target_ignored, -100).item() == pytest.approx(
+        expected_ppd, rel=1e-5)
 
 
 def _train_forward(head: PrototypeHead, seed: int = 0):

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.datasets.base import (DatasetDef, Listing, list_files, make_lut, match_pairs,
-                                     require_dir)
+from benchmark.datasets.base import DatasetDef, Listing, make_lut, pair_folders
 
 SPLIT_FOLDERS = {"train": "training", "val": "validation"}
 CLASS_NAMES = (
@@ -68,13 +67,7 @@ PALETTE = (
 def list_split(root: Path, split: str) -> Listing:
     """Pairs `images/<split>/<stem>.jpg` with `annotations/<split>/<stem>.png`."""
     sub = SPLIT_FOLDERS[split]
-    image_dir, label_dir = root / "images" / sub, root / "annotations" / sub
-    require_dir(image_dir, ADE20K)
-    require_dir(label_dir, ADE20K)
-    images = {p.stem: p for p in list_files(image_dir, (".jpg", ".jpeg", ".png"))}
-    labels = {p.stem: p for p in list_files(label_dir, (".png",))}
-    return match_pairs(images, labels, lambda k: label_dir / f"{k}.png",
-                       lambda k: image_dir / f"{k}.jpg")
+    return pair_folders(root / "images" / sub, root / "annotations" / sub, ADE20K, ".jpg")
 
 
 ADE20K = DatasetDef(

@@ -223,6 +223,18 @@ def match_pairs(images: dict[str, Path], labels: dict[str, Path],
     return Listing(pairs, problems)
 
 
+def pair_folders(image_dir: Path, label_dir: Path, definition: DatasetDef,
+                 image_suffix: str) -> Listing:
+    """Pairs `image_dir/<stem>.<jpg|jpeg|png>` with `label_dir/<stem>.png` (both folders must
+    exist); `image_suffix` names the image a lone label map expects."""
+    require_dir(image_dir, definition)
+    require_dir(label_dir, definition)
+    images = {p.stem: p for p in list_files(image_dir, IMAGE_SUFFIXES)}
+    labels = {p.stem: p for p in list_files(label_dir, (".png",))}
+    return match_pairs(images, labels, lambda k: label_dir / f"{k}.png",
+                       lambda k: image_dir / f"{k}{image_suffix}")
+
+
 # --------------------------------------------------------------------------- sources
 
 

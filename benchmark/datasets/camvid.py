@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.datasets.base import (IMAGE_SUFFIXES, DatasetDef, Listing, list_files, make_lut,
-                                     match_pairs, require_dir)
+from benchmark.datasets.base import DatasetDef, Listing, make_lut, pair_folders
 
 CLASS_NAMES = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence",
                "car", "pedestrian", "bicyclist")
@@ -21,13 +20,7 @@ VOID = 11
 
 def list_split(root: Path, split: str) -> Listing:
     """Pairs `root/<split>/<stem>.{png,jpg}` with `root/<split>annot/<stem>.png`."""
-    image_dir, label_dir = root / split, root / f"{split}annot"
-    require_dir(image_dir, CAMVID)
-    require_dir(label_dir, CAMVID)
-    images = {p.stem: p for p in list_files(image_dir, IMAGE_SUFFIXES)}
-    labels = {p.stem: p for p in list_files(label_dir, (".png",))}
-    return match_pairs(images, labels, lambda k: label_dir / f"{k}.png",
-                       lambda k: image_dir / f"{k}.png")
+    return pair_folders(root / split, root / f"{split}annot", CAMVID, ".png")
 
 
 CAMVID = DatasetDef(

@@ -8,7 +8,6 @@ Deselect with `pytest -m "not slurm"`; they skip (saying why) where SLURM cannot
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import subprocess
@@ -24,6 +23,7 @@ from benchmark.cli import main
 from benchmark.config import Cell, apply_overrides
 from benchmark.engine import train_and_evaluate
 from benchmark.launch import ClusterOptions, plan, submit
+from benchmark.store import jsonable
 from experiments.smoke import smoke
 
 pytestmark = pytest.mark.slurm
@@ -77,17 +77,6 @@ def slurm_states(job_id: str) -> dict[str, str]:
     out = subprocess.run(["sacct", "-X", "-n", "--parsable2", "-o", "JobID,State,NodeList",
                           "-j", job_id], capture_output=True, text=True, timeout=60).stdout
     return dict(line.split("|")[:2] for line in out.splitlines() if re.match(r"^\d", line))
-
-
-def as_stored(value: Any) -> Any:
-    """What a record holds for `value`: JSON, with NaN/inf as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: as_stored(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [as_stored(v) for v in value]
-    return value
 
 
 def status_rows(capsys, args: list[str]) -> list[str]:
@@ -219,8 +208,8 @@ def test_interrupted_job_requeues_and_resumes_bitwise_equal(preempted, mode):
     assert 0 < record["timings"]["resumed_from_step"] < cell.train.iters, \
         f"the requeued job must resume from its checkpoint, not restart:\n{logs[-3000:]}"
     assert record["weights_sha256"] == reference.weights_sha256
-    assert record["metrics"] == as_stored(reference.metrics)
+    assert record["metrics"] == jsonable(reference.metrics)
     assert record["confusion"] == reference.confusion
-    assert record["history"] == as_stored(reference.history)
+    assert record["history"] == jsonable(reference.history)
     assert not any(run.checkpoint_dir.glob("step*")), "a finished run drops its checkpoints"
     assert run.weights_path.exists()
