@@ -13,7 +13,7 @@ from pathlib import Path
 from benchmark.config import Cell, ConfigError, apply_overrides, validate
 from benchmark.interrupts import Interrupted
 from benchmark.launch import EXECUTORS, ClusterOptions, Run, execute_run, plan, run_status, submit
-from benchmark.store import load_records
+from benchmark.store import load_records, load_summaries
 from experiments import Grid, get_grid, grid_names
 
 # benchmark.tables / benchmark.report (pandas) are imported where tables are written, so that
@@ -95,7 +95,8 @@ def write_tables(grid: Grid, cells: list[Cell], results: Path, figures: bool = F
     from benchmark.report import write_report
     from benchmark.tables import reference_rows_for, render
 
-    records = load_records(results, grid.name)
+    # figures draw the per-step history; tables need only the records' summaries (fast)
+    records = (load_records if figures else load_summaries)(results, grid.name)
     refs = reference_rows_for(grid.name)
     paths = render(grid.name, cells, records, results / "tables", reference_rows=refs)
     print(f"tables: {', '.join(str(p) for p in paths.values())}")

@@ -321,14 +321,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 def validate(cell: Cell) -> Cell:
     """Check choices and ranges that the type alone cannot; returns the cell unchanged."""
-    from benchmark.datasets import DATASETS
-    from methods import BACKBONES, DECODERS, HEADS
+    from benchmark import catalog  # names only: validating must not import torch
 
     choices = dict(CHOICES)
-    choices["data.name"] = tuple(DATASETS)
-    choices["model.backbone"] = tuple(BACKBONES)
-    choices["model.decoder"] = tuple(DECODERS)
-    choices["model.head.name"] = tuple(HEADS)
+    choices["data.name"] = catalog.DATASET_NAMES
+    choices["model.backbone"] = catalog.BACKBONE_NAMES
+    choices["model.decoder"] = catalog.DECODER_NAMES
+    choices["model.head.name"] = catalog.HEAD_NAMES
     for key, allowed in choices.items():
         value = _get_path(cell, key)
         if value not in allowed:

@@ -32,9 +32,12 @@ class PairedDifference:
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1); NaN where undefined (no value / one value)."""
     n = len(values)
-    mean = statistics.fmean(values) if n else math.nan
-    std = statistics.stdev(values) if n > 1 else math.nan
-    return mean, std
+    if n == 0:
+        return math.nan, math.nan
+    mean = math.fsum(values) / n  # statistics.stdev is exact but 20x slower (fractions)
+    if n == 1:
+        return mean, math.nan
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:

@@ -117,3 +117,19 @@ def test_override_keys_cover_nested_head() -> None:
     keys = override_keys()
     assert "model.head.num_prototypes" in keys and "train.iters" in keys
     assert "grid" not in keys and "row" not in keys
+
+
+def test_the_torch_free_catalog_names_exactly_the_registered_builders() -> None:
+    """config.validate checks names against benchmark.catalog (no torch); the builders live in
+    the registries, so the two must list the same names."""
+    from benchmark import catalog
+    from benchmark.datasets import DATASETS, REAL_DATASETS
+    from methods import BACKBONES, DECODERS, HEADS
+
+    assert catalog.BACKBONE_NAMES == tuple(BACKBONES)
+    assert catalog.DECODER_NAMES == tuple(DECODERS)
+    assert catalog.HEAD_NAMES == tuple(HEADS)
+    assert catalog.DATASET_NAMES == tuple(DATASETS)
+    for name, definition in REAL_DATASETS.items():
+        assert definition.recipe is catalog.DATASET_RECIPES[name]
+        assert definition.recipe["num_classes"] == definition.num_classes

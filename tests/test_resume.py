@@ -15,7 +15,7 @@ from benchmark import checkpoint
 from benchmark.config import apply_overrides
 from benchmark.engine import train_and_evaluate
 from benchmark.interrupts import Interrupted
-from benchmark.launch import Run, RunJob, execute_run, plan
+from benchmark.launch import RunJob, plan
 from experiments.smoke import smoke
 
 TINY = ["train.iters=12", "train.batch_size=4", "data.train_images=16", "data.val_images=4",

@@ -23,7 +23,7 @@ from benchmark.datasets.coco_stuff import COCO_STUFF10K
 from benchmark.datasets.synthetic import SyntheticConfig, SyntheticSegmentation
 
 __all__ = ["DATASETS", "REAL_DATASETS", "DataError", "DatasetInfo", "build_dataset",
-           "check_layout", "dataset_info", "get_definition", "recipe_overrides"]
+           "check_layout", "dataset_info", "get_definition"]
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,6 @@ def check_layout(spec: Any) -> None:
         from benchmark.datasets.check import quick_check
 
         quick_check(spec, REAL_DATASETS[spec.name])
-
-
-def recipe_overrides(name: str) -> dict[str, Any]:
-    """DataSpec fields of a real data set's default recipe (MMSeg-style scale, crop, augment)."""
-    return dict(get_definition(name).recipe)
 
 
 DATASETS: dict[str, tuple[Callable[[Any, str], Dataset], Callable[[Any], DatasetInfo]]] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmark.catalog import DATASET_RECIPES
 from benchmark.datasets.base import DatasetDef, Listing, make_lut, pair_folders
 
 SPLIT_FOLDERS = {"train": "training", "val": "validation"}
@@ -82,7 +83,5 @@ ADE20K = DatasetDef(
     layout="ADEChallengeData2016/{images,annotations}/{training,validation}/ with <stem>.jpg "
            "images and <stem>.png label maps (0 = other, 1-150 = classes)",
     list_split=list_split,
-    recipe={"num_classes": 150, "val_split": "val", "scale_long": 2048, "scale_short": 512,
-            "min_scale": 0.5, "max_scale": 2.0, "crop_size": 512, "crop_width": 512,
-            "cat_max_ratio": 0.75, "flip_prob": 0.5, "photometric": "mmseg"},
+    recipe=DATASET_RECIPES["ade20k"],
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmark.catalog import DATASET_RECIPES
 from benchmark.datasets.base import DatasetDef, Listing, make_lut, pair_folders
 
 CLASS_NAMES = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence",
@@ -35,7 +36,5 @@ CAMVID = DatasetDef(
     layout="camvid/{train,val,test}/<stem>.png|jpg with camvid/{train,val,test}annot/<stem>.png "
            "(SegNet layout)",
     list_split=list_split,
-    recipe={"num_classes": 11, "val_split": "test", "scale_long": 480, "scale_short": 360,
-            "min_scale": 0.5, "max_scale": 2.0, "crop_size": 360, "crop_width": 480,
-            "cat_max_ratio": 0.75, "flip_prob": 0.5, "photometric": "mmseg"},
+    recipe=DATASET_RECIPES["camvid"],
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmark.catalog import DATASET_RECIPES
 from benchmark.datasets.base import (DatasetDef, Listing, inverse_lut, list_files, make_lut,
                                      match_pairs, require_dir)
 
@@ -69,7 +70,5 @@ CITYSCAPES = DatasetDef(
            "cityscapes/gtFine/{train,val}/<city>/<name>_gtFine_labelIds.png "
            "(or _gtFine_labelTrainIds.png)",
     list_split=list_split,
-    recipe={"num_classes": 19, "val_split": "val", "scale_long": 2048, "scale_short": 1024,
-            "min_scale": 0.5, "max_scale": 2.0, "crop_size": 512, "crop_width": 1024,
-            "cat_max_ratio": 0.75, "flip_prob": 0.5, "photometric": "mmseg"},
+    recipe=DATASET_RECIPES["cityscapes"],
 )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.catalog import DATASET_RECIPES
 from benchmark.datasets.base import (DataError, DatasetDef, Listing, Pair, first_line, make_lut,
                                      require_dir)
 from benchmark.datasets.synthetic import display_palette
@@ -104,7 +105,5 @@ COCO_STUFF10K = DatasetDef(
            "coco_stuff10k/imageLists/{train,test}.txt",
     list_split=list_split,
     read_label=read_mat_label,
-    recipe={"num_classes": 171, "val_split": "test", "scale_long": 2048, "scale_short": 512,
-            "min_scale": 0.5, "max_scale": 2.0, "crop_size": 512, "crop_width": 512,
-            "cat_max_ratio": 0.75, "flip_prob": 0.5, "photometric": "mmseg"},
+    recipe=DATASET_RECIPES["coco_stuff10k"],
 )
