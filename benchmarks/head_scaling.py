@@ -98,7 +98,9 @@ def batched(head: Any, own: torch.Tensor, labels: torch.Tensor, emb: torch.Tenso
 
     q = sinkhorn_per_class(own, labels, head.num_classes, head.sinkhorn_eps, head.sinkhorn_iters)
     assign = q.argmax(dim=1)
-    head._momentum_update(emb, labels * head.num_prototypes + assign, correct)
+    pixels = correct.nonzero().squeeze(1)
+    # the head holds embeddings channels first, (B, D, P): here one image of N pixels
+    head._momentum_update(emb.t()[None], pixels, (labels * head.num_prototypes + assign)[pixels])
     return assign
 
 

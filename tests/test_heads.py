@@ -112,10 +112,11 @@ def test_momentum_update_matches_hand_computation() -> None:
     x1 = F.normalize(torch.tensor([0.9, 0.1, 0.3]), dim=0)
     x2 = F.normalize(torch.tensor([0.1, 1.0, 0.0]), dim=0)
     x3 = F.normalize(torch.tensor([0.2, 0.1, 1.0]), dim=0)
-    emb = torch.stack([x0, x1, x2, x3])
+    # two images of two pixels, channels first (B, D, P), as the head holds them
+    emb = torch.stack([x0, x1, x2, x3]).t().reshape(3, 2, 2).transpose(0, 1)
     index = torch.tensor([0, 0, 1, 2])  # (c, k) = (0,0), (0,0), (0,1), (1,0)
-    correct = torch.tensor([True, True, False, True])
-    head._momentum_update(emb, index, correct)
+    correct = torch.tensor([True, True, False, True])  # pixel 2 was predicted wrongly
+    head._momentum_update(emb, correct.nonzero().squeeze(1), index[correct])
 
     def hand(p: torch.Tensor, pixels: list[torch.Tensor]) -> torch.Tensor:
         mean = sum(pixels)

@@ -19,11 +19,11 @@ from methods.heads.base import (
     HeadOutput,
     SegHead,
     downsample_labels,
-    flatten_pixels,
     l2_normalize,
     unflatten_pixels,
 )
-from methods.losses import ppc_loss, ppd_loss
+from methods.channel_norm import layer_norm_l2
+from methods.proto_scores import pixel_similarities, scores_and_losses_
 from methods.sinkhorn import sinkhorn_per_class
 
 
@@ -90,70 +90,77 @@ class PrototypeHead(SegHead):
         if self.projection_kind == "mlp":
             # Released code normalises the projection over the last (width) axis by accident.
             x = l2_normalize(x, dim=1 if self.proj_norm_axis == "channel" else 3)
-        x = self.feat_norm(x.permute(0, 2, 3, 1))
-        return l2_normalize(x, dim=-1).permute(0, 3, 1, 2)
+        norm = self.feat_norm  # nn.LayerNorm(D) applied over dim 1, in place of a permute
+        return layer_norm_l2(x, norm.weight, norm.bias, norm.eps)
 
     def forward(self, feats: Tensor, target: Tensor | None = None) -> HeadOutput:
         b, _, h, w = feats.shape
         c, k = self.num_classes, self.num_prototypes
         emb_map = self.embed(feats)
-        emb = flatten_pixels(emb_map)  # (N, D)
+        emb = emb_map.flatten(2)  # (B, D, h*w): pixel columns, a view
         # A normalised copy: the buffer is updated in place below, after the graph used it.
-        protos = l2_normalize(self.prototypes.to(emb.dtype), dim=-1)
-        sims = emb @ protos.reshape(c * k, -1).t()  # (N, C*K) cosine similarities
-        # max, not amax: its backward scatters to the argmax (one index per class) instead of
-        # comparing every similarity with the maximum again
-        scores = self.score_norm(sims.reshape(-1, c, k).max(dim=2).values)
-        logits = unflatten_pixels(scores, b, h, w)
+        protos = l2_normalize(self.prototypes.to(emb.dtype), dim=-1).reshape(c * k, -1)
         state: dict[str, Tensor] = {"embeddings": emb_map.detach()}
         if target is None or not self.training:
-            return HeadOutput(logits=logits, state=state)
+            sims = pixel_similarities(emb, protos)  # (N, C*K) cosine similarities
+            scores = self.score_norm(sims.view(-1, c, k).max(dim=2).values)
+            return HeadOutput(logits=unflatten_pixels(scores, b, h, w), state=state)
 
+        # Training: the similarities are computed without grad, for the assignments first; the
+        # fused op below then turns them into scores and losses in place (methods/proto_scores).
         labels = downsample_labels(target, (h, w)).reshape(-1)
         valid = (labels != self.ignore_index) & (labels >= 0) & (labels < c)
         labels_v = labels[valid]
-        # Even with no labelled pixel here, run the update: under torch.distributed every rank
-        # must join the all-reduce of the prototypes.
         with torch.no_grad():
+            sims = pixel_similarities(emb, protos)
             rows = valid.nonzero().squeeze(1)  # each pixel's K similarities to its own class
-            own = sims.detach().reshape(-1, c, k)[rows, labels_v]
+            own = sims.view(-1, c, k)[rows, labels_v]
             q = sinkhorn_per_class(own, labels_v, c, self.sinkhorn_eps, self.sinkhorn_iters)
             assign = q.argmax(dim=1)
             if self.update_assign == "gumbel":  # released code: randomised hard assignment
                 update_assign = F.gumbel_softmax(q, tau=0.5, hard=True).argmax(dim=1)
             else:
                 update_assign = assign
-            correct = scores.detach()[valid].argmax(dim=1) == labels_v
-            self._momentum_update(emb[valid].detach(), labels_v * k + update_assign, correct)
-
         target_v = labels_v * k + assign  # index of the assigned prototype among all C*K
-        losses: dict[str, Tensor] = {}
+        # unassigned pixels' targets are IGNORE: no copy of the valid rows
+        proto_target = torch.full_like(labels, IGNORE).masked_scatter(valid, target_v)
+        raw_scores, ppc, ppd = scores_and_losses_(emb, protos, sims, k, proto_target,
+                                                  self.ppc_tau, IGNORE)
+        del sims  # consumed: its buffer is the op's log-softmax now
+        scores = self.score_norm(raw_scores)
+        # Even with no labelled pixel here, run the update: under torch.distributed every rank
+        # must join the all-reduce of the prototypes.
+        with torch.no_grad():
+            correct = scores.detach()[valid].argmax(dim=1) == labels_v
+            self._momentum_update(emb.detach(), rows[correct], (labels_v * k + update_assign)[correct])
+        logits = unflatten_pixels(scores, b, h, w)
         if labels_v.numel() == 0:
             return HeadOutput(logits=logits, state=state)
-        # the losses read the full (N, C*K) similarities, ignored pixels' targets set to IGNORE,
-        # rather than a copy of the valid rows (a copy, and a scatter back in the backward)
-        target = torch.full_like(labels, IGNORE).masked_scatter(valid, target_v)
+        losses: dict[str, Tensor] = {}
         if self.ppc_weight > 0:
-            losses["ppc"] = self.ppc_weight * ppc_loss(sims, target, self.ppc_tau, IGNORE)
+            losses["ppc"] = self.ppc_weight * ppc
         if self.ppd_weight > 0:
-            losses["ppd"] = self.ppd_weight * ppd_loss(sims, target, IGNORE)
+            losses["ppd"] = self.ppd_weight * ppd
         state["assignments"] = target_v.detach()
         return HeadOutput(logits=logits, losses=losses, state=state)
 
     # ------------------------------------------------------------------ momentum update
 
     @torch.no_grad()
-    def _momentum_update(self, emb: Tensor, proto_index: Tensor, correct: Tensor) -> None:
+    def _momentum_update(self, emb: Tensor, pixels: Tensor, proto_index: Tensor) -> None:
         """p <- normalize(gamma p + (1-gamma) normalize(sum of assigned correct embeddings)).
 
-        Only prototypes that received at least one correctly predicted pixel move. Under
-        torch.distributed the result is averaged over processes so all ranks stay identical.
+        emb (B, D, P) pixel embeddings, channels first; `pixels` the flat indices (b * P + p) of
+        the correctly predicted pixels, `proto_index` their prototypes among all C*K. Only
+        prototypes that received a pixel move. Under torch.distributed the result is averaged
+        over processes so all ranks stay identical.
         """
         c, k, d = self.prototypes.shape
         protos = self.prototypes.reshape(c * k, d).float()
-        index = proto_index[correct]
-        sums = protos.new_zeros(c * k, d).index_add_(0, index, emb[correct].float())
-        hit = torch.bincount(index, minlength=c * k) > 0
+        # columns (D, N): a block copy for B > 1, not a transposing one
+        chosen = emb.transpose(0, 1).reshape(d, -1).index_select(1, pixels).float()
+        sums = protos.new_zeros(d, c * k).index_add_(1, proto_index, chosen).t()
+        hit = torch.bincount(proto_index, minlength=c * k) > 0
         moved = l2_normalize(self.gamma * protos + (1.0 - self.gamma) * l2_normalize(sums))
         new = torch.where(hit[:, None], moved, protos)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
