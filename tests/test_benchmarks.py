@@ -219,3 +219,14 @@ def test_loader_workers_and_labelled_batches() -> None:
     assert loader_workers(-1) == (0 if cores <= 2 else 1 if cores <= 4 else min(4, cores // 2))
     assert loader_workers(-1, world_size=cores) == 0  # one core per process: nothing to overlap
     assert list(labelled_batches([1, 2, 3])) == [1, 2, 3]
+
+
+def test_whole_run_shares_weight_the_first_epoch_by_its_steps() -> None:
+    from benchmarks.profile_step import run_overhead, run_share
+
+    # 10 of 40 steps generate their items (wait 20 of 120 ms), the other 30 wait 0 of 100 ms
+    assert run_share((20.0, 0.0), (120.0, 100.0), 10, 40) == pytest.approx(100 * 200 / 4200)
+    # against the same steps with free loading (100 and 100 ms): 200 ms extra of 4200
+    assert run_overhead(120.0, 100.0, (100.0, 100.0), 10, 40) == pytest.approx(100 * 200 / 4200)
+    # a run shorter than one epoch is all first epoch
+    assert run_share((10.0, 0.0), (100.0, 50.0), 64, 8) == pytest.approx(10.0)
