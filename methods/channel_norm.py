@@ -56,14 +56,17 @@ class _LayerNormL2(torch.autograd.Function):
         # L2: d e / d y = (I - e e^T) / |y|; a clamped norm is a constant (plain division)
         along = (grad * e).sum(dim=1, keepdim=True).mul_(unclamped)
         grad_y = torch.addcmul(grad, e, along, value=-1.0).mul_(inv)
-        grad_w = (grad_y * xhat).sum(dim=others) if ctx.needs_input_grad[1] else None
+        prod = grad_y * xhat  # serves the weight's gradient and the LayerNorm's
+        grad_w = prod.sum(dim=others) if ctx.needs_input_grad[1] else None
         grad_b = grad_y.sum(dim=others) if ctx.needs_input_grad[2] else None
         grad_x = None
         if ctx.needs_input_grad[0]:  # LayerNorm: rstd (g - mean(g) - xhat mean(g xhat))
-            g = grad_y.mul_(weight.view(shape))
+            g = grad_y.mul_(weight.view(shape))  # g = grad_y * weight
             mean_g = g.mean(dim=1, keepdim=True)
-            mean_gx = (g * xhat).mean(dim=1, keepdim=True)
-            grad_x = g.sub_(mean_g).addcmul_(xhat, mean_gx, value=-1.0).mul_(rstd)
+            # mean over channels of g * xhat = weight . prod / D: a matmul, no third product
+            mean_gx = torch.matmul(weight[None] / weight.numel(), prod.flatten(2))
+            grad_x = g.sub_(mean_g).addcmul_(xhat, mean_gx.view_as(mean_g), value=-1.0)
+            grad_x.mul_(rstd)
         x_dtype, w_dtype, b_dtype = ctx.dtypes
         return (None if grad_x is None else grad_x.to(x_dtype),
                 None if grad_w is None else grad_w.to(w_dtype),
