@@ -157,9 +157,10 @@ class PrototypeHead(SegHead):
         """
         c, k, d = self.prototypes.shape
         protos = self.prototypes.reshape(c * k, d).float()
-        # columns (D, N): a block copy for B > 1, not a transposing one
-        chosen = emb.transpose(0, 1).reshape(d, -1).index_select(1, pixels).float()
-        sums = protos.new_zeros(d, c * k).index_add_(1, proto_index, chosen).t()
+        # only the chosen pixels' rows (a gather); index_add over rows is the fast direction
+        per_image = emb.shape[2]
+        chosen = emb[pixels // per_image, :, pixels % per_image].float()  # (n, D)
+        sums = protos.new_zeros(c * k, d).index_add_(0, proto_index, chosen)
         hit = torch.bincount(proto_index, minlength=c * k) > 0
         moved = l2_normalize(self.gamma * protos + (1.0 - self.gamma) * l2_normalize(sums))
         new = torch.where(hit[:, None], moved, protos)
