@@ -163,3 +163,20 @@ def test_prototype_head_trains_under_autocast() -> None:
     for (name, p), (_, q) in zip(head.named_parameters(), twin.named_parameters()):
         assert p.grad.dtype == p.dtype, name
         torch.testing.assert_close(p.grad, q.grad, atol=0.05, rtol=0.1, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("projection", ["none", "mlp"])
+def test_prototype_head_evaluation_equals_its_stock_op_definition(projection: str) -> None:
+    torch.manual_seed(0)
+    head = PrototypeHead(8, 3, num_prototypes=4, projection=projection).double().eval()
+    feats = torch.randn(2, 8, 5, 6, generator=torch.Generator().manual_seed(4),
+                        dtype=torch.double)
+    x = head.projection(feats)
+    if projection == "mlp":
+        x = F.normalize(x, dim=1)
+    emb = F.normalize(head.feat_norm(x.permute(0, 2, 3, 1)), dim=-1).reshape(-1, 8)
+    protos = F.normalize(head.prototypes, dim=-1).reshape(12, -1)
+    scores = head.score_norm((emb @ protos.t()).view(-1, 3, 4).max(dim=2).values)
+    expected = scores.reshape(2, 5, 6, 3).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(head(feats).logits, expected)
