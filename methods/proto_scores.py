@@ -8,7 +8,7 @@ memory; on the CPU every fresh buffer of that size also costs page faults (glibc
 blocks to the OS). Here the similarities the head computed anyway become the log-softmax in
 place, then, in the backward, the gradient in place: softmax scaled per row, plus scatters at
 the PPC/PPD targets and at each class's best prototype. Values and gradients match the stock
-ops (tests/test_heads.py).
+ops (tests/test_fused_ops.py).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ def scores_and_losses_(emb: Tensor, protos: Tensor, sims: Tensor, num_prototypes
 
     `sims` must be `pixel_similarities(emb, protos)` computed without grad (the caller needs it
     first, for the assignments); it is overwritten: do not use it afterwards. N = B*P pixels;
-    scores (N, C): each class's
-    best similarity; ppc: mean over pixels with a target (N,) (index among the C*K prototypes,
-    `ignore_index` for none) of the cross-entropy of sims / ppc_tau; ppd: mean of
-    (1 - sims[target])^2 over the same pixels; both unweighted, 0 when no pixel has a target.
+    scores (N, C): each class's best similarity; ppc: mean over pixels with a target (N,)
+    (index among the C*K prototypes, `ignore_index` for none) of the cross-entropy of
+    sims / ppc_tau; ppd: mean of (1 - sims[target])^2 over the same pixels; both unweighted,
+    0 when no pixel has a target.
     Computed in float32 (or float64); cannot be differentiated twice.
     """
     if sims.requires_grad:
@@ -78,7 +78,7 @@ class _ScoresAndLosses(torch.autograd.Function):
         best = best.to(torch.uint8) if k <= 256 else best  # 8x smaller while saved
         ctx.save_for_backward(emb, protos, log_p, best, index, valid, own, count)
         ctx.tau = tau
-        ctx.mm_dtype = sims.dtype  # the matmuls' dtype (half under autocast), kept for the backward
+        ctx.mm_dtype = sims.dtype  # the matmuls' dtype (half under autocast), for the backward
         return scores, ppc, ppd
 
     @staticmethod

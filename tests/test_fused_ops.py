@@ -18,8 +18,8 @@ from methods.sinkhorn import sinkhorn_per_class
 
 
 def reference_layer_norm_l2(x, weight, bias, eps=1e-5):
-    d = x.shape[1]
-    return F.normalize(F.layer_norm(x.movedim(1, -1), (d,), weight, bias, eps), dim=-1).movedim(-1, 1)
+    normed = F.layer_norm(x.movedim(1, -1), (x.shape[1],), weight, bias, eps)
+    return F.normalize(normed, dim=-1).movedim(-1, 1)
 
 
 def test_layer_norm_l2_matches_stock_ops_and_gradcheck() -> None:

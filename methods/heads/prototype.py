@@ -132,7 +132,8 @@ class PrototypeHead(SegHead):
         # must join the all-reduce of the prototypes.
         with torch.no_grad():
             correct = scores.detach()[valid].argmax(dim=1) == labels_v
-            self._momentum_update(emb.detach(), rows[correct], (labels_v * k + update_assign)[correct])
+            moved_to = (labels_v * k + update_assign)[correct]
+            self._momentum_update(emb.detach(), rows[correct], moved_to)
         logits = unflatten_pixels(scores, b, h, w)
         if labels_v.numel() == 0:
             return HeadOutput(logits=logits, state=state)
