@@ -21,10 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-# speed and memory benchmarks (benchmarks/README.md); appends to benchmarks/RESULTS.md
+# speed and memory benchmarks (perf/README.md); appends to perf/RESULTS.md
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m benchmarks.run
+	$(PY) -m perf.run
 
 clean:
 	rm -rf $(VENV)

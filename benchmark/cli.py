@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 from benchmark.config import Cell, ConfigError, apply_overrides, validate
-from benchmark.interrupts import Interrupted
-from benchmark.launch import EXECUTORS, ClusterOptions, Run, execute_run, plan, run_status, submit
+from benchmark.train.interrupts import Interrupted
+from benchmark.launch.executors import EXECUTORS, ClusterOptions, Run, execute_run, plan, run_status, submit
 from benchmark.store import load_records, load_summaries
 from experiments import Grid, get_grid, grid_names
 
-# benchmark.tables / benchmark.report (pandas) are imported where tables are written, so that
+# benchmark.report.tables / benchmark.report.markdown (pandas) are imported where tables are written, so that
 # `--dry-run` and `--status` start fast.
 
 
@@ -73,7 +73,7 @@ def load_grid(name: str, overrides: list[str]) -> tuple[Grid, list[Cell]]:
 
 
 def print_plan(grid: Grid, runs: list[Run]) -> None:
-    from benchmark.plan import describe_plan
+    from benchmark.launch.plan import describe_plan
     from experiments.recipes import RECIPES
 
     print(describe_plan(grid, runs, RECIPES))
@@ -81,7 +81,7 @@ def print_plan(grid: Grid, runs: list[Run]) -> None:
 
 def preflight_grid(grid: Grid, cells: list[Cell]) -> bool:
     """Print the preflight table of a grid; True when every cell passed."""
-    from benchmark.preflight import format_preflight, preflight_ok, run_preflight
+    from benchmark.launch.preflight import format_preflight, preflight_ok, run_preflight
 
     print(f"grid {grid.name}: preflight of {len(cells)} cells")
     results = run_preflight(cells)
@@ -92,8 +92,8 @@ def preflight_grid(grid: Grid, cells: list[Cell]) -> bool:
 def write_tables(grid: Grid, cells: list[Cell], results: Path, figures: bool = False) -> str:
     """Regenerate md/tex/csv (and figures) from the grid's records, then the report; returns
     the Markdown table."""
-    from benchmark.report import write_report
-    from benchmark.tables import reference_rows_for, render
+    from benchmark.report.markdown import write_report
+    from benchmark.report.tables import reference_rows_for, render
 
     # figures draw the per-step history; tables need only the records' summaries (fast)
     records = (load_records if figures else load_summaries)(results, grid.name)
@@ -101,7 +101,7 @@ def write_tables(grid: Grid, cells: list[Cell], results: Path, figures: bool = F
     paths = render(grid.name, cells, records, results / "tables", reference_rows=refs)
     print(f"tables: {', '.join(str(p) for p in paths.values())}")
     if figures:
-        from benchmark.plots import render_figures  # matplotlib only when figures are asked for
+        from benchmark.report.plots import render_figures  # matplotlib only when figures are asked for
 
         drawn = render_figures(grid.name, cells, records, results)
         print(f"figures: {len(drawn)} files in {results / 'figures' / grid.name}")

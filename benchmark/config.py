@@ -185,7 +185,7 @@ EXECUTION_ONLY = ("train.num_workers", "train.log_every", "train.checkpoint_ever
 # Settings added after the first records were written, with the value each had when added
 # (which is what runs before it did). A cell at that value keeps its old key, so adding an
 # option never orphans existing records; any other value (even a later default) is hashed.
-# tests/test_config.py fails when a new setting is missing here.
+# tests/benchmark/test_config.py fails when a new setting is missing here.
 ADDED_SETTINGS: dict[str, Any] = {
     "model.head.contrast_variant": "in_batch",
     "model.head.contrast_weight": None,

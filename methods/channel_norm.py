@@ -5,7 +5,7 @@ the map channels-last (a transposing copy each way, and a channels-last gradient
 decoder's backward) and autograd's F.normalize backward, about seven passes over the map. Here
 both normalisations reduce over dim 1 in place, forward and backward written out: same values
 and gradients as `F.normalize(F.layer_norm(x.movedim(1, -1), ...), dim=-1).movedim(-1, 1)`
-(tests/test_fused_ops.py checks them, gradcheck included).
+(tests/methods/test_fused_ops.py checks them, gradcheck included).
 """
 
 from __future__ import annotations

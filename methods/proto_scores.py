@@ -8,7 +8,7 @@ memory; on the CPU every fresh buffer of that size also costs page faults (glibc
 blocks to the OS). Here the similarities the head computed anyway become the log-softmax in
 place, then, in the backward, the gradient in place: softmax scaled per row, plus scatters at
 the PPC/PPD targets and at each class's best prototype. Values and gradients match the stock
-ops (tests/test_fused_ops.py).
+ops (tests/methods/test_fused_ops.py).
 """
 
 from __future__ import annotations

@@ -236,7 +236,7 @@ class SyntheticSegmentation(Dataset):
 
         Items are pure functions of i, and a training run reads each several times (the smoke
         grid: about 4 epochs), so small splits keep what they generated (copies are returned):
-        generating was 12% of a smoke training step (benchmarks/profile_step.py).
+        generating was 12% of a smoke training step (perf/profile_step.py).
         """
         index = self._index(i)
         cached = self._cache.get(index)

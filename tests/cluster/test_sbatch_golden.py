@@ -18,7 +18,7 @@ import pytest
 from submitit.slurm import slurm as submitit_slurm
 
 from benchmark.cli import cluster_options, load_grid, parse_args
-from benchmark.launch import job_parameters, plan, submit
+from benchmark.launch.executors import job_parameters, plan, submit
 
 GOLDEN = Path(__file__).parent / "golden" / "table1_sbatch.txt"
 ARGS = ["--grid", "table1", "--executor", "slurm", "--partition", "gpu", "--timeout-min", "1440",

@@ -21,8 +21,8 @@ import torch
 
 from benchmark.cli import main
 from benchmark.config import Cell, apply_overrides
-from benchmark.engine import train_and_evaluate
-from benchmark.launch import ClusterOptions, plan, submit
+from benchmark.train.engine import train_and_evaluate
+from benchmark.launch.executors import ClusterOptions, plan, submit
 from benchmark.store import jsonable
 from experiments.smoke import smoke
 

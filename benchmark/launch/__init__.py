@@ -1,0 +1,1 @@
+"""Turning grids into runs: the plan and dry run, preflight checks, locks and executors."""

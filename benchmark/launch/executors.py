@@ -1,0 +1,304 @@
+"""Turning a grid into runs: plan which (cell, seed) still need a record, execute them.
+
+Executors:
+- `inline`: each pending run in this process, one after another.
+- `local`: submitit's local executor, one real subprocess per run (the runs of a grid are
+  submitted as job arrays of at most `--max-parallel` runs, waiting for each).
+- `slurm`: submitit on SLURM; the runs sharing the same resources form one job array, throttled
+  with `slurm_array_parallelism`. Jobs checkpoint and requeue themselves on preemption/timeout.
+A run that fails still writes a record (status 'failed' with the one-line error), so no
+finished run is lost; a run interrupted by a signal writes no record and resumes from its
+checkpoint when run again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from benchmark.config import Cell, cell_from_dict
+from benchmark.provenance import provenance
+from benchmark.store import RECORD_SCHEMA, is_done, read_record, record_path, write_record
+
+EXECUTORS = ("inline", "local", "slurm")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (cell, seed), where its record goes and where its checkpoints live."""
+
+    cell: Cell
+    seed: int
+    path: Path
+
+    @property
+    def done(self) -> bool:
+        return is_done(self.path)
+
+    @property
+    def results_root(self) -> Path:
+        return self.path.parents[3]  # <root>/runs/<grid>/<key>/seed<k>.json
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.results_root / "checkpoints" / self.cell.grid / self.cell.key / f"seed{self.seed}"
+
+    @property
+    def weights_path(self) -> Path:
+        return self.checkpoint_dir / "final.pt"
+
+    def clear_checkpoints(self) -> None:
+        """Drop training checkpoints (not the final weights): a fresh start or a finished run."""
+        for folder in self.checkpoint_dir.glob("*step*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def plan(cells: list[Cell] | tuple[Cell, ...], seeds: list[int], root: Path | str) -> list[Run]:
+    """Every run of the grid, in grid order, seeds inner."""
+    return [Run(c, s, record_path(root, c.grid, c.key, s)) for c in cells for s in seeds]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def execute_run(run: Run, progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate one run (resuming from its checkpoint) and write its record."""
+    from benchmark.train.engine import make_accelerator, train_and_evaluate
+    from benchmark.train.interrupts import Interrupted
+
+    record: dict[str, Any] = {
+        "schema": RECORD_SCHEMA, "grid": run.cell.grid, "cell_key": run.cell.key,
+        "seed": run.seed, "cell": run.cell.to_dict(), "started": _now(),
+    }
+    accelerator = make_accelerator(run.cell)
+    try:
+        result = train_and_evaluate(run.cell, run.seed, progress=progress, accelerator=accelerator,
+                                    checkpoint_dir=run.checkpoint_dir,
+                                    weights_path=run.weights_path)
+    except Interrupted:
+        raise  # resumable: no record, the checkpoint is on disk
+    except Exception as err:  # noqa: BLE001 - any failure becomes a failed record, then re-raised
+        record.update(status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0],
+                      traceback=traceback.format_exc(), finished=_now(), **provenance())
+        if accelerator.is_main_process:
+            write_record(run.path, record)
+        raise
+    record.update(
+        status="done", error=None, metrics=result.metrics, params=result.params,
+        timings=result.timings, memory=result.memory, history=result.history,
+        confusion=result.confusion, weights_sha256=result.weights_sha256,
+        world_size=accelerator.num_processes, finished=_now(), **provenance(),
+    )
+    if accelerator.is_main_process:
+        write_record(run.path, record)
+        run.clear_checkpoints()
+    return record
+
+
+# --------------------------------------------------------------------------- cluster jobs
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """The callable a submitit job executes: one run. On preemption or timeout submitit calls
+    `checkpoint()` (inherited: resubmit the same arguments) after the engine has saved its
+    state at a step boundary, so the requeued job resumes where it stopped."""
+
+    def __call__(self, cell: dict[str, Any], seed: int, results_root: str) -> dict[str, Any]:
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:  # one process per GPU: hand the distributed env to Accelerate
+            submitit.helpers.TorchDistributedEnvironment().export()
+        c = cell_from_dict(cell)
+        run = Run(c, seed, record_path(results_root, c.grid, c.key, seed))
+        record = execute_run(run, progress=False)
+        return {"status": record["status"], "miou": record["metrics"]["miou"],
+                "record": str(run.path)}
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Command-line resources; None means "take the cell's recipe"."""
+
+    partition: str | None = None
+    gpus_per_run: int | None = None
+    timeout_min: int | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: tuple[str, ...] = ()
+    max_parallel: int = 64
+    signal_delay_s: int = 120
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def job_parameters(cell: Cell, opts: ClusterOptions, executor: str) -> dict[str, Any]:
+    """submitit parameters for a cell: one task per GPU, CPUs/memory per recipe."""
+    res = cell.resources
+    gpus = res.gpus if opts.gpus_per_run is None else opts.gpus_per_run
+    params: dict[str, Any] = {
+        "timeout_min": res.timeout_min if opts.timeout_min is None else opts.timeout_min,
+        "tasks_per_node": max(1, gpus),
+        "nodes": 1,
+        "name": f"protoseg-{cell.grid}",
+    }
+    if executor == "slurm":
+        if gpus:
+            params["gpus_per_node"] = gpus
+        params.update(
+            cpus_per_task=res.cpus_per_task, mem_gb=res.mem_gb,
+            slurm_array_parallelism=opts.max_parallel, slurm_signal_delay_s=opts.signal_delay_s,
+        )
+        for key, value in (("slurm_partition", opts.partition), ("slurm_account", opts.account),
+                           ("slurm_qos", opts.qos), ("slurm_constraint", opts.constraint)):
+            if value:
+                params[key] = value
+        if opts.setup:
+            params["slurm_setup"] = list(opts.setup)
+    elif gpus:
+        params["gpus_per_node"] = gpus
+    params.update(opts.extra)
+    return params
+
+
+def make_executor(kind: str, folder: Path, params: dict[str, Any]) -> submitit.Executor:
+    executor = submitit.AutoExecutor(folder=folder, cluster=kind, slurm_max_num_timeout=3)
+    executor.update_parameters(**params)
+    return executor
+
+
+def _jobs_file(results: Path, grid: str) -> Path:
+    return results / "jobs" / f"{grid}.jsonl"
+
+
+def submit(runs: list[Run], kind: str, results: Path, opts: ClusterOptions,
+           wait: bool = False) -> list[submitit.Job]:
+    """Submit runs as job arrays grouped by resources; log ids and paths to results/jobs/."""
+    if not runs:
+        return []
+    grid = runs[0].cell.grid
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = results / "jobs" / grid / stamp
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(json.dumps(job_parameters(run.cell, opts, kind), sort_keys=True),
+                          []).append(run)
+    jobs_log = _jobs_file(results, grid)
+    jobs_log.parent.mkdir(parents=True, exist_ok=True)
+    submitted: list[submitit.Job] = []
+    for params_text, group in groups.items():
+        chunk = len(group) if kind == "slurm" else max(1, opts.max_parallel)
+        for start in range(0, len(group), chunk):
+            part = group[start:start + chunk]
+            executor = make_executor(kind, folder, json.loads(params_text))
+            jobs = executor.map_array(
+                RunJob(), [r.cell.to_dict() for r in part], [r.seed for r in part],
+                [str(results.resolve())] * len(part),
+            )
+            with open(jobs_log, "a") as f:
+                for run, job in zip(part, jobs):
+                    entry = {"cell_key": run.cell.key, "seed": run.seed, "row": run.cell.row,
+                             "job_id": job.job_id, "executor": kind, "folder": str(folder),
+                             "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
+                             "submitted": _now()}
+                    f.write(json.dumps(entry) + "\n")
+                    print(f"  submitted {run.cell.row} seed {run.seed}: job {job.job_id}  "
+                          f"log {job.paths.stdout}")
+            if kind != "slurm" or wait:
+                for job in jobs:
+                    try:
+                        job.result()
+                    except Exception as err:  # noqa: BLE001 - the record holds the error
+                        print(f"  job {job.job_id} failed: {str(err).strip().splitlines()[-1]}")
+            submitted += jobs
+    print(f"job ids and logs: {jobs_log}")
+    return submitted
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _last_line(path: str) -> str:
+    try:
+        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def run_status(runs: list[Run], results: Path) -> list[dict[str, str]]:
+    """done / failed (with the error) from records; running / pending from the job log."""
+    jobs: dict[tuple[str, int], dict[str, Any]] = {}
+    if runs:
+        log = _jobs_file(results, runs[0].cell.grid)
+        if log.exists():
+            for line in log.read_text().splitlines():
+                entry = json.loads(line)
+                jobs[(entry["cell_key"], entry["seed"])] = entry  # the latest submission wins
+    rows = []
+    for run in runs:
+        row = {"row": run.cell.row, "seed": str(run.seed), "state": "not submitted",
+               "detail": "", "job": ""}
+        if run.path.exists():
+            record = read_record(run.path)
+            row["state"] = record.get("status", "?")
+            row["detail"] = (f"mIoU {record['metrics']['miou']:.1f}" if row["state"] == "done"
+                             else record.get("error") or "")
+        entry = jobs.get((run.cell.key, run.seed))
+        if entry and row["state"] != "done":
+            row["job"] = entry["job_id"]
+            state = _job_state(entry)
+            if row["state"] == "failed" and state in ("RUNNING", "PENDING", "REQUEUED"):
+                row["state"] = state.lower()  # a retry is under way
+            elif row["state"] == "not submitted":
+                row["state"] = state.lower()
+                if state in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"):
+                    row["state"] = "failed"
+                    row["detail"] = _last_line(entry["stderr"])
+        rows.append(row)
+    return rows
+
+
+def _job_state(entry: dict[str, Any]) -> str:
+    """SLURM state via submitit (sacct), else squeue (sacct lags behind a fresh submission by
+    seconds); local jobs by their files."""
+    if entry["executor"] == "slurm":
+        try:
+            state = submitit.SlurmJob(folder=entry["folder"], job_id=entry["job_id"]).state
+        except Exception:  # noqa: BLE001 - sacct missing or job unknown
+            state = "UNKNOWN"
+        if state == "UNKNOWN":
+            state = _squeue_state(entry["job_id"])
+        return state.split()[0]  # "CANCELLED by 0" -> "CANCELLED"
+    if Path(entry["stdout"]).exists():
+        return "FINISHED" if _result_exists(entry) else "RUNNING"
+    return "PENDING"
+
+
+def _squeue_state(job_id: str) -> str:
+    """The state in SLURM's queue, which knows a job from the moment it is submitted."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-o", "%T", "-j", job_id], capture_output=True,
+                             text=True, timeout=60).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return "UNKNOWN"
+    return out[0] if out else "UNKNOWN"
+
+
+def _result_exists(entry: dict[str, Any]) -> bool:
+    return (Path(entry["folder"]) / f"{entry['job_id']}_0_result.pkl").exists() or \
+        (Path(entry["folder"]) / f"{entry['job_id']}_result.pkl").exists()
+
+
+def slurm_available() -> bool:
+    """True when `sbatch` is on PATH (the slurm executor needs it)."""
+    return any(os.access(os.path.join(p, "sbatch"), os.X_OK)
+               for p in os.environ.get("PATH", "").split(os.pathsep))

@@ -1,0 +1,1 @@
+"""From records to results: aggregation per cell, statistics, tables, figures, the report."""

@@ -1,0 +1,178 @@
+"""`results/report_<grid>.md`: a grid's table, per-class IoU, figures and provenance in one file.
+
+Everything in it is derived from the records and the files already written (tables, figures),
+so it is regenerated, never edited, and identical for identical inputs (no generation time).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from benchmark.config import Cell
+from benchmark.report.tables import (
+    DASH,
+    write_text_atomic,
+    grid_table,
+    method_labels,
+    per_class_table,
+    table_markdown,
+)
+
+FIGURE_TITLES = {
+    "per_class_iou": "Per-class IoU",
+    "training_curves": "Training loss and evaluation mIoU",
+    "similarity": "Pixel-prototype similarity (paper Fig. 3)",
+    "embedding": "Embedding space, PCA (paper Fig. 5)",
+}
+
+
+def report_path(results_root: Path | str, grid: str) -> Path:
+    return Path(results_root) / f"report_{grid}.md"
+
+
+def _md(rows: list[list[Any]], headers: list[str], align: tuple[str, ...] | None = None) -> str:
+    rows = [[str(v).replace("|", r"\|") for v in row] for row in rows]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True,
+                    colalign=align)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.3f}"
+
+
+def compute_rows(cells: list[Cell], records: list[dict[str, Any]]) -> list[list[str]]:
+    """Per cell: runs done / failed, train and eval hours, GPU-hours (wall x GPUs) or CPU
+    core-hours (wall x threads x processes), and the peak memory; plus a total row."""
+    rows, totals = [], Counter()
+    for cell, label in zip(cells, method_labels(cells)):
+        mine = [r for r in records if r.get("cell_key") == cell.key]
+        done = [r for r in mine if r.get("status") == "done"]
+        c: Counter = Counter(done=len(done), failed=sum(r.get("status") == "failed" for r in mine))
+        peak = 0
+        for rec in done:
+            t = rec.get("timings") or {}
+            wall = float(t.get("train_s") or 0.0) + float(t.get("eval_s") or 0.0)
+            procs = int(rec.get("world_size") or 1)
+            mem = rec.get("memory") or {}
+            threads = int((rec.get("hardware") or {}).get("torch_threads") or 1)
+            if mem.get("device") == "cuda":
+                c["gpu_s"] += wall * procs
+            else:
+                c["cpu_s"] += wall * procs * threads
+            c["train_s"] += float(t.get("train_s") or 0.0)
+            c["eval_s"] += float(t.get("eval_s") or 0.0)
+            peak = max(peak, int(mem.get("peak_bytes") or 0))
+        totals.update(c)
+        rows.append([label, cell.column, c["done"], c["failed"], _hours(c["train_s"]),
+                     _hours(c["eval_s"]), _hours(c["gpu_s"]), _hours(c["cpu_s"]),
+                     f"{peak / 2**30:.2f}" if peak else DASH])
+    rows.append(["**total**", "", totals["done"], totals["failed"], _hours(totals["train_s"]),
+                 _hours(totals["eval_s"]), _hours(totals["gpu_s"]), _hours(totals["cpu_s"]), ""])
+    return rows
+
+
+def _provenance(records: list[dict[str, Any]], cells: list[Cell]) -> list[str]:
+    """Commits, library versions and hardware, each with how many runs used it."""
+    keys = {c.key for c in cells}
+    mine = [r for r in records
+            if r.get("cell_key") in keys and r.get("status") in ("done", "failed")]
+    if not mine:
+        return ["No run has finished yet."]
+    commits = Counter(r.get("git_commit") or "unknown" for r in mine)
+    out = ["### Code", "", _md(sorted(commits.items()), ["git commit", "runs"]), ""]
+    libs: dict[str, Counter] = {}
+    for r in mine:
+        for name, version in (r.get("versions") or {}).items():
+            libs.setdefault(name, Counter())[version] += 1
+    out += ["### Libraries", "",
+            _md([[n, ", ".join(f"{v} ({k})" if len(cnt) > 1 else v for v, k in sorted(cnt.items()))]
+                 for n, cnt in sorted(libs.items())], ["library", "version (runs)"]), ""]
+    hardware = Counter()
+    for r in mine:
+        hw = r.get("hardware") or {}
+        gpu = f"{hw.get('gpu_count', 1)} x {hw['gpu']}" if hw.get("gpu") else DASH
+        hardware[(hw.get("cpu") or "unknown", str(hw.get("cpu_count", "?")), gpu,
+                  str(r.get("world_size") or 1))] += 1
+    out += ["### Hardware", "",
+            _md([[*k, n] for k, n in sorted(hardware.items())],
+                ["CPU", "CPU cores", "GPUs", "processes per run", "runs"]), ""]
+    started = sorted(r["started"] for r in mine if r.get("started"))
+    finished = sorted(r["finished"] for r in mine if r.get("finished"))
+    if started and finished:
+        out += [f"Runs started {started[0]} and finished {finished[-1]} (UTC).", ""]
+    return out
+
+
+def _failures(cells: list[Cell], records: list[dict[str, Any]]) -> list[str]:
+    """The error line of every failed run whose (cell, seed) has no finished record."""
+    done = {(r.get("cell_key"), r.get("seed")) for r in records if r.get("status") == "done"}
+    rows = {c.key: c.row for c in cells}
+    failed = [[rows[r["cell_key"]], r["cell_key"], r.get("seed"), r.get("error") or "?"]
+              for r in records if r.get("status") == "failed" and r.get("cell_key") in rows
+              and (r.get("cell_key"), r.get("seed")) not in done]
+    if not failed:
+        return []
+    return ["## Failed runs", "", _md(failed, ["Method", "cell key", "seed", "error"]), ""]
+
+
+def _figure_order(stem: str, cells: list[Cell]) -> tuple[int, int, str, str]:
+    """Sort key and title of a figure file: kind (FIGURE_TITLES order), then grid order; a
+    figure of one run is titled with its method and seed instead of its cell key."""
+    kinds = list(FIGURE_TITLES)
+    kind = next((i for i, prefix in enumerate(kinds) if stem.startswith(prefix)), len(kinds))
+    title = FIGURE_TITLES[kinds[kind]] if kind < len(kinds) else stem
+    for i, (cell, label) in enumerate(zip(cells, method_labels(cells))):
+        if f"_{cell.key}_seed" in stem:
+            return kind, i, stem, f"{title}: {label}, seed {stem.rsplit('_seed', 1)[1]}"
+    rest = stem[len(kinds[kind]):].strip("_") if kind < len(kinds) else ""
+    return kind, -1, stem, f"{title} ({rest})" if rest else title
+
+
+def _figures(results_root: Path, grid: str, cells: list[Cell], report_dir: Path) -> list[str]:
+    pngs = {png.stem: png for png in (results_root / "figures" / grid).glob("*.png")}
+    if not pngs:
+        return ["No figures yet: `python run_all.py --grid " + grid + " --figures`.", ""]
+    out = []
+    for *_, stem, title in sorted(_figure_order(s, cells) for s in pngs):
+        png = pngs[stem]
+        rel = Path(os.path.relpath(png, report_dir)).as_posix()
+        pdf = png.with_suffix(".pdf")
+        pdf_rel = Path(os.path.relpath(pdf, report_dir)).as_posix()
+        link = f" ([PDF]({pdf_rel}))" if pdf.exists() else ""
+        out += [f"### {title}{link}", "", f"![{png.stem}]({rel})", ""]
+    return out
+
+
+def write_report(grid: str, cells: list[Cell], records: list[dict[str, Any]],
+                 results_root: Path | str, description: str = "",
+                 reference_rows: list[dict[str, Any]] | None = None,
+                 layout: str | None = None) -> Path:
+    """Write `<results>/report_<grid>.md` (table, per-class IoU, figures, provenance, compute)."""
+    results_root = Path(results_root)
+    path = report_path(results_root, grid)
+    lines = [f"# Report: grid `{grid}`", ""]
+    if description:
+        lines += [description, ""]
+    lines += [f"Regenerate with `python run_all.py --grid {grid} --tables-only --figures`. "
+              f"Tables as LaTeX and CSV: `tables/{grid}.tex`, `tables/{grid}.csv`.", "",
+              "## Results", "", table_markdown(grid_table(grid, cells, records, reference_rows,
+                                                          layout)),
+              "## Per-class IoU", "", table_markdown(per_class_table(cells, records)),
+              "## Figures", ""]
+    lines += _figures(results_root, grid, cells, path.parent)
+    lines += _failures(cells, records)
+    lines += ["## Provenance", ""] + _provenance(records, cells)
+    lines += ["## Compute per cell", "",
+              "GPU-hours = (train + eval seconds) x processes on GPU runs; CPU core-hours = "
+              "(train + eval seconds) x torch threads x processes on CPU runs.", "",
+              _md(compute_rows(cells, records),
+                  ["Method", "Backbone", "runs done", "failed", "train h", "eval h",
+                   "GPU-hours", "CPU core-hours", "peak memory (GiB)"],
+                  ("left", "left") + ("right",) * 7), ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(path, "\n".join(lines).rstrip("\n") + "\n")

@@ -1,0 +1,1 @@
+"""Training one run: model and weights, resume, the training loop, final checkpoint, evaluation."""

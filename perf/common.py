@@ -1,0 +1,449 @@
+"""Shared pieces of the benchmarks: timing (warm-up, A/B alternation, medians), peak memory,
+the machine's description, Markdown tables and perf/RESULTS.md.
+
+Timing: every variant is warmed up, then the variants run in turn, round after round, the
+order reversed every other round (A B, B A, ...), so slow drifts of a shared machine hit all of
+them alike. A ratio is the median over rounds of the per-round ratio (the two calls of one
+round ran seconds apart); times are medians over rounds.
+
+Peak memory of one training step = the bytes of the tensors that stay live across steps
+(weights, gradients, buffers, optimizer state, inputs) + the most the step allocated on top at
+any moment (activations, new gradients, temporaries). On a GPU the rise comes from
+`torch.cuda.max_memory_allocated`; on the CPU, which has no allocator statistic, from
+`torch.profiler` with memory profiling, whose allocation events carry the CPU allocator's
+running total. Like the GPU figure it counts tensor
+bytes, not the process's resident memory (interpreter, libraries, malloc caches), which would
+dilute a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import math
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from tabulate import tabulate
+
+from benchmark.provenance import cpu_name
+
+RESULTS_MD = Path(__file__).resolve().with_name("RESULTS.md")
+DASH = "–"
+
+
+# ----------------------------------------------------------------------------- device, machine
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """`name` if given, else CUDA when available, else the CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on, including how busy the machine was at the start."""
+    info: dict[str, Any] = {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count() or 1,
+        "usable_cores": usable_cores(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "gpu": None,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    gpu = (f"{info.get('gpu_count', 1)} x {info['gpu']} (CUDA {info.get('cuda')})"
+           if info.get("gpu") else "no GPU")
+    return (f"{info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable, "
+            f"{info['torch_threads']} torch threads), {gpu}; torch {info['torch']}, "
+            f"Python {info['python']}; load average {info['load_average']:.2f} at the start")
+
+
+def busy_note(info: dict[str, Any]) -> str | None:
+    """A warning when the machine was busy when the benchmark started (figures contended)."""
+    load = info.get("load_average", 0.0)
+    if load == load and load > 0.5 * info["usable_cores"]:
+        return (f"the machine was busy (load average {load:.2f} on {info['usable_cores']} "
+                f"cores at the start): times are contended; ratios less so, absolute times not "
+                f"comparable")
+    return None
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Timings:
+    """Wall seconds of one variant, one entry per round."""
+
+    name: str
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds) if self.seconds else math.nan
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """(first, third) quartile; the extremes for fewer than 4 rounds."""
+        xs = sorted(self.seconds)
+        if len(xs) < 4:
+            return (xs[0], xs[-1]) if xs else (math.nan, math.nan)
+        q = statistics.quantiles(xs, n=4)
+        return q[0], q[2]
+
+    def ms(self, digits: int = 1) -> str:
+        return f"{self.median * 1e3:.{digits}f}"
+
+
+def alternate(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+              device: torch.device | None = None) -> dict[str, Timings]:
+    """Run each of `fns` `warmup` times, then `repeats` rounds of all of them, the order
+    reversed every other round; returns each one's per-round wall times."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    sync(device)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(repeats):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            sync(device)
+            t0 = time.perf_counter()
+            fns[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {n: Timings(n, times[n]) for n in names}
+
+
+def round_order(names: Sequence[str], repeats: int) -> list[list[str]]:
+    """The order `alternate` runs the variants in, round by round (for tests and notes)."""
+    return [list(names) if i % 2 == 0 else list(names)[::-1] for i in range(repeats)]
+
+
+def paired_ratio(a: Timings, b: Timings) -> float:
+    """Median over rounds of a/b (the two calls of one round ran back to back)."""
+    ratios = [x / y for x, y in zip(a.seconds, b.seconds) if y > 0]
+    return statistics.median(ratios) if ratios else math.nan
+
+
+def ratio_spread(a: Timings, b: Timings) -> tuple[float, float]:
+    ratios = sorted(x / y for x, y in zip(a.seconds, b.seconds) if y > 0)
+    if not ratios:
+        return math.nan, math.nan
+    if len(ratios) < 4:
+        return ratios[0], ratios[-1]
+    q = statistics.quantiles(ratios, n=4)
+    return q[0], q[2]
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+@dataclass
+class Peak:
+    """Peak bytes of one call and how they were measured."""
+
+    bytes: int
+    method: str  # cuda-allocator | cpu-profiler | cpu-rss
+
+    def gib(self) -> str:
+        return f"{self.bytes / 2**30:.2f} GiB" if self.bytes >= 2**30 else \
+            f"{self.bytes / 2**20:.0f} MiB"
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor], device_type: str = "cpu") -> int:
+    """Bytes of the distinct storages behind `tensors` on `device_type` (views counted once)."""
+    seen: dict[tuple[int, int], int] = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.device.type == device_type:
+            storage = t.untyped_storage()
+            seen[(t.device.index or 0, storage.data_ptr())] = storage.nbytes()
+    return sum(seen.values())
+
+
+def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                   *inputs: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors live between two training steps: parameters, their gradients (kept until
+    the next step's `zero_grad`), buffers, optimizer state, and the step's inputs."""
+    params = list(model.parameters())
+    out = params + [p.grad for p in params if p.grad is not None] + list(model.buffers())
+    out += list(inputs)
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            out += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    return out
+
+
+def peak_memory(fn: Callable[[], Any], device: torch.device,
+                resident: Callable[[], Iterable[torch.Tensor]] | None = None) -> Peak:
+    """Peak tensor bytes while `fn` runs (see the module docstring).
+
+    GPU: with `resident`, those tensors + the allocator's peak above what was allocated when
+    the call started (other models on the same GPU do not count); else the allocator's peak.
+    CPU: `fn` runs twice under the profiler and the peak is taken in the second call, where
+    every block it frees was allocated under the profiler (the first call frees the previous
+    step's gradients, allocated before profiling, whose sizes the profiler cannot know);
+    `resident` names the tensors live between calls (`training_state`).
+    """
+    gc.collect()
+    if device.type == "cuda":  # other models may be on the GPU: count only this call's own
+        sync(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        sync(device)
+        rise = torch.cuda.max_memory_allocated(device) - before
+        if resident is None:
+            return Peak(int(torch.cuda.max_memory_allocated(device)), "cuda-allocator")
+        return Peak(tensor_bytes(resident(), "cuda") + int(rise), "cuda-allocator")
+    try:
+        return Peak(_cpu_profiler_peak(fn, resident), "cpu-profiler")
+    except Exception:  # noqa: BLE001 - semi-private profiler API; fall back to resident memory
+        return Peak(_cpu_rss_peak(fn), "cpu-rss")
+
+
+def _cpu_profiler_peak(fn: Callable[[], Any],
+                       resident: Callable[[], Iterable[torch.Tensor]] | None) -> int:
+    """Bytes live when the second call starts (`resident`: what stays live between calls)
+    + the most the CPU allocator's running total rose above its value at that moment during
+    the call (allocation events of torch.profiler with profile_memory=True)."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+        with record_function("perf/measured-call"):
+            fn()
+    nodes, allocs, window = list(prof.profiler.kineto_results.experimental_event_tree()), [], None
+    while nodes:
+        node = nodes.pop()
+        if node.tag == _EventType.Allocation:
+            allocs.append(node)
+        elif node.name == "perf/measured-call":
+            window = (node.start_time_ns, node.end_time_ns)
+        nodes.extend(node.children)
+    if window is None:
+        raise RuntimeError("the profiler did not record the measured call")
+    allocs = sorted((a for a in allocs if str(a.extra_fields.device) == "cpu"),
+                    key=lambda a: a.start_time_ns)
+    before = [a.extra_fields.total_allocated for a in allocs if a.start_time_ns < window[0]]
+    during = [a.extra_fields.total_allocated for a in allocs
+              if window[0] <= a.start_time_ns <= window[1]]
+    if not during:
+        raise RuntimeError("the profiler recorded no allocation")
+    at_start = before[-1] if before else during[0] - allocs[len(before)].extra_fields.alloc_size
+    return tensor_bytes(resident() if resident else ()) + max(0, max(during) - at_start)
+
+
+def _cpu_rss_peak(fn: Callable[[], Any]) -> int:
+    """Fallback: the process's peak resident memory during `fn` (Linux: VmHWM after a reset)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    fn()
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
+    except (OSError, AttributeError):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(rss * (1 if sys.platform == "darwin" else 1024))
+
+
+def memory_note(method: str) -> str:
+    return {
+        "cuda-allocator": "peak memory (GPU) = weights, gradients, buffers, optimizer state "
+                          "and inputs + the rise of torch.cuda.max_memory_allocated above the "
+                          "allocation at the start of one step",
+        "cpu-profiler": "peak memory (CPU) = live tensor bytes at the peak of one step: "
+                        "weights, buffers, optimizer state and inputs + the most the CPU "
+                        "allocator held on top during the step (torch.profiler allocation "
+                        "events; gradients included); not the process's resident memory",
+        "cpu-rss": "peak memory (CPU) = the process's peak resident memory during one step "
+                   "(VmHWM; includes the interpreter and libraries, which dilutes the ratio)",
+    }.get(method, method)
+
+
+# ----------------------------------------------------------------------------- FLOPs
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """Floating-point operations of matmuls and convolutions in `fn` (forward and backward),
+    as counted by torch.utils.flop_counter; element-wise work is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def blocky_labels(batch: int, height: int, width: int, num_classes: int, ignore_index: int,
+                  device: torch.device, seed: int = 0, block: int = 32,
+                  ignore_fraction: float = 0.05) -> torch.Tensor:
+    """Label maps made of `block`-pixel squares of random classes (segments, not noise), with
+    about `ignore_fraction` of the squares unlabelled."""
+    gen = torch.Generator().manual_seed(seed)
+    bh, bw = max(1, -(-height // block)), max(1, -(-width // block))
+    coarse = torch.randint(0, num_classes, (batch, bh, bw), generator=gen)
+    coarse[torch.rand(batch, bh, bw, generator=gen) < ignore_fraction] = ignore_index
+    labels = coarse.repeat_interleave(block, 1).repeat_interleave(block, 2)
+    return labels[:, :height, :width].contiguous().to(device)
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def verdict(value: float, target: float, better: str = "lower") -> str:
+    """PASS/FAIL of `value` against `target` (`lower`: value <= target is good)."""
+    if value != value:  # NaN
+        return "n/a"
+    ok = value <= target if better == "lower" else value >= target
+    return "PASS" if ok else "FAIL"
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return DASH if value is None or value != value else f"{value:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+@dataclass
+class Table:
+    """Rows under headers, with an optional caption line above."""
+
+    headers: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+
+    @property
+    def verdicts(self) -> list[str]:
+        """PASS/FAIL of every column whose header starts with "Verdict"."""
+        cols = [i for i, h in enumerate(self.headers) if h.startswith("Verdict")]
+        return [str(r[i]) for r in self.rows for i in cols if str(r[i]) in ("PASS", "FAIL")]
+
+    def markdown(self) -> str:
+        rows = [[str(v).replace("|", r"\|") for v in row] for row in self.rows]
+        text = tabulate(rows, headers=self.headers, tablefmt="github", disable_numparse=True)
+        return (f"{self.caption}\n\n" if self.caption else "") + text
+
+
+@dataclass
+class Report:
+    """One benchmark's tables, its notes, and whether every targeted row passed."""
+
+    name: str
+    title: str
+    tables: list[Table]
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def verdicts(self) -> list[str]:
+        return [v for t in self.tables for v in t.verdicts]
+
+    @property
+    def failed(self) -> int:
+        return sum(v == "FAIL" for v in self.verdicts)
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", ""]
+        for table in self.tables:
+            lines += [table.markdown(), ""]
+        lines += [f"- {n}" for n in self.notes]
+        lines.append(f"- `perf/{self.name}.py`, {self.seconds:.0f} s")
+        return "\n".join(lines) + "\n"
+
+
+def section(reports: Sequence[Report], info: dict[str, Any], quick: bool) -> str:
+    """A dated RESULTS.md section: machine, mode, then every report."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    mode = ("quick (tiny sizes: checks that the scripts run, not the reference figures)"
+            if quick else "full")
+    lines = [f"## {stamp}: {info['cpu']}" + (f" + {info['gpu']}" if info.get("gpu") else ""),
+             "", f"Machine: {machine_line(info)}.  ", f"Mode: {mode}.", ""]
+    busy = busy_note(info)
+    if busy:
+        lines += [f"**Note:** {busy}.", ""]
+    return "\n".join(lines) + "\n" + "\n".join(r.markdown() for r in reports)
+
+
+RESULTS_HEADER = """# Benchmark results
+
+Appended by `python -m perf.run` (or one script per figure), newest last; each section
+names the date, machine and mode. Regenerate rather than edit. What each figure measures and how:
+[README.md](README.md).
+
+"""
+
+
+def append_results(text: str, path: Path = RESULTS_MD) -> Path:
+    if not path.exists():
+        path.write_text(RESULTS_HEADER, encoding="utf-8")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("\n" + text.rstrip("\n") + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes: checks the script in seconds (not the reference figures)")
+    p.add_argument("--no-append", action="store_true",
+                   help=f"print only; do not append to {RESULTS_MD.name}")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    return p.parse_args(argv)
+
+
+def standalone(name: str, run: Callable[..., Report], argv: list[str] | None = None) -> int:
+    """`python -m perf.<name>`: run one benchmark, print it, append it."""
+    args = parse_args(run.__doc__ or name, argv)
+    info = machine()
+    device = pick_device(args.device)
+    t0 = time.perf_counter()
+    report = run(quick=args.quick, device=device)
+    report.seconds = time.perf_counter() - t0
+    print(report.markdown())
+    if not args.no_append:
+        print(f"appended to {append_results(section([report], info, args.quick))}")
+    return 1 if report.failed and not args.quick else 0

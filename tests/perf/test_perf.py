@@ -1,0 +1,232 @@
+"""The deterministic parts of perf/: references, timing helpers, generated records.
+
+No timing is asserted: speed is measured by `python -m perf.run`, not by tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from perf.common import (
+    Table,
+    Timings,
+    alternate,
+    count_flops,
+    paired_ratio,
+    peak_memory,
+    round_order,
+    tensor_bytes,
+    verdict,
+)
+from perf.head_scaling import (
+    batched,
+    check_reference,
+    clustering_inputs,
+    linear_fit,
+    make_head,
+    per_class_reference,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ----------------------------------------------------------------------------- head scaling
+
+
+def test_per_class_loop_reference_equals_the_batched_head_code() -> None:
+    check_reference()  # raises on any difference
+
+
+@pytest.mark.parametrize("classes,k,correct_share", [(5, 1, 1.0), (9, 6, 0.3), (4, 3, 0.0)])
+def test_reference_agrees_with_absent_classes_and_no_correct_pixel(classes, k, correct_share):
+    x = clustering_inputs(classes, k, 8, 300, seed=classes)
+    keep = x["labels"] != 1  # class 1 absent
+    x = {**x, "own": x["own"][keep], "labels": x["labels"][keep], "emb": x["emb"][keep],
+         "correct": torch.rand(int(keep.sum()), generator=torch.Generator().manual_seed(0))
+         < correct_share}
+    head = make_head(classes, k, 8, torch.device("cpu"), projection="none",
+                     prototypes=x["prototypes"])
+    head.gamma = 0.3
+    ref_assign, ref_protos = per_class_reference(x["own"], x["labels"], x["emb"], x["correct"],
+                                                 x["prototypes"], gamma=0.3)
+    assign = batched(head, x["own"], x["labels"], x["emb"], x["correct"])
+    assert torch.equal(assign, ref_assign)
+    torch.testing.assert_close(head.prototypes, ref_protos, atol=1e-5, rtol=1e-4)
+    assert torch.equal(head.prototypes[1], x["prototypes"][1])  # absent class: unchanged
+    if correct_share == 0.0:
+        assert torch.equal(head.prototypes, x["prototypes"])  # nothing predicted right
+
+
+def test_linear_fit_recovers_exact_coefficients() -> None:
+    points = [(n, ck, n * (3e-6 + 2e-9 * ck)) for n in (100, 200) for ck in (1, 10, 500)]
+    a, b, r2 = linear_fit(points)
+    assert a == pytest.approx(3e-6) and b == pytest.approx(2e-9)
+    assert r2 == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- timing helpers
+
+
+def test_alternate_warms_up_then_reverses_the_order_every_other_round() -> None:
+    calls: list[str] = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
+    times = alternate(fns, repeats=4, warmup=2)
+    assert calls[:6] == ["a", "b", "c", "a", "b", "c"]  # warm-up
+    assert calls[6:] == [n for round_ in round_order("abc", 4) for n in round_]
+    assert calls[6:9] == ["a", "b", "c"] and calls[9:12] == ["c", "b", "a"]
+    assert all(len(t.seconds) == 4 for t in times.values())
+
+
+def test_medians_and_paired_ratio() -> None:
+    a = Timings("a", [2.0, 4.0, 100.0])  # one outlier round
+    b = Timings("b", [1.0, 2.0, 2.0])
+    assert a.median == 4.0 and b.median == 2.0
+    assert paired_ratio(a, b) == 2.0  # median of 2, 2, 50
+    assert Timings("x", [1.0, 2.0, 3.0, 4.0]).spread == (1.25, 3.75)
+
+
+def test_verdicts_and_table_columns() -> None:
+    assert verdict(1.05, 1.10) == "PASS" and verdict(1.2, 1.10) == "FAIL"
+    assert verdict(2.0, 1.0, better="higher") == "PASS" and verdict(float("nan"), 1.0) == "n/a"
+    t = Table(["x", "Verdict (time)", "Verdict (mem)"], [["a", "PASS", "FAIL"], ["b", "–", "PASS"]])
+    assert t.verdicts == ["PASS", "FAIL", "PASS"]
+
+
+def test_cpu_peak_memory_counts_what_the_call_allocates_and_the_resident_tensors() -> None:
+    resident = torch.zeros(2_000_000, dtype=torch.uint8)
+
+    def fn() -> None:
+        x = torch.ones(1_000_000)  # 4 MB, freed at return
+        x.sum()
+
+    peak = peak_memory(fn, torch.device("cpu"), lambda: [resident, resident[10:]])
+    assert peak.method == "cpu-profiler"
+    assert 6_000_000 <= peak.bytes <= 6_000_000 + 65_536
+    assert tensor_bytes([resident, resident[5:]]) == 2_000_000  # a view counts once
+
+
+def test_flop_count_of_a_matmul() -> None:
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+
+
+# ----------------------------------------------------------------------------- overhead
+
+
+def test_generated_records_are_valid_store_records(tmp_path) -> None:
+    from benchmark.cli import write_tables
+    from benchmark.store import is_done, load_records, read_record
+    from perf.overhead import generate_records
+
+    grid, n = generate_records(tmp_path, "smoke", n=23, failed_every=10)
+    paths = sorted((tmp_path / "runs" / "smoke").glob("*/seed*.json"))
+    assert len(paths) == n == 23
+    records = load_records(tmp_path, "smoke")
+    assert sum(r["status"] == "failed" for r in records) == 2
+    keys = {c.key for c in grid.cells}
+    for path in paths:
+        record = read_record(path)
+        assert record["cell_key"] in keys and path.parent.name == record["cell_key"]
+        assert path.name == f"seed{record['seed']}.json"
+        if record["status"] == "done":
+            assert is_done(path)
+            m = record["metrics"]
+            assert 0 <= m["miou"] <= 100 and len(m["per_class_iou"]) == 6
+            assert len(record["confusion"]) == 6
+    table = write_tables(grid, list(grid.cells), tmp_path)
+    assert grid.cells[0].row in table
+    assert (tmp_path / "tables" / "smoke.csv").exists()
+    assert json.loads(paths[0].read_text())  # plain JSON
+
+
+# ----------------------------------------------------------------------------- metric
+
+
+def test_metric_benchmark_inputs_match_torchmetrics() -> None:
+    pytest.importorskip("torchmetrics")
+    from perf.metric import check_identical, make_batches
+
+    batches = make_batches(150, 2, 2, 64, torch.device("cpu"))
+    equal, max_diff = check_identical(batches, 150, torch.device("cpu"))
+    assert equal and max_diff < 1e-4
+
+
+# ----------------------------------------------------------------------------- suite changes
+
+
+def test_light_commands_do_not_import_model_libraries() -> None:
+    """`run_all.py --dry-run` must not pay for timm/torchvision/transformers (seconds)."""
+    code = ("import sys, benchmark.cli, benchmark.launch.preflight, benchmark.datasets, methods, "
+            "experiments; print(sorted(m for m in ('timm', 'torchvision', 'transformers', "
+            "'pandas', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+@pytest.mark.parametrize("grid", ["smoke", "camvid"])
+def test_a_warm_dry_run_imports_no_torch(grid: str, tmp_path) -> None:
+    """`import torch` alone takes longer than a dry run may (2 s): once the memory estimates
+    are cached, `run_all.py --dry-run` must never import it (nor numpy, PIL or the models)."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['run_all.py', '--grid', '{grid}', '--dry-run', '--results', "
+            f"{str(tmp_path / 'results')!r}]\n"
+            "try:\n    runpy.run_path('run_all.py', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "heavy = ('torch', 'numpy', 'PIL', 'methods', 'benchmark.datasets')\n"
+            "print('IMPORTED', sorted(m for m in heavy if m in sys.modules))\n")
+    env = {**os.environ, "PROTOSEG_CACHE": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                           text=True, env=env, check=True).stdout for _ in range(2)]
+    assert (tmp_path / "cache" / "memory_estimates.json").exists()  # the first run filled it
+    assert "IMPORTED []" in runs[1], runs[1][-500:]
+
+
+def test_memory_estimate_is_cached_on_disk(tmp_path, monkeypatch) -> None:
+    import benchmark.launch.plan as plan
+    from experiments.smoke import smoke
+
+    monkeypatch.setenv("PROTOSEG_CACHE", str(tmp_path))
+    cell = smoke().cells[0]
+    monkeypatch.setattr(plan, "_ESTIMATES", {})
+    first = plan.estimate_memory(cell)
+    assert (tmp_path / "memory_estimates.json").exists()
+
+    def no_model(*args):
+        raise AssertionError("the cached estimate should have been used")
+
+    monkeypatch.setattr(plan, "_ESTIMATES", {})
+    monkeypatch.setattr(plan, "_meta_estimate", no_model)
+    again = plan.estimate_memory(cell)
+    assert (again.gb, again.params) == (first.gb, first.params)
+
+    monkeypatch.setenv("PROTOSEG_CACHE", "off")
+    assert plan.estimate_cache_path() is None
+
+
+def test_loader_workers_and_labelled_batches() -> None:
+    from benchmark.train.engine import labelled_batches, loader_workers
+
+    assert loader_workers(0) == 0 and loader_workers(3) == 3
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert loader_workers(-1) == (0 if cores <= 2 else 1 if cores <= 4 else min(4, cores // 2))
+    assert loader_workers(-1, world_size=cores) == 0  # one core per process: nothing to overlap
+    assert list(labelled_batches([1, 2, 3])) == [1, 2, 3]
+
+
+def test_whole_run_shares_weight_the_first_epoch_by_its_steps() -> None:
+    from perf.profile_step import run_overhead, run_share
+
+    # 10 of 40 steps generate their items (wait 20 of 120 ms), the other 30 wait 0 of 100 ms
+    assert run_share((20.0, 0.0), (120.0, 100.0), 10, 40) == pytest.approx(100 * 200 / 4200)
+    # against the same steps with free loading (100 and 100 ms): 200 ms extra of 4200
+    assert run_overhead(120.0, 100.0, (100.0, 100.0), 10, 40) == pytest.approx(100 * 200 / 4200)
+    # a run shorter than one epoch is all first epoch
+    assert run_share((10.0, 0.0), (100.0, 50.0), 64, 8) == pytest.approx(10.0)
