@@ -22,7 +22,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from benchmark.config import Cell
-from benchmark.report.stats import PairedDifference, mean_std, paired_difference
+from benchmark.stats import PairedDifference, mean_std, paired_difference
 
 DASH = "–"  # shown where there is no number (en dash)
 DISPLAY_COLUMNS = ["Method", "Backbone", "Params (M)", "mIoU (%)", "Seeds", "Paper", "Δ paper"]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmark.report.stats import mean_std, paired_difference, t_interval
+from benchmark.stats import mean_std, paired_difference, t_interval
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}, from a printed t table.
 T975 = {1: 12.706, 2: 4.303, 4: 2.776}
