@@ -64,3 +64,129 @@ def paired_difference(baseline: Mapping[int, float], ours: Mapping[int, float],
     interval = t_interval(diffs, confidence)
     low, high = interval if interval is not None else (None, None)
     return PairedDifference(statistics.fmean(diffs), low, high, len(seeds), seeds, confidence)
+
+
+# --------------------------------------------------------------------------- verdicts and power
+# A reproduction claim is a statement about an interval, so every verdict below is read off the
+# 95% Student-t interval of the per-seed values, and every "how many seeds" is the sample size
+# of a two-sided one-sample t-test (paired differences) at 80% power.
+
+SIGMA_PRIOR = 0.5  # mIoU, seed-to-seed standard deviation of one run (docs/method.md#hyperparameters)
+MIN_SEEDS_FOR_MEASURED_SIGMA = 3  # below this the observed spread is too rough to plan with
+MAX_SEEDS = 200  # search bound for seed counts (a gain below ~0.15 sigma is not worth planning)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the seeds say about one claim: a label, the interval behind it, and the plan."""
+
+    label: str  # reproduced | smaller than the paper | larger than the paper | not reproduced |
+    # inconclusive | matches the paper | below the paper | above the paper
+    mean: float
+    low: float | None
+    high: float | None
+    n: int
+    target: float  # the paper's gain (pairs) or the paper's number (baselines)
+    more_seeds: int = 0  # seeds to add that would decide an inconclusive verdict
+    sigma: float = SIGMA_PRIOR  # per-run sigma used for planning
+    sigma_source: str = "prior"  # prior | measured
+
+    def text(self) -> str:
+        """One line for tables: the label, and the seeds needed when inconclusive."""
+        if self.label == "inconclusive":
+            return f"inconclusive: about {self.more_seeds} more seeds would decide"
+        return self.label
+
+
+def planning_sigma(per_run_sd: float | None, n: int, prior: float = SIGMA_PRIOR
+                   ) -> tuple[float, str]:
+    """The per-run sigma to plan with: measured from n >= 3 seeds, else the prior."""
+    if per_run_sd is not None and n >= MIN_SEEDS_FOR_MEASURED_SIGMA and math.isfinite(per_run_sd):
+        return per_run_sd, "measured"
+    return prior, "prior"
+
+
+def t_test_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided one-sample t-test of mean 0 when the true mean is `effect`."""
+    if n < 2 or sd <= 0:
+        return 0.0
+    from scipy import stats as _scipy_stats
+
+    df = n - 1
+    crit = _scipy_stats.t.ppf(1.0 - alpha / 2.0, df)
+    nc = abs(effect) * math.sqrt(n) / sd
+    return float(_scipy_stats.nct.sf(crit, df, nc) + _scipy_stats.nct.cdf(-crit, df, nc))
+
+
+def seeds_for_gain(gain: float, sigma_run: float = SIGMA_PRIOR, power: float = 0.8,
+                   alpha: float = 0.05) -> int:
+    """Seeds per cell for a paired study to detect `gain` at `power` (two-sided `alpha`).
+
+    A paired difference of two runs with per-run sigma has sd sigma * sqrt(2)."""
+    sd = sigma_run * math.sqrt(2.0)
+    for n in range(2, MAX_SEEDS + 1):
+        if t_test_power(gain, sd, n, alpha) >= power:
+            return n
+    return MAX_SEEDS
+
+
+def seeds_for_precision(half_width: float, sigma_run: float = SIGMA_PRIOR,
+                        confidence: float = 0.95) -> int:
+    """Seeds whose t-interval of a mean has at most `half_width` (expected, sd = sigma_run)."""
+    from scipy import stats as _scipy_stats
+
+    for n in range(2, MAX_SEEDS + 1):
+        if _scipy_stats.t.ppf(0.5 + confidence / 2.0, n - 1) * sigma_run / math.sqrt(n) <= half_width:
+            return n
+    return MAX_SEEDS
+
+
+def gain_verdict(diffs: Sequence[float], paper_gain: float, sigma_prior: float = SIGMA_PRIOR,
+                 confidence: float = 0.95) -> Verdict:
+    """Verdict on ours - baseline (per-seed paired differences) against the paper's gain.
+
+    reproduced: the interval excludes 0 and contains the gain; smaller / larger than the paper:
+    it excludes 0 and lies below / above the gain; not reproduced: it excludes the gain and
+    includes or lies below 0; otherwise (or with one seed) inconclusive, with the seeds that
+    would detect the gain at 80% power (sigma measured from the differences with >= 3 seeds,
+    else the prior).
+    """
+    n = len(diffs)
+    mean, sd = mean_std(diffs)
+    interval = t_interval(diffs, confidence) if n >= 2 else None
+    sigma, source = planning_sigma(sd / math.sqrt(2.0) if n >= 2 else None, n, sigma_prior)
+    base = dict(mean=mean, n=n, target=paper_gain, sigma=sigma, sigma_source=source)
+    if interval is None:
+        return Verdict("inconclusive", low=None, high=None,
+                       more_seeds=max(1, seeds_for_gain(paper_gain, sigma) - n), **base)
+    low, high = float(interval[0]), float(interval[1])
+    if low > 0:
+        label = ("reproduced" if low <= paper_gain <= high else
+                 "smaller than the paper" if high < paper_gain else "larger than the paper")
+    elif not low <= paper_gain <= high:
+        label = "not reproduced"
+    else:
+        label = "inconclusive"
+    more = max(1, seeds_for_gain(paper_gain, sigma) - n) if label == "inconclusive" else 0
+    return Verdict(label, low=low, high=high, more_seeds=more, **base)
+
+
+def baseline_verdict(values: Sequence[float], paper: float, tolerance: float = 0.5,
+                     sigma_prior: float = SIGMA_PRIOR, confidence: float = 0.95) -> Verdict:
+    """Verdict on a baseline's absolute mIoU (per-seed values) against the paper's number.
+
+    matches the paper: the interval contains it; below / above the paper: the interval lies
+    below / above it; with one seed (no interval) inconclusive, with the seeds whose interval
+    would be at most +-`tolerance` wide."""
+    n = len(values)
+    mean, sd = mean_std(values)
+    sigma, source = planning_sigma(sd if n >= 2 else None, n, sigma_prior)
+    base = dict(mean=mean, n=n, target=paper, sigma=sigma, sigma_source=source)
+    interval = t_interval(values, confidence) if n >= 2 else None
+    if interval is None:
+        return Verdict("inconclusive", low=None, high=None,
+                       more_seeds=max(1, seeds_for_precision(tolerance, sigma) - n), **base)
+    low, high = float(interval[0]), float(interval[1])
+    label = ("matches the paper" if low <= paper <= high else
+             "below the paper" if high < paper else "above the paper")
+    return Verdict(label, low=low, high=high, **base)
