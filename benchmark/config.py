@@ -7,14 +7,18 @@ result lives in its four specs, so their hash is the cell's identity on disk.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 import json
+import math
 import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
+
+from methods.heads.options import HEAD_OPTIONS, HeadOptions, options_for
 
 
 class ConfigError(ValueError):
@@ -48,40 +52,33 @@ class DataSpec:
     photometric: str = "none"  # none | mmseg (PhotoMetricDistortion) | brightness (released code)
 
 
-@dataclass(frozen=True)
-class HeadSpec:
-    """The pixel classifier and its options (see methods/heads and METHOD-SPEC §2-4)."""
+def _head_spec_fields() -> list[tuple[str, Any, Any]]:
+    """HeadSpec's fields: `name`, then every head's options under their HeadSpec names
+    (`PREFIX + option`, e.g. `contrast_variant`) with the options' types and defaults."""
+    out: list[tuple[str, Any, Any]] = [("name", str, field(default="softmax"))]
+    for options in HEAD_OPTIONS.values():
+        hints = typing.get_type_hints(options)
+        out += [(options.PREFIX + f.name, hints[f.name], field(default=f.default))
+                for f in fields(options)]
+    names = [name for name, _, _ in out]
+    if len(set(names)) != len(names):
+        raise TypeError(f"two heads' options share a HeadSpec name: {sorted(names)}")
+    return out
 
-    name: str = "softmax"  # softmax | pixel_query | prototype | pixel_contrast
-    # prototype head (defaults = released ProtoSeg code, METHOD-SPEC §2-3)
-    num_prototypes: int = 10
-    embed_dim: int = 0  # 0 = decoder width
-    projection: str = "mlp"  # mlp (released code) | none (paper's parameter count)
-    proj_norm_axis: str = "channel"  # channel | width (released-code quirk)
-    score_norm: str = "layernorm"  # layernorm | none
-    update_assign: str = "argmax"  # argmax | gumbel (released code, randomised)
-    gamma: float = 0.999
-    sinkhorn_eps: float = 0.05
-    sinkhorn_iters: int = 3
-    ppc_weight: float = 0.01
-    ppd_weight: float = 0.001
-    ppc_tau: float = 1.0  # released code 1.0; the paper reportedly 0.1
-    # pixel-query head
-    query_layers: int = 2
-    query_heads: int = 4
-    query_dim: int = 0  # 0 = min(decoder width, 256)
-    # pixel-contrast head (ContrastiveSeg, METHOD-SPEC §4; defaults = its released code)
-    contrast_variant: str = "in_batch"  # in_batch (anchors of the batch) | memory (queues)
-    contrast_weight: float | None = None  # None = the variant's: 0.1 in_batch, 1.0 memory
-    contrast_tau: float | None = None  # None = the variant's: 0.1 in_batch, 0.07 memory
-    contrast_base_tau: float = 0.07  # the loss is scaled by tau / base_tau
-    contrast_warmup_iters: int = 5000  # loss weight 0 for the first N training steps
-    contrast_max_anchors: int = 1024  # anchors per batch (per process)
-    contrast_max_views: int = 100  # anchors per (image, class)
-    contrast_min_class_pixels: int = 100  # a class takes part with more labelled pixels than this
-    contrast_queue_size: int = 5000  # memory: entries per class in each queue
-    contrast_queue_pixels: int = 10  # memory: pixels enqueued per image and class
-    contrast_proj_dim: int = 256  # projection (embedding) width
+
+def _head_options(self: Any) -> HeadOptions:
+    """The options object of the head this spec names (what `methods.build_head` passes)."""
+    return options_for(self)
+
+
+# The pixel classifier and its options: `name` plus every head's options, composed from the
+# options dataclasses in methods/heads/options.py (one edit there adds a `--set model.head.*`
+# key). Flat, so the cell key hashes the same fields as before (ADDED_SETTINGS).
+HeadSpec = dataclasses.make_dataclass(
+    "HeadSpec", _head_spec_fields(), frozen=True,
+    namespace={"__module__": __name__, "options": _head_options,
+               "__doc__": "The pixel classifier and its options (methods/heads/options.py)."},
+)
 
 
 @dataclass(frozen=True)
@@ -289,11 +286,18 @@ def apply_overrides(cell: Cell, overrides: list[str]) -> Cell:
     for text in overrides:
         key, raw = parse_override(text)
         if key not in valid:
-            raise ConfigError(
-                f"unknown --set key {key!r}; valid keys: {', '.join(valid)}"
-            )
+            raise ConfigError(f"unknown --set key {key!r}; {_close_keys(key, valid)}")
         cell = _set_path(cell, key.split("."), raw, key)
     return validate(cell)
+
+
+def _close_keys(key: str, valid: list[str]) -> str:
+    """The few valid keys nearest to a mistyped one (the full list is 1,600 characters)."""
+    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.6) or [
+        k for k in valid if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]][:3]
+    sections = ", ".join(dict.fromkeys(k.rsplit(".", 1)[0] for k in valid))
+    hint = f"did you mean {' or '.join(near)}?" if near else "no close match;"
+    return f"{hint} keys are <section>.<field>, sections {sections} (benchmark/config.py)"
 
 
 def _set_path(obj: Any, path: list[str], raw: str, key: str) -> Any:
@@ -307,11 +311,9 @@ def _set_path(obj: Any, path: list[str], raw: str, key: str) -> Any:
 # --------------------------------------------------------------------------- validation
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.head.projection": ("mlp", "none"),
-    "model.head.proj_norm_axis": ("channel", "width"),
-    "model.head.score_norm": ("layernorm", "none"),
-    "model.head.update_assign": ("argmax", "gumbel"),
-    "model.head.contrast_variant": ("in_batch", "memory"),
+    # each head's declared choices (the options' Literal types, methods/heads/options.py)
+    **{f"model.head.{options.PREFIX}{name}": allowed for options in HEAD_OPTIONS.values()
+       for name, allowed in options.choices().items()},
     "train.optimizer": ("sgd", "adamw"),
     "eval.mode": ("whole", "slide"),
     "data.format": ("native", "hf"),
@@ -328,6 +330,11 @@ def validate(cell: Cell) -> Cell:
     choices["model.backbone"] = catalog.BACKBONE_NAMES
     choices["model.decoder"] = catalog.DECODER_NAMES
     choices["model.head.name"] = catalog.HEAD_NAMES
+    for key in override_keys(cell):  # NaN passes every `<= 0` test below: refuse it first
+        value = _get_path(cell, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"bad value for {key}: {value} is not a finite number; "
+                              f"give a finite one, e.g. {key}={_get_path(Cell('', ''), key)}")
     for key, allowed in choices.items():
         value = _get_path(cell, key)
         if value not in allowed:

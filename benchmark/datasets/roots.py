@@ -51,6 +51,8 @@ def find_root(definition: DatasetDef, root: str = "", folder: str | None = None,
            f"or at {folder}/ itself, or set {ENV_VAR}")
     if root and not bases[0].exists():
         raise DataError(f"data root {bases[0]} does not exist; {how}")
+    if root and not bases[0].is_dir():
+        raise DataError(f"data root {bases[0]} is a file, not a folder; {how}")
     existing = [c for b in bases for c in (b / folder, b) if c.is_dir()]
     if root or (existing and existing[0].name == folder):
         cand = existing[0]

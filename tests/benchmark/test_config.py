@@ -94,7 +94,7 @@ def test_overrides_are_typed() -> None:
 
 
 @pytest.mark.parametrize("text, message", [
-    ("train.iterz=3", "unknown --set key 'train.iterz'; valid keys: data.name"),
+    ("train.iterz=3", "unknown --set key 'train.iterz'; did you mean train.iters"),
     ("train.iters=abc", "bad value for train.iters: 'abc' is not a valid int"),
     ("train.iters", "malformed --set 'train.iters': expected key=value"),
     ("model.head.name=mlp", "bad value for model.head.name: 'mlp'; choose one of softmax"),
