@@ -1,29 +1,36 @@
-"""The results store: atomic records, exact round trip, skipping finished runs."""
+"""The results store: the Record type, atomic writes, exact round trip, skipping finished runs."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import time
+from pathlib import Path
 
 import pytest
 
 from benchmark.config import Cell
 from benchmark.launch.executors import plan
-from benchmark.store import (SUMMARY_CACHE, SUMMARY_DROPS, is_done, load_records, load_summaries,
-                             read_record, record_path, write_record)
+from benchmark.store import (SUMMARY_CACHE, SUMMARY_DROPS, Record, RecordError, ResultsLayout,
+                             atomic_write, is_done, load_records, load_summaries, read_record,
+                             record_path, write_record)
 
 
 def sample_record() -> dict:
-    return {"schema": 1, "grid": "g", "cell_key": "softmax-abc", "seed": 0, "status": "done",
+    return {"schema": 2, "grid": "g", "cell_key": "softmax-abc", "seed": 0, "status": "done",
             "metrics": {"miou": 41.25, "aacc": 80.5, "per_class_iou": {"a": 1.5, "b": None}},
-            "params": {"learnable": 123, "total": 130}, "history": [{"step": 0, "loss": 2.5}]}
+            "params": {"learnable": 123, "total": 130}, "timings": {"train_s": 3.5},
+            "history": [{"step": 0, "loss": 2.5}]}
 
 
 def test_round_trip_is_identical(tmp_path) -> None:
     path = record_path(tmp_path, "g", "softmax-abc", 0)
-    record = sample_record()
+    record = Record.from_json(sample_record())
     write_record(path, record)
     assert read_record(path) == record
+    assert Record.from_json(json.loads(path.read_text())).to_json() == record.to_json()
+    assert {k: v for k, v in record.to_json().items() if k in sample_record()} == sample_record()
     assert path == tmp_path / "runs" / "g" / "softmax-abc" / "seed0.json"
 
 
@@ -50,7 +57,7 @@ def test_crash_keeps_the_previous_record(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(os, "replace", lambda *a, **k: (_ for _ in ()).throw(OSError("disk")))
     with pytest.raises(OSError):
         write_record(path, {"status": "failed"})
-    assert read_record(path) == sample_record()
+    assert read_record(path) == Record.from_json(sample_record())
 
 
 def test_plan_skips_done_runs_and_retries_failed(tmp_path) -> None:
@@ -58,7 +65,7 @@ def test_plan_skips_done_runs_and_retries_failed(tmp_path) -> None:
     runs = plan(cells, [0, 1], tmp_path)
     assert [r.done for r in runs] == [False] * 4
     write_record(runs[0].path, {**sample_record(), "cell_key": cells[0].key})
-    write_record(runs[1].path, {**sample_record(), "status": "failed"})
+    write_record(runs[1].path, {**sample_record(), "status": "failed", "error": "OOM"})
     runs = plan(cells, [0, 1], tmp_path)
     assert [r.done for r in runs] == [True, False, False, False]
     assert not is_done(tmp_path / "missing.json")
@@ -85,11 +92,15 @@ def _write_grid(root, n: int = 3) -> list:
 def test_summaries_are_the_records_without_their_bulk(tmp_path) -> None:
     _write_grid(tmp_path)
     full = load_records(tmp_path, "g")
-    expected = [{k: v for k, v in r.items() if k not in SUMMARY_DROPS} for r in full]
+    assert all(r.history and r.confusion and r.cell for r in full)
+    expected = [r.summary() for r in full]
     assert load_summaries(tmp_path, "g") == expected  # first call: parses and caches
     assert (tmp_path / "runs" / "g" / SUMMARY_CACHE).exists()
     assert load_summaries(tmp_path, "g") == expected  # second call: from the cache
-    assert all("history" not in s and "confusion" not in s for s in expected)
+    for s, r in zip(expected, full):
+        assert all(not getattr(s, k) for k in SUMMARY_DROPS)
+        assert s.to_json() == {**r.to_json(), "cell": {}, "history": [], "confusion": [],
+                               "traceback": None}
 
 
 def test_summaries_follow_changed_added_and_deleted_records(tmp_path, monkeypatch) -> None:
@@ -97,7 +108,7 @@ def test_summaries_follow_changed_added_and_deleted_records(tmp_path, monkeypatc
 
     paths = _write_grid(tmp_path)
     load_summaries(tmp_path, "g")
-    rewritten = {**read_record(paths[0]), "metrics": {"miou": 99.0}}
+    rewritten = {**read_record(paths[0]).to_json(), "metrics": {"miou": 99.0}}
     write_record(paths[0], rewritten)  # same size class, new file (rename): must be re-read
     paths[1].unlink()
     write_record(record_path(tmp_path, "g", "cell-9", 7),
@@ -107,9 +118,9 @@ def test_summaries_follow_changed_added_and_deleted_records(tmp_path, monkeypatc
     monkeypatch.setattr(store, "read_record", lambda p: parsed.append(p) or real_read(p))
     summaries = load_summaries(tmp_path, "g")
     assert sorted(p.name for p in parsed) == ["seed0.json", "seed7.json"]  # seed2 from cache
-    assert [(s["cell_key"], s["seed"]) for s in summaries] == [("cell-0", 0), ("cell-0", 2),
-                                                                ("cell-9", 7)]
-    assert summaries[0]["metrics"] == {"miou": 99.0}
+    assert [(s.cell_key, s.seed) for s in summaries] == [("cell-0", 0), ("cell-0", 2),
+                                                          ("cell-9", 7)]
+    assert summaries[0].metrics == {"miou": 99.0}
     parsed.clear()
     assert load_summaries(tmp_path, "g") == summaries and parsed == []
 
@@ -120,5 +131,147 @@ def test_a_broken_cache_or_record_is_survived(tmp_path, capsys) -> None:
     assert len(load_summaries(tmp_path, "g")) == 3
     paths[2].write_text('{"truncated": ')
     assert len(load_summaries(tmp_path, "g")) == 2
-    assert "skipping unreadable record" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert f"warning: skipping record {paths[2]}: not valid JSON" in err and err.count("\n") == 1
     assert load_summaries(tmp_path, "missing-grid") == []
+
+
+DAMAGED = [
+    ({"status": "done"}, "done record lacks cell_key, seed, metrics, params, timings"),
+    ([], "a JSON list, not an object"),
+    ({**sample_record(), "status": "failed"}, "failed record lacks error"),
+    ({**sample_record(), "status": "finished"}, "status 'finished', expected 'done' or 'failed'"),
+    ({**sample_record(), "metrics": {"aacc": 1.0}}, "done record has no numeric metrics.miou"),
+    ({**sample_record(), "seed": "0"}, "seed is a str, expected int"),
+    ({**sample_record(), "kind": "guessed"}, "kind 'guessed', expected one of"),
+    ({**sample_record(), "kind": "published-checkpoint"},
+     "published-checkpoint record lacks checkpoint"),
+]
+
+
+@pytest.mark.parametrize("data, problem", DAMAGED)
+def test_incomplete_records_are_refused_per_status(tmp_path, data, problem) -> None:
+    path = write_record(tmp_path / "runs" / "g" / "k" / "seed0.json", data)
+    with pytest.raises(RecordError) as err:
+        read_record(path)
+    assert str(err.value).startswith(f"record {path}: {problem}")
+    assert "\n" not in str(err.value)
+    assert not is_done(path)
+    assert load_records(tmp_path, "g") == [] and load_summaries(tmp_path, "g") == []
+
+
+def test_truncated_json_is_a_record_error(tmp_path) -> None:
+    path = write_record(tmp_path / "seed0.json", sample_record())
+    path.write_text(path.read_text()[:40])
+    with pytest.raises(RecordError, match=r"not valid JSON \(truncated\?\)"):
+        read_record(path)
+    assert not is_done(path)
+
+
+def test_a_failed_record_and_a_published_checkpoint_are_valid() -> None:
+    failed = Record.from_json({"status": "failed", "grid": "g", "cell_key": "k", "seed": 1,
+                               "error": "RuntimeError: boom", "metrics": None})
+    assert failed.miou is None and failed.metrics == {} and not failed.done
+    published = Record.from_json({**sample_record(), "kind": "published-checkpoint",
+                                  "checkpoint": {"file": "w.pt", "sha256": "ab"}})
+    assert published.checkpoint == {"file": "w.pt", "sha256": "ab"}
+    assert Record.from_json(published.to_json()) == published
+
+
+def test_schema_1_records_read_with_provenance_at_the_top_level() -> None:
+    old = {**sample_record(), "schema": 1, "git_commit": "abc-dirty", "versions": {"torch": "2"},
+           "hardware": {"cpu": "Ryzen", "torch_threads": 2}}
+    record = Record.from_json(old)
+    assert record.provenance == {"git_commit": "abc-dirty", "versions": {"torch": "2"},
+                                 "hardware": {"cpu": "Ryzen", "torch_threads": 2}}
+    assert record.schema == 1 and record.miou == 41.25
+    assert record.get("hardware") == {"cpu": "Ryzen", "torch_threads": 2}
+    assert record["metrics"]["aacc"] == 80.5 and record.get("nope", 7) == 7
+
+
+def test_the_committed_camvid_records_are_valid() -> None:
+    root = Path(__file__).resolve().parents[2] / "results"
+    paths = sorted((root / "runs" / "camvid").glob("*/seed*.json"))
+    assert len(paths) == 12
+    assert all(read_record(p).done for p in paths)
+    assert len(load_records(root, "camvid")) == 12
+
+
+def test_a_bad_record_is_reported_once(tmp_path, capsys) -> None:
+    path = write_record(record_path(tmp_path, "g", "k", 0), {"status": "done"})
+    for _ in range(3):
+        assert not is_done(path)
+        assert load_records(tmp_path, "g") == [] and load_summaries(tmp_path, "g") == []
+    err = capsys.readouterr().err
+    assert err.count(str(path)) == 1 and err.count("\n") == 1
+
+
+def test_layout_names_every_path(tmp_path) -> None:
+    layout = ResultsLayout(tmp_path)
+    assert ResultsLayout().root == Path("results") and ResultsLayout(str(tmp_path)) == layout
+    assert layout.record("g", "k", 2) == tmp_path / "runs/g/k/seed2.json"
+    assert layout.runs("g") == tmp_path / "runs/g"
+    assert layout.checkpoints("g", "k", 2) == tmp_path / "checkpoints/g/k/seed2"
+    assert layout.final_weights("g", "k", 2) == tmp_path / "checkpoints/g/k/seed2/final.pt"
+    assert layout.heartbeat("g", "k", 2) == tmp_path / "checkpoints/g/k/seed2/heartbeat.json"
+    assert layout.logs("g", "k", 2) == tmp_path / "logs/g/k/seed2"
+    assert layout.lock("g", "k", 2) == tmp_path / "locks/g/k/seed2.lock"
+    assert layout.tables() == tmp_path / "tables"
+    assert layout.figures("g") == tmp_path / "figures/g"
+    assert layout.report("g") == tmp_path / "report_g.md"
+    assert layout.jobs_log("g") == tmp_path / "jobs/g.jsonl"
+    assert layout.jobs_dir("g", "20260101-000000") == tmp_path / "jobs/g/20260101-000000"
+    assert pickle.loads(pickle.dumps(layout)) == layout
+
+
+@pytest.mark.parametrize("data, expected", [
+    ("héllo\n", "héllo\n".encode()), (b"\x00\x01", b"\x00\x01"),
+    (lambda f: f.write(b"from a callable"), b"from a callable"),
+])
+def test_atomic_write_takes_text_bytes_or_a_callable(tmp_path, data, expected) -> None:
+    path = atomic_write(tmp_path / "sub" / "out.bin", data)
+    assert path.read_bytes() == expected
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.bin"]
+
+
+def test_atomic_write_failure_removes_the_temp_file_and_names_the_path(tmp_path) -> None:
+    path = atomic_write(tmp_path / "w.pt", b"old")
+
+    def broken(f) -> None:
+        f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match=f"cannot write {path}: No space left on device"):
+        atomic_write(path, broken)
+    with pytest.raises(ZeroDivisionError):
+        atomic_write(path, lambda f: 1 / 0)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"]
+
+
+def test_atomic_write_into_a_read_only_folder_names_the_path(tmp_path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(OSError, match=f"cannot write {folder / 'x.json'}"):
+            atomic_write(folder / "x.json", "{}")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_stale_temp_files_of_killed_writers_are_cleaned(tmp_path) -> None:
+    path = write_record(record_path(tmp_path, "g", "k", 0), sample_record())
+    stale = path.parent / ".seed0.json.abc123.tmp"
+    fresh = path.parent / ".seed1.json.def456.tmp"
+    for tmp in (stale, fresh):
+        tmp.write_text('{"half')
+    old = time.time() - 120
+    os.utime(stale, (old, old))
+    assert len(load_records(tmp_path, "g")) == 1  # listing cleans up
+    assert not stale.exists() and fresh.exists()  # a write in progress is left alone
+    os.utime(fresh, (old, old))
+    write_record(path, sample_record())  # writing cleans up too
+    assert sorted(p.name for p in path.parent.iterdir()) == ["seed0.json"]

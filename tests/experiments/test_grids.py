@@ -147,7 +147,9 @@ def test_dry_run_prints_plan_recipes_and_records(tmp_path, capsys, monkeypatch) 
     monkeypatch.setattr(plan, "estimate_memory", lambda cell: plan.MemoryEstimate(
         gb=12.0, batch=4, params={"learnable": 68_571_500, "total": 68_571_500}))
     first = get_grid("table1").cells[0]
-    write_record(record_path(tmp_path, "table1", first.key, 0), {"status": "done"})
+    write_record(record_path(tmp_path, "table1", first.key, 0),
+                 {"status": "done", "cell_key": first.key, "seed": 0, "metrics": {"miou": 40.0},
+                  "params": {}, "timings": {}})
     args = ["--results", str(tmp_path), "--dry-run"]
     for name in PAPER_GRIDS:
         args += ["--grid", name]
