@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 # timm, torchvision and transformers are imported by the builders that need them: importing
@@ -44,6 +45,56 @@ class TimmFeatures(Backbone):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         return list(self.body(x))
+
+
+class HRNetFeatures(TimmFeatures):
+    """timm's HRNet in `features_only` mode with the segmentation HRNet's fuse layers.
+
+    timm upsamples a lower-resolution branch by a fixed factor (nearest), which breaks at inputs
+    not divisible by 32 (branch sizes 171 vs 2 x 86); MMSeg's HRModule upsamples bilinearly and
+    then resizes to the target branch's size. `BilinearFuse` does that (docs/fidelity.md).
+    """
+
+    def __init__(self, name: str, **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        from timm.models.hrnet import HighResolutionModule
+
+        for parent in list(self.body.modules()):
+            for child_name, child in parent.named_children():
+                if isinstance(child, HighResolutionModule):
+                    setattr(parent, child_name, BilinearFuse(child))
+
+
+class BilinearFuse(nn.Module):
+    """A timm `HighResolutionModule` (same submodules, same parameter names) whose fuse step is
+    MMSeg's: branch j > i is 1x1 conv + BN, bilinear x2^(j-i), then resized to branch i's size.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.num_branches: int = module.num_branches
+        self.branches = module.branches
+        self.fuse_layers = module.fuse_layers
+        self.fuse_act = module.fuse_act
+        for up in self.fuse_layers.modules():
+            if isinstance(up, nn.Upsample):  # no parameters: only the interpolation changes
+                up.mode, up.align_corners = "bilinear", False
+
+    def forward(self, x: list[Tensor]) -> list[Tensor]:
+        if self.num_branches == 1:
+            return [self.branches[0](x[0])]
+        x = [branch(xi) for branch, xi in zip(self.branches, x)]
+        fused = []
+        for i, layers in enumerate(self.fuse_layers):
+            y = None
+            for j, layer in enumerate(layers):  # summed in branch order, as MMSeg does
+                z = layer(x[j])
+                if j > i and z.shape[-2:] != x[i].shape[-2:]:
+                    z = F.interpolate(z, size=x[i].shape[-2:], mode="bilinear",
+                                      align_corners=False)
+                y = z if y is None else y + z
+            fused.append(self.fuse_act(y))
+        return fused
 
 
 class DilatedResNet(Backbone):
@@ -152,7 +203,7 @@ def hrnetv2_w48() -> Backbone:
     `feature_location=''` returns the raw branch outputs; timm's default feature mode passes them
     through the classification "incre" blocks, which is not HRNetV2.
     """
-    return TimmFeatures("hrnet_w48", feature_location="", out_indices=(1, 2, 3, 4))
+    return HRNetFeatures("hrnet_w48", feature_location="", out_indices=(1, 2, 3, 4))
 
 
 def swin_b() -> Backbone:
@@ -186,7 +237,7 @@ def hrnetv2_w18_small() -> Backbone:
 
     (timm's `hrnet_w18_small` is the narrower v1 with 16/32/64/128 channels.)
     """
-    return TimmFeatures("hrnet_w18_small_v2", feature_location="", out_indices=(1, 2, 3, 4))
+    return HRNetFeatures("hrnet_w18_small_v2", feature_location="", out_indices=(1, 2, 3, 4))
 
 
 def swin_t() -> Backbone:
