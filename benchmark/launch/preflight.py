@@ -91,7 +91,7 @@ def preflight_cell(cell: Cell, device: torch.device | str = "cpu", batch: int = 
                    seed: int = 0) -> PreflightResult:
     """One training step and one evaluation forward of `cell` on random images (see module)."""
     from benchmark.train.engine import build_optimizer
-    from benchmark.train.pretrained import load_pretrained
+    from benchmark.checkpoints import load_pretrained
 
     device = torch.device(device)
     h, w = crop_size(cell)

@@ -30,7 +30,7 @@ from benchmark.datasets import build_dataset, dataset_info
 from benchmark.train.evaluate import metrics_from_confusion, predict_confusion
 from benchmark.train.interrupts import DeferredSignals
 from benchmark.train.memory import peak_record, reset_peak
-from benchmark.train.pretrained import load_pretrained
+from benchmark.checkpoints import load_pretrained
 from benchmark.train.schedule import poly_warmup_factor
 from methods import build_model, count_params
 

@@ -1,5 +1,6 @@
-"""Local checkpoints: torchvision, timm and Hugging Face formats restore the backbone's weights;
-a missing, unreadable or foreign file gives the documented one-line error."""
+"""Local checkpoints in the libraries' formats: torchvision, timm and Hugging Face files restore
+the backbone's weights; a missing, unreadable, foreign or partial file gives the documented
+one-line error."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from benchmark.config import ModelSpec
-from benchmark.train.pretrained import PretrainedError, load_pretrained
+from benchmark.checkpoints import PretrainedError, load_pretrained
 from methods import build_model
 
 
@@ -27,7 +28,7 @@ def test_torchvision_checkpoint_in_a_container_with_prefix(tmp_path) -> None:
     assert torch.equal(target.backbone.body.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
     assert torch.equal(target.backbone.body.bn1.running_var, source.bn1.running_var)
     assert report.prefix == "module." and report.missing == [] and report.mismatched == []
-    assert sorted(report.unexpected) == ["module.fc.bias", "module.fc.weight"]
+    assert report.unexpected == [] and sorted(report.ignored) == ["body.fc.bias", "body.fc.weight"]
     assert report.loaded == report.expected == 100
     assert "loaded 100/100 tensors" in report.summary()
 
@@ -41,8 +42,8 @@ def test_timm_safetensors_checkpoint_restores_hrnet(tmp_path) -> None:
     report = load_pretrained(target, tmp_path / "model.safetensors")
     assert torch.equal(target.backbone.body.stage4[0].branches[3][0].conv1.weight,
                        source.stage4[0].branches[3][0].conv1.weight)
-    assert report.missing == []
-    assert any(k.startswith("classifier") for k in report.unexpected)
+    assert report.missing == [] and report.unexpected == []
+    assert any(k.startswith("body.classifier") for k in report.ignored)
 
 
 def test_hugging_face_folder_restores_mit(tmp_path) -> None:
@@ -59,20 +60,27 @@ def test_hugging_face_folder_restores_mit(tmp_path) -> None:
     after = target.backbone.body.state_dict()["stages.3.blocks.1.mlp.fc2.weight"]
     assert not torch.equal(before, after)
     assert torch.equal(after, source.segformer.state_dict()["stages.3.blocks.1.mlp.fc2.weight"])
-    assert report.missing == [] and set(report.unexpected) == {"classifier.weight",
-                                                               "classifier.bias"}
+    assert report.missing == [] and report.format == "huggingface"
+    assert set(report.ignored) == {"classifier.weight", "classifier.bias"}
 
 
-def test_shape_mismatch_is_reported_and_skipped(tmp_path) -> None:
+def test_shape_mismatch_or_partial_file_is_refused_before_anything_loads(tmp_path) -> None:
     state = torchvision.models.resnet18().state_dict()
     state["layer1.0.conv1.weight"] = torch.zeros(2, 2, 3, 3)
     torch.save(state, tmp_path / "r18.pth")
     target = model("resnet18_d8", "fcn")
-    kept = target.backbone.body.layer1[0].conv1.weight.clone()
-    report = load_pretrained(target, tmp_path / "r18.pth")
-    assert report.mismatched == ["layer1.0.conv1.weight (2, 2, 3, 3) vs (64, 64, 3, 3)"]
-    assert report.missing == ["layer1.0.conv1.weight"]
-    assert torch.equal(target.backbone.body.layer1[0].conv1.weight, kept)
+    kept = target.backbone.body.layer3[0].conv1.weight.clone()
+    with pytest.raises(PretrainedError, match=r"wrong shape: body.layer1.0.conv1.weight "
+                                              r"\(2, 2, 3, 3\) vs \(64, 64, 3, 3\)"):
+        load_pretrained(target, tmp_path / "r18.pth")
+    assert torch.equal(target.backbone.body.layer3[0].conv1.weight, kept)
+    state = torchvision.models.resnet18().state_dict()
+    torch.save({k: v for k, v in state.items() if not k.startswith(("conv1", "bn1"))},
+               tmp_path / "partial.pth")
+    with pytest.raises(PretrainedError) as err:
+        load_pretrained(target, tmp_path / "partial.pth")
+    assert "leaves 5 of 100 tensors random: body.conv1 (1 tensor), body.bn1 (4 tensors)" in (
+        str(err.value)) and "\n" not in str(err.value)
 
 
 def test_missing_file_names_the_expected_checkpoint(tmp_path) -> None:
@@ -100,7 +108,7 @@ def test_a_folder_of_checkpoints_serves_each_backbone_its_file(tmp_path) -> None
 
 def test_wrong_or_unreadable_file_is_rejected(tmp_path) -> None:
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
-    with pytest.raises(PretrainedError, match=r"fits only 0/\d+ tensors.*nvidia/mit-b0"):
+    with pytest.raises(PretrainedError, match=r"leaves \d+ of \d+ tensors random.*nvidia/mit-b0"):
         load_pretrained(model("mit_b0"), tmp_path / "r18.pth")
     (tmp_path / "junk.pth").write_text("not a checkpoint")
     with pytest.raises(PretrainedError, match=r"cannot read .*junk.pth as a torch or safetensors"):
