@@ -68,9 +68,11 @@ class AllMLPDecoder(nn.Module):
 
 class HRNetV2Decoder(nn.Module):
     """HRNetV2 head without the classifier (MMSeg `fcn_hr48`): every branch upsampled to the
-    first one's resolution and concatenated (720 ch for W48), then one 1x1 conv + BN + ReLU."""
+    first one's resolution and concatenated (720 ch for W48), then one 1x1 conv + BN + ReLU.
 
-    def __init__(self, in_channels: list[int], channels: int, dropout: float = 0.1) -> None:
+    No dropout by default: `fcn_hr48` sets `dropout_ratio=-1` (docs/fidelity.md)."""
+
+    def __init__(self, in_channels: list[int], channels: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.fuse = conv_bn_relu(sum(in_channels), channels, kernel=1)
         self.dropout = nn.Dropout2d(dropout)
