@@ -16,7 +16,7 @@ from benchmark.launch.executors import EXECUTORS, ClusterOptions, Run, execute_r
 from benchmark.store import load_records, load_summaries
 from experiments import Grid, get_grid, grid_names
 
-# benchmark.report.tables / benchmark.report.markdown (pandas) are imported where tables are written, so that
+# benchmark.report.render / benchmark.report.markdown (pandas) are imported where tables are written, so that
 # `--dry-run` and `--status` start fast.
 
 
@@ -93,19 +93,20 @@ def write_tables(grid: Grid, cells: list[Cell], results: Path, figures: bool = F
     """Regenerate md/tex/csv (and figures) from the grid's records, then the report; returns
     the Markdown table."""
     from benchmark.report.markdown import write_report
-    from benchmark.report.tables import reference_rows_for, render
+    from benchmark.report.render import render
 
     # figures draw the per-step history; tables need only the records' summaries (fast)
     records = (load_records if figures else load_summaries)(results, grid.name)
-    refs = reference_rows_for(grid.name)
-    paths = render(grid.name, cells, records, results / "tables", reference_rows=refs)
+    refs, layout = grid.reference_rows, grid.layout
+    paths = render(grid.name, cells, records, results / "tables", refs, layout)
     print(f"tables: {', '.join(str(p) for p in paths.values())}")
     if figures:
         from benchmark.report.plots import render_figures  # matplotlib only when figures are asked for
 
         drawn = render_figures(grid.name, cells, records, results)
         print(f"figures: {len(drawn)} files in {results / 'figures' / grid.name}")
-    print(f"report: {write_report(grid.name, cells, records, results, grid.description, refs)}")
+    report = write_report(grid.name, cells, records, results, grid.description, refs, layout)
+    print(f"report: {report}")
     return paths["md"].read_text(encoding="utf-8")
 
 

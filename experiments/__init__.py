@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from benchmark.config import Cell, ConfigError
 
 
 @dataclass(frozen=True)
 class Grid:
-    """A named list of cells and how many seeds each gets by default."""
+    """A named list of cells, how many seeds each gets by default, and how its table looks:
+    `layout` (`paper`: Tables 1-3; `loss` / `k`: the two ablations) and `reference_rows`, the
+    paper's rows this suite quotes without reproducing (experiments/paper.py REFERENCE_ROWS)."""
 
     name: str
     description: str
     cells: tuple[Cell, ...]
     seeds: int = 1
+    layout: str = "paper"  # checked where the table is drawn (benchmark/report/tables.py)
+    reference_rows: tuple[dict[str, Any], ...] = ()
 
 
 def _registry() -> dict[str, Callable[[], Grid]]:

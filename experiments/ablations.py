@@ -18,7 +18,7 @@ from benchmark.config import Cell, HeadSpec, ModelSpec
 from experiments import Grid
 from experiments.paper import ABLATION_K, ABLATION_LOSS
 from experiments.recipes import RECIPES, recipe_specs
-from experiments.table1 import OURS_HEAD
+from experiments.paper_models import OURS_HEAD
 
 ABLATION_MODEL = ModelSpec(backbone="mit_b2", decoder="mlp", decoder_channels=768, head=OURS_HEAD)
 RECIPE = RECIPES["ade20k_transformer_160k"]
@@ -46,7 +46,7 @@ def ablation_loss() -> Grid:
                        ppd_weight=OURS_HEAD.ppd_weight if ppd else 0.0)
         cells.append(_cell("ablation_loss", row, head, ABLATION_LOSS[name], tag))
     return Grid("ablation_loss", "paper loss ablation: CE, +PPC, +PPD, both (ADE20K, MiT-B2)",
-                tuple(cells), seeds=1)
+                tuple(cells), seeds=1, layout="loss")
 
 
 def ablation_k() -> Grid:
@@ -55,4 +55,4 @@ def ablation_k() -> Grid:
         for k, miou in ABLATION_K.items()
     )
     return Grid("ablation_k", "paper ablation of K prototypes per class (ADE20K, MiT-B2)",
-                cells, seeds=1)
+                cells, seeds=1, layout="k")

@@ -2,7 +2,7 @@
 
 Table 1: ADE20K val, Table 2: Cityscapes val, Table 3: COCO-Stuff-10K test (mIoU %, parameters
 in millions as printed; the paper prints the same counts in all three tables). Grids take their
-`paper_miou` / `paper_params_m` from here; tables read the reference rows.
+`paper_miou` / `paper_params_m` and reference rows from here.
 
 Structures (plain data, no torch):
 
@@ -15,12 +15,12 @@ Structures (plain data, no torch):
   reproduce, in the paper's order:
   `{"method": str, "venue": str, "backbone": str, "params_m": float | None (millions; None
   where the paper prints "-"), "miou": float, "note": str ("" or the paper's footnote)}`
-  (benchmark/tables.py reads method, backbone, params_m and miou). `reference_row(grid, method)`
+  (each paper grid carries its rows as `Grid.reference_rows`; benchmark/report/tables.py reads
+  method, venue, backbone, params_m, miou and note). `reference_row(grid, method)`
   returns one of them (Table 2's ContrastiveSeg also has a reproduced cell, experiments/table2.py).
 - `ABLATION_LOSS[name]` -> mIoU for name in ("ce", "ce+ppc", "ce+ppd", "ce+ppc+ppd") and
   `ABLATION_K[k]` -> mIoU for k in (1, 5, 10, 20, 50) (ADE20K val; backbone unverified,
   most likely SegFormer MiT-B2, METHOD-SPEC §8).
-- `CAPTIONS[grid]` -> the paper's caption of each table.
 """
 
 from __future__ import annotations
@@ -39,14 +39,6 @@ class PairNumbers(NamedTuple):
     ours_params: float
     ours_miou: float
 
-
-CAPTIONS = {
-    "table1": "Table 1. Quantitative results on ADE20K val.",
-    "table2": "Table 2. Quantitative results on Cityscapes val.",
-    "table3": "Table 3. Quantitative results on COCO-Stuff test.",
-    "ablation_loss": "Training objectives (ADE20K val).",
-    "ablation_k": "Number of prototypes per class K (ADE20K val).",
-}
 
 PAIRS: dict[str, dict[str, PairNumbers]] = {
     "table1": {

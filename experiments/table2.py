@@ -2,7 +2,7 @@
 an optional extra row: ContrastiveSeg (ICCV 2021), ProtoSeg's predecessor, which the paper lists
 as a reference (ResNet-101, 79.2).
 
-Same networks as Table 1 (experiments/table1.py); CNNs use the released ProtoSeg recipe
+Same networks as Table 1 (experiments/paper_models.py); CNNs use the released ProtoSeg recipe
 (512x1024 crops, 80K iterations), transformers MMSeg's SegFormer recipe (1024x1024, 160K).
 The ContrastiveSeg row is the FCN pair's network and recipe with the `pixel_contrast` head
 (in-batch contrast, the released defaults): it belongs to no pair (its own tag), so the pairs'
@@ -19,7 +19,7 @@ from dataclasses import replace
 from benchmark.config import Cell, HeadSpec
 from experiments import Grid
 from experiments.paper import reference_row
-from experiments.table1 import paper_table_cells
+from experiments.paper_models import paper_grid, paper_table_cells
 
 
 def contrastive_seg_cell(cells: tuple[Cell, ...]) -> Cell:
@@ -33,5 +33,5 @@ def contrastive_seg_cell(cells: tuple[Cell, ...]) -> Cell:
 
 def table2() -> Grid:
     cells = paper_table_cells("table2", "cityscapes")
-    return Grid("table2", "paper Table 2: Cityscapes val, 4 baselines vs ProtoSeg (19 classes), "
-                "and ContrastiveSeg", cells + (contrastive_seg_cell(cells),), seeds=1)
+    return paper_grid("table2", "paper Table 2: Cityscapes val, 4 baselines vs ProtoSeg "
+                      "(19 classes), and ContrastiveSeg", cells + (contrastive_seg_cell(cells),))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.catalog import DATASET_RECIPES
 from benchmark.datasets.base import DatasetDef, Listing, make_lut, pair_folders
 
 SPLIT_FOLDERS = {"train": "training", "val": "validation"}
@@ -83,5 +82,4 @@ ADE20K = DatasetDef(
     layout="ADEChallengeData2016/{images,annotations}/{training,validation}/ with <stem>.jpg "
            "images and <stem>.png label maps (0 = other, 1-150 = classes)",
     list_split=list_split,
-    recipe=DATASET_RECIPES["ade20k"],
 )

@@ -99,7 +99,6 @@ class DatasetDef:
     list_split: Callable[[Path, str], Listing]  # (root, split) -> pairs; DataError on bad layout
     read_label: Callable[[Path], np.ndarray] = read_png_label  # label file -> raw (H, W) array
     to_raw: dict[str, np.ndarray] = field(default_factory=dict)  # encoding -> (256,) LUT to "raw"
-    recipe: dict[str, Any] = field(default_factory=dict)  # DataSpec fields of a default recipe
 
     def __post_init__(self) -> None:
         if len(self.palette) != len(self.class_names):

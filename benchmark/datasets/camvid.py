@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.catalog import DATASET_RECIPES
 from benchmark.datasets.base import DatasetDef, Listing, make_lut, pair_folders
 
 CLASS_NAMES = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence",
@@ -36,5 +35,4 @@ CAMVID = DatasetDef(
     layout="camvid/{train,val,test}/<stem>.png|jpg with camvid/{train,val,test}annot/<stem>.png "
            "(SegNet layout)",
     list_split=list_split,
-    recipe=DATASET_RECIPES["camvid"],
 )

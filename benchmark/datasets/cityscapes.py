@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.catalog import DATASET_RECIPES
 from benchmark.datasets.base import (DatasetDef, Listing, inverse_lut, list_files, make_lut,
                                      match_pairs, require_dir)
 
@@ -70,5 +69,4 @@ CITYSCAPES = DatasetDef(
            "cityscapes/gtFine/{train,val}/<city>/<name>_gtFine_labelIds.png "
            "(or _gtFine_labelTrainIds.png)",
     list_split=list_split,
-    recipe=DATASET_RECIPES["cityscapes"],
 )

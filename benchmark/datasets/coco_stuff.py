@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.catalog import DATASET_RECIPES
 from benchmark.datasets.base import (DataError, DatasetDef, Listing, Pair, first_line, make_lut,
                                      require_dir)
 from benchmark.datasets.synthetic import display_palette
@@ -105,5 +104,4 @@ COCO_STUFF10K = DatasetDef(
            "coco_stuff10k/imageLists/{train,test}.txt",
     list_split=list_split,
     read_label=read_mat_label,
-    recipe=DATASET_RECIPES["coco_stuff10k"],
 )

@@ -9,19 +9,15 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from tabulate import tabulate
 
 from benchmark.config import Cell
-from benchmark.report.tables import (
-    DASH,
-    write_text_atomic,
-    grid_table,
-    method_labels,
-    per_class_table,
-    table_markdown,
-)
+from benchmark.report.aggregate import method_labels
+from benchmark.report.render import table_markdown
+from benchmark.report.tables import DASH, grid_table, per_class_table
+from benchmark.store import ResultsLayout, atomic_write
 
 FIGURE_TITLES = {
     "per_class_iou": "Per-class IoU",
@@ -29,10 +25,6 @@ FIGURE_TITLES = {
     "similarity": "Pixel-prototype similarity (paper Fig. 3)",
     "embedding": "Embedding space, PCA (paper Fig. 5)",
 }
-
-
-def report_path(results_root: Path | str, grid: str) -> Path:
-    return Path(results_root) / f"report_{grid}.md"
 
 
 def _md(rows: list[list[Any]], headers: list[str], align: tuple[str, ...] | None = None) -> str:
@@ -133,8 +125,9 @@ def _figure_order(stem: str, cells: list[Cell]) -> tuple[int, int, str, str]:
     return kind, -1, stem, f"{title} ({rest})" if rest else title
 
 
-def _figures(results_root: Path, grid: str, cells: list[Cell], report_dir: Path) -> list[str]:
-    pngs = {png.stem: png for png in (results_root / "figures" / grid).glob("*.png")}
+def _figures(results: ResultsLayout, grid: str, cells: list[Cell], report_dir: Path) -> list[str]:
+    """A section per figure file of the grid (PNG shown, PDF linked), in `_figure_order`."""
+    pngs = {png.stem: png for png in results.figures(grid).glob("*.png")}
     if not pngs:
         return ["No figures yet: `python run_all.py --grid " + grid + " --figures`.", ""]
     out = []
@@ -150,21 +143,20 @@ def _figures(results_root: Path, grid: str, cells: list[Cell], report_dir: Path)
 
 def write_report(grid: str, cells: list[Cell], records: list[dict[str, Any]],
                  results_root: Path | str, description: str = "",
-                 reference_rows: list[dict[str, Any]] | None = None,
-                 layout: str | None = None) -> Path:
+                 reference_rows: Iterable[dict[str, Any]] | None = None,
+                 layout: str = "paper") -> Path:
     """Write `<results>/report_<grid>.md` (table, per-class IoU, figures, provenance, compute)."""
-    results_root = Path(results_root)
-    path = report_path(results_root, grid)
+    results = ResultsLayout(results_root)
+    path = results.report(grid)
     lines = [f"# Report: grid `{grid}`", ""]
     if description:
         lines += [description, ""]
     lines += [f"Regenerate with `python run_all.py --grid {grid} --tables-only --figures`. "
               f"Tables as LaTeX and CSV: `tables/{grid}.tex`, `tables/{grid}.csv`.", "",
-              "## Results", "", table_markdown(grid_table(grid, cells, records, reference_rows,
-                                                          layout)),
+              "## Results", "", table_markdown(grid_table(cells, records, reference_rows, layout)),
               "## Per-class IoU", "", table_markdown(per_class_table(cells, records)),
               "## Figures", ""]
-    lines += _figures(results_root, grid, cells, path.parent)
+    lines += _figures(results, grid, cells, path.parent)
     lines += _failures(cells, records)
     lines += ["## Provenance", ""] + _provenance(records, cells)
     lines += ["## Compute per cell", "",
@@ -174,5 +166,4 @@ def write_report(grid: str, cells: list[Cell], records: list[dict[str, Any]],
                   ["Method", "Backbone", "runs done", "failed", "train h", "eval h",
                    "GPU-hours", "CPU core-hours", "peak memory (GiB)"],
                   ("left", "left") + ("right",) * 7), ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(path, "\n".join(lines).rstrip("\n") + "\n")
+    return atomic_write(path, "\n".join(lines).rstrip("\n") + "\n")

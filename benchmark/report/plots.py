@@ -25,7 +25,13 @@ from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from benchmark.config import Cell  # noqa: E402
-from benchmark.report.tables import done_by_seed, method_labels  # noqa: E402
+from benchmark.report.aggregate import (  # noqa: E402
+    done_by_seed,
+    method_labels,
+    pairs,
+    per_class_iou,
+)
+from benchmark.store import ResultsLayout  # noqa: E402
 from methods.heads.base import downsample_labels, l2_normalize  # noqa: E402
 
 DPI = 100
@@ -289,13 +295,6 @@ def plot_embedding_projection(model: nn.Module, images: Tensor, labels: Tensor,
 # --------------------------------------------------------------------------- a grid's figures
 
 
-def _pairs(cells: list[Cell]) -> list[tuple[str, Cell, Cell]]:
-    """(pair id, baseline, ours) for each ours cell whose pair has a baseline, grid order."""
-    baselines = {c.pair: c for c in cells if c.tag == "baseline" and c.pair}
-    return [(c.pair, baselines[c.pair], c) for c in cells
-            if c.tag == "ours" and c.pair in baselines]
-
-
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-") or "x"
 
@@ -304,13 +303,11 @@ def record_figures(cells: list[Cell], records: list[dict[str, Any]], out_dir: Pa
                    log: Callable[[str], Any] = print) -> list[Path]:
     """Per-class IoU (baseline vs ours per pair; all methods if the grid has no pair) and the
     training curves, from records alone; figures without data are skipped with a note."""
-    from benchmark.report.tables import per_class_iou
-
     paths: list[Path] = []
     mean, std = per_class_iou(cells, records)
     labels = dict(zip((c.key for c in cells), mean.columns))
     groups = [(f"per_class_iou_{_slug(pair)}", [base, ours], True)
-              for pair, base, ours in _pairs(cells)]
+              for pair, base, ours in pairs(cells)]
     for stem, group, need_all in groups or [("per_class_iou", cells, False)]:
         cols = [labels[c.key] for c in group if mean[labels[c.key]].notna().any()]
         if not cols or (need_all and len(cols) < len(group)):
@@ -346,14 +343,13 @@ def load_trained_model(cell: Cell, weights: Path, expected_sha256: str | None = 
     return model.eval()
 
 
-def model_figures(cells: list[Cell], records: list[dict[str, Any]], results_root: Path,
+def model_figures(cells: list[Cell], records: list[dict[str, Any]], results_root: Path | str,
                   out_dir: Path, num_images: int = 4, log: Callable[[str], Any] = print
                   ) -> list[Path]:
     """Similarity maps (prototype heads) and embedding projections (prototype and softmax heads)
     of the first `num_images` evaluation images, from each cell's first finished seed whose
     final weights exist and match its record; other cells are skipped with a note."""
     from benchmark.datasets import build_dataset, dataset_info
-    from benchmark.launch.executors import plan
 
     done = done_by_seed(records)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -362,7 +358,7 @@ def model_figures(cells: list[Cell], records: list[dict[str, Any]], results_root
         if cell.model.head.name not in ("prototype", "softmax") or not done.get(cell.key):
             continue
         seed, rec = next(iter(done[cell.key].items()))
-        weights = plan([cell], [seed], results_root)[0].weights_path
+        weights = ResultsLayout(results_root).final_weights(cell.grid, cell.key, seed)
         if not weights.exists():
             log(f"figures: skipping the embedding figures of {cell.row!r}: no weights at {weights}")
             continue
@@ -373,10 +369,10 @@ def model_figures(cells: list[Cell], records: list[dict[str, Any]], results_root
             continue
         info = dataset_info(cell.data)
         val = build_dataset(cell.data, cell.data.val_split)
-        pairs = [val[i] for i in range(min(num_images, len(val)))]
-        pairs = [p for p in pairs if p[0].shape == pairs[0][0].shape]  # one batch, one size
-        images = torch.stack([p[0] for p in pairs]).to(device)
-        labels = torch.stack([p[1] for p in pairs]).to(device)
+        samples = [val[i] for i in range(min(num_images, len(val)))]
+        samples = [p for p in samples if p[0].shape == samples[0][0].shape]  # one batch, one size
+        images = torch.stack([p[0] for p in samples]).to(device)
+        labels = torch.stack([p[1] for p in samples]).to(device)
         stem = f"{cell.key}_seed{seed}"
         if cell.model.head.name == "prototype":
             present = labels[0][labels[0] != cell.data.ignore_index]
@@ -392,8 +388,7 @@ def model_figures(cells: list[Cell], records: list[dict[str, Any]], results_root
 def render_figures(grid: str, cells: list[Cell], records: list[dict[str, Any]],
                    results_root: Path | str, log: Callable[[str], Any] = print) -> list[Path]:
     """All figures of a grid into `<results>/figures/<grid>/` (PNG + PDF); returns the paths."""
-    results_root = Path(results_root)
-    out_dir = results_root / "figures" / grid
+    out_dir = ResultsLayout(results_root).figures(grid)
     paths = record_figures(cells, records, out_dir, log)
     paths += model_figures(cells, records, results_root, out_dir, log=log)
     return paths

@@ -138,6 +138,17 @@ def test_reference_rows_are_complete_and_in_the_papers_order() -> None:
     assert REFERENCE_ROWS["table2"][1]["params_m"] is None  # printed as "-"
 
 
+def test_grids_carry_their_table_layout_and_reference_rows() -> None:
+    """The grid, not the table code, says how its table looks (layout, paper's rows)."""
+    layouts = {name: get_grid(name).layout for name in grid_names()}
+    assert layouts == {"smoke": "paper", "table1": "paper", "table2": "paper", "table3": "paper",
+                       "ablation_loss": "loss", "ablation_k": "k", "camvid": "paper"}
+    for name in TABLES:
+        assert list(get_grid(name).reference_rows) == REFERENCE_ROWS[name]
+    for name in ("smoke", "camvid", "ablation_loss", "ablation_k"):
+        assert get_grid(name).reference_rows == ()
+
+
 def test_dry_run_prints_plan_recipes_and_records(tmp_path, capsys, monkeypatch) -> None:
     import benchmark.launch.plan as plan
     from benchmark.cli import main

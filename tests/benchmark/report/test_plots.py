@@ -14,7 +14,7 @@ from benchmark.report import plots
 from benchmark.config import Cell, DataSpec, HeadSpec, ModelSpec, TrainSpec
 from benchmark.train.engine import weights_sha256
 from benchmark.launch.executors import plan
-from benchmark.report.tables import per_class_iou
+from benchmark.report.aggregate import per_class_iou
 from methods import build_model
 from methods.heads.base import l2_normalize
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from benchmark.config import Cell, HeadSpec, ModelSpec
-from benchmark.report.markdown import compute_rows, report_path, write_report
-from benchmark.report.tables import grid_table, table_markdown
+from benchmark.report.markdown import compute_rows, write_report
+from benchmark.report.render import table_markdown
+from benchmark.report.tables import grid_table
+from benchmark.store import ResultsLayout
 
 BASE = Cell(grid="demo", row="Softmax", column="MiT-B0", tag="baseline", pair="b0", paper_miou=50.0)
 OURS = Cell(grid="demo", row="Prototype", column="MiT-B0", tag="ours", pair="b0", paper_miou=52.0,
@@ -58,10 +60,10 @@ def test_report_collects_table_figures_and_provenance(tmp_path):
     refs = [{"method": "OCR", "backbone": "HRNetV2-W48", "params_m": 70.3, "miou": 45.6}]
 
     path = write_report("demo", CELLS, records(), tmp_path, "a demo grid", refs)
-    assert path == report_path(tmp_path, "demo") == tmp_path / "report_demo.md"
+    assert path == ResultsLayout(tmp_path).report("demo") == tmp_path / "report_demo.md"
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# Report: grid `demo`\n\na demo grid\n")
-    assert table_markdown(grid_table("demo", CELLS, records(), refs)) in text
+    assert table_markdown(grid_table(CELLS, records(), refs)) in text
     # gain over all seeds (52.5 - 50.75) and the paired difference on the shared seed 0
     assert "OCR (ref.)" in text and "**52.5 ↑1.8**" in text and "+2.0 (n=1)" in text
     assert "| road    |" in text  # per-class table

@@ -11,20 +11,14 @@ import pandas as pd
 import pytest
 
 from benchmark.config import Cell, HeadSpec, ModelSpec
+from benchmark.report.aggregate import cell_results, per_class_iou
+from benchmark.report.render import render, table_latex, table_markdown
 from benchmark.report.tables import (
     PAIRED_HEADER,
-    format_latex,
-    format_markdown,
     grid_table,
-    layout_for,
     loss_terms,
     paper_table,
-    per_class_iou,
     per_class_table,
-    render,
-    summarize,
-    table_latex,
-    table_markdown,
 )
 
 CELL_A = Cell(grid="g", row="Softmax", column="ResNet-18", paper_miou=39.9)
@@ -57,62 +51,42 @@ def records() -> list[dict]:
     ]
 
 
-GOLDEN_MD = """\
-| Method           | Backbone   |   Params (M) |   mIoU (%) |   Seeds |   Paper |   Δ paper |
-|------------------|------------|--------------|------------|---------|---------|-----------|
-| Softmax          | ResNet-18  |         11.2 | 41.0 ± 1.0 |       3 |    39.9 |      +1.1 |
-| Prototype (K=10) | ResNet-18  |            – |     failed |       0 |       – |         – |
-| Pixel query      | ResNet-18  |            – |    pending |       0 |       – |         – |
-"""
-
-
-def test_summarize_values_and_status():
-    df = summarize(CELLS, records())
-    assert list(df["cell_key"]) == [c.key for c in CELLS]
-    assert list(df["mIoU (%)"]) == ["41.0 ± 1.0", "failed", "pending"]
-    assert list(df["status"]) == ["done", "failed", "pending"]
-    assert list(df["Seeds"]) == [3, 0, 0]
-    assert list(df["Paper"]) == ["39.9", "–", "–"]
-    assert list(df["Δ paper"]) == ["+1.1", "–", "–"]
-    assert df.loc[0, "miou_mean"] == pytest.approx(41.0)
-    assert df.loc[0, "miou_std"] == pytest.approx(1.0)
-    assert df.loc[0, "Params (M)"] == pytest.approx(11.2)
-    assert math.isnan(df.loc[1, "Params (M)"]) and math.isnan(df.loc[2, "miou_mean"])
+def test_cell_results_values_and_status():
+    results = cell_results(CELLS, records())
+    assert list(results) == [c.key for c in CELLS]
+    assert [r.status for r in results.values()] == ["done", "failed", "pending"]
+    assert [r.n for r in results.values()] == [3, 0, 0]
+    first = results[CELL_A.key]
+    assert first.miou_by_seed == {0: 40.0, 1: 41.0, 2: 42.0}
+    assert first.mean_std == pytest.approx((41.0, 1.0))
+    assert first.params_m == pytest.approx(11.2)
+    assert math.isnan(results[CELL_B.key].params_m)
+    assert all(math.isnan(v) for v in results[CELL_C.key].mean_std)
 
 
 def test_only_done_records_count():
     stray = {**record(CELL_A, 3, "failed"), "metrics": {"miou": 10.0}}  # partial metrics
     running = {**record(CELL_C, 0, "running"), "metrics": {"miou": 10.0}}
-    df = summarize(CELLS, records() + [stray, running])
-    assert list(df["Seeds"]) == [3, 0, 0]
-    assert list(df["mIoU (%)"]) == ["41.0 ± 1.0", "failed", "pending"]
+    results = cell_results(CELLS, records() + [stray, running])
+    assert [r.n for r in results.values()] == [3, 0, 0]
+    assert [r.status for r in results.values()] == ["done", "failed", "pending"]
+    frame = paper_table(CELLS, records() + [stray, running]).frame
+    assert list(frame["mIoU (%)"]) == ["41.0 ± 1.0", "failed", "pending"]
 
 
 def test_grid_order_and_unmatched_records_ignored():
-    df = summarize(CELLS[::-1], records())
-    assert list(df["Method"]) == ["Pixel query", "Prototype (K=10)", "Softmax"]
-    assert "ghost-0123456789" not in set(df["cell_key"])
-    assert len(df) == 3
+    frame = paper_table(CELLS[::-1], records()).frame
+    assert list(frame["Method"]) == ["Pixel query", "Prototype (K=10)", "Softmax"]
+    assert "ghost-0123456789" not in set(frame["cell_key"])
+    assert len(frame) == 3
 
 
 def test_single_seed_and_negative_delta():
     cell = Cell(grid="g", row="Softmax", column="ResNet-50", paper_miou=42.0)
-    df = summarize([cell], [record(cell, 0, "done", 41.64)])
-    assert df.loc[0, "mIoU (%)"] == "41.6"
-    assert df.loc[0, "Δ paper"] == "-0.4"
-    assert df.loc[0, "n_seeds"] == 1 and math.isnan(df.loc[0, "miou_std"])
-
-
-def test_summary_text_formats():
-    df = summarize(CELLS, records())
-    assert format_markdown(df) == GOLDEN_MD
-    tex = format_latex(df, grid="smoke")
-    assert tex.splitlines()[0] == r"% requires \usepackage{booktabs}"
-    assert "% grid: smoke" in tex
-    for token in (r"\toprule", r"\midrule", r"\bottomrule", r"41.0 $\pm$ 1.0",
-                  r"$\Delta$ paper", r"mIoU (\%)"):
-        assert token in tex
-    assert "±" not in tex and "Δ" not in tex
+    frame = paper_table([cell], [record(cell, 0, "done", 41.64)]).frame
+    assert frame.loc[0, "mIoU (%)"] == "41.6"
+    assert frame.loc[0, "Δ paper"] == "-0.4"
+    assert frame.loc[0, "n_seeds"] == 1 and math.isnan(frame.loc[0, "miou_std"])
 
 
 def test_render_writes_table_and_per_class_files(tmp_path):
@@ -159,11 +133,11 @@ def test_render_is_deterministic(tmp_path):
 
 def test_latex_escapes_specials_markdown_escapes_pipes():
     cell = Cell(grid="g", row="a_b & 50% #1 {x}", column="r|s")
-    df = summarize([cell], [])
-    tex = format_latex(df)
+    table = paper_table([cell], [])
+    tex = table_latex(table)
     assert r"a\_b \& 50\% \#1 \{x\}" in tex
     assert r"r\textbar{}s" in tex
-    assert r"r\|s" in format_markdown(df)
+    assert r"r\|s" in table_markdown(table)
 
 
 # =========================================================================== paper layouts
@@ -256,7 +230,7 @@ def assert_golden(name: str, text: str) -> None:
 
 
 def test_paper_table_markdown_and_latex_match_golden():
-    table = grid_table("table1", TABLE1, table1_records(), REFERENCE)
+    table = grid_table(TABLE1, table1_records(), REFERENCE)
     assert_golden("table1.md", table_markdown(table))
     assert_golden("table1.tex", table_latex(table, grid="table1"))
 
@@ -311,7 +285,7 @@ def test_loss_ablation_matches_golden():
     assert [loss_terms(c) for c in cells] == [
         {"CE": "✓", "PPC": "", "PPD": ""}, {"CE": "✓", "PPC": "✓", "PPD": ""},
         {"CE": "✓", "PPC": "", "PPD": "✓"}, {"CE": "✓", "PPC": "✓", "PPD": "✓"}]
-    table = grid_table("ablation_loss", cells, recs)
+    table = grid_table(cells, recs, layout="loss")
     assert_golden("ablation_loss.md", table_markdown(table))
     assert_golden("ablation_loss.tex", table_latex(table, grid="ablation_loss"))
 
@@ -319,20 +293,20 @@ def test_loss_ablation_matches_golden():
 def test_k_ablation_matches_golden():
     cells = k_grid()
     recs = ablation_records(cells, [[45.3], [46.2], "failed", "pending"])
-    table = grid_table("ablation_k", cells, recs)
+    table = grid_table(cells, recs, layout="k")
     assert_golden("ablation_k.md", table_markdown(table))
     assert_golden("ablation_k.tex", table_latex(table, grid="ablation_k"))
 
 
 def test_layout_choice_and_bad_input():
-    assert layout_for("ablation_loss") == "loss" and layout_for("table2") == "paper"
+    assert grid_table(TABLE1, []).columns == paper_table(TABLE1, []).columns  # the default
+    assert grid_table(loss_grid(), [], layout="loss").columns[:3] == ["CE", "PPC", "PPD"]
     with pytest.raises(ValueError, match="unknown table layout 'wide'"):
-        grid_table("table1", TABLE1, [], layout="wide")
+        grid_table(TABLE1, [], layout="wide")
     with pytest.raises(ValueError, match=r"reference row 0 \('X'\) lacks miou"):
-        grid_table("table1", TABLE1, [], [{"method": "X", "backbone": "R"}])
+        grid_table(TABLE1, [], [{"method": "X", "backbone": "R"}])
     with pytest.raises(ValueError, match=r"reference row 1 \('Y'\) lacks miou"):
-        grid_table("table1", TABLE1, [], [{"method": "X", "miou": 1.0},
-                                          {"method": "Y", "mIoU": 2.0}])
+        grid_table(TABLE1, [], [{"method": "X", "miou": 1.0}, {"method": "Y", "mIoU": 2.0}])
     twin = Cell(grid="table1", row="FCN again", column="ResNet-101", tag="baseline",
                 pair="resnet101_d8", model=ModelSpec(backbone="resnet18_d8"))
     with pytest.raises(ValueError, match="pair 'resnet101_d8' has two baseline cells"):
