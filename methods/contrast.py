@@ -1,4 +1,4 @@
-"""Pixel-to-pixel contrast of ContrastiveSeg (ICCV 2021, METHOD-SPEC §4): anchor sampling, the
+"""Pixel-to-pixel contrast of ContrastiveSeg (ICCV 2021, docs/method.md#pixel-contrast-head): anchor sampling, the
 memory-bank entries of a batch, the FIFO queue write and the cross-process gather.
 
 Everything is vectorised over (image, class) groups, so no Python loop runs per class; random

@@ -1,5 +1,5 @@
-"""Pixel-prototype losses of ProtoSeg (METHOD-SPEC §3) and ContrastiveSeg's pixel contrast (§4),
-unweighted."""
+"""Pixel-prototype losses of ProtoSeg and ContrastiveSeg's pixel contrast, unweighted
+(docs/method.md#losses, docs/method.md#pixel-contrast-head)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def ppd_loss(sims: Tensor, target: Tensor, ignore_index: int = -100) -> Tensor:
 def pixel_contrast_loss(anchors: Tensor, labels: Tensor, contrast: Tensor | None = None,
                         contrast_labels: Tensor | None = None, tau: float = 0.1,
                         base_tau: float = 0.07) -> Tensor:
-    """ContrastiveSeg's supervised contrast of unit pixel embeddings (METHOD-SPEC §4).
+    """ContrastiveSeg's supervised contrast of unit pixel embeddings (docs/method.md#pixel-contrast-head).
 
     anchors (N, D) with labels (N,); without `contrast` the anchors contrast with each other
     (in-batch: positives = the other anchors of the same class), else with the memory entries

@@ -61,7 +61,7 @@ def per_class_reference(own: torch.Tensor, labels: torch.Tensor, emb: torch.Tens
     own (N, K): similarity of each pixel to its own class's K prototypes; labels (N,);
     emb (N, D) unit embeddings; correct (N,) bool: the pixel's prediction was right;
     prototypes (C, K, D). Returns (assignment (N,) in [0, K), updated prototypes (C, K, D)),
-    as the head computes them (METHOD-SPEC §2).
+    as the head computes them (docs/method.md#prototype-classifier).
     """
     k = own.shape[1]
     assign = torch.zeros(len(labels), dtype=torch.long, device=own.device)

@@ -7,7 +7,7 @@ scale (HRNetV2-W48, 512x512) on a GPU; the CPU ratio is reported.
 
 "FLOP ratio" as in figure 1 (matmul/conv FLOPs of the forward): the prototype head scores
 C*K prototypes where the softmax head has C weight vectors, which no implementation avoids
-(METHOD-SPEC §2: inference cost = projection + one D x C*K matrix product).
+(docs/method.md#prototype-classifier: inference cost = projection + one D x C*K matrix product).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The step is the engine's own (`benchmark.train.engine.training_step`: forward, u
 cross-entropy + the head's PPC/PPD, backward, optimizer step; for ProtoSeg also Sinkhorn and
 the momentum update). Both models are built from the same seed, so they differ only in the
 head: a 1x1 convolution (C x D) vs K = 10 prototypes per class in the grids' "Ours"
-convention (`projection=none`, METHOD-SPEC §5). Targets: time ratio <= 1.10 on the CPU,
+convention (`projection=none`, docs/method.md#backbones-and-parameter-counts). Targets: time ratio <= 1.10 on the CPU,
 <= 1.05 on a GPU; peak memory ratio <= 1.10.
 
 "FLOP ratio" is the ratio of matmul/convolution FLOPs of the two steps (forward and backward,

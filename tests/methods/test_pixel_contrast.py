@@ -1,4 +1,4 @@
-"""ContrastiveSeg's pixel-contrast head (METHOD-SPEC §4): the loss against hand computations,
+"""ContrastiveSeg's pixel-contrast head (docs/method.md#pixel-contrast-head): the loss against hand computations,
 anchor sampling, the FIFO memory, cross-process queues, inference and exact resume."""
 
 from __future__ import annotations
