@@ -12,7 +12,7 @@ from typing import Any
 
 BACKBONE_NAMES = ("resnet101_d8", "hrnetv2_w48", "swin_b", "mit_b4", "mit_b2", "resnet18_d8",
                   "hrnetv2_w18_small", "swin_t", "mit_b0")
-DECODER_NAMES = ("fcn", "mlp", "hrnetv2", "upernet")
+DECODER_NAMES = ("fcn", "mlp", "hrnetv2", "upernet", "mlp_mmseg", "hrnetv2_openseg")
 HEAD_NAMES = ("softmax", "pixel_query", "prototype", "pixel_contrast")
 
 

@@ -128,11 +128,52 @@ class UperNetDecoder(nn.Module):
         return self.dropout(self.fpn_bottleneck(torch.cat(outs, dim=1)))
 
 
+class SegformerHeadDecoder(nn.Module):
+    """MMSeg 1.x SegformerHead without `conv_seg` (its model-zoo SegFormer checkpoints): per
+    level a 1x1 conv + BN + ReLU, resized to the first level, concatenated in level order, then
+    a 1x1 conv + BN + ReLU fusion. SegFormer's own head (`mlp`) has a linear layer per level."""
+
+    def __init__(self, in_channels: list[int], channels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(conv_bn_relu(c, channels, kernel=1) for c in in_channels)
+        self.fusion_conv = conv_bn_relu(channels * len(in_channels), channels, kernel=1)
+        self.dropout = nn.Dropout2d(dropout)
+        self.out_channels = channels
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        size = feats[0].shape[-2:]
+        outs = [F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False)
+                for conv, f in zip(self.convs, feats)]
+        return self.dropout(self.fusion_conv(torch.cat(outs, dim=1)))
+
+
+class OpensegHRNetDecoder(nn.Module):
+    """The released ProtoSeg HRNet's `cls_head` (openseg `HRNet_W48_Proto`), the classifier
+    left to the head: branches upsampled with align_corners=True and concatenated, one 3x3 conv
+    (with bias) + BN + ReLU, dropout 0.1 (docs/method.md, paper vs released options)."""
+
+    def __init__(self, in_channels: list[int], channels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fuse = nn.Sequential(nn.Conv2d(sum(in_channels), channels, 3, padding=1),
+                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout2d(dropout)
+        self.out_channels = channels
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        size = feats[0].shape[-2:]
+        ups = [feats[0]] + [
+            F.interpolate(f, size=size, mode="bilinear", align_corners=True) for f in feats[1:]
+        ]
+        return self.dropout(self.fuse(torch.cat(ups, dim=1)))
+
+
 DECODERS: dict[str, Callable[..., nn.Module]] = {
     "fcn": FCNDecoder,
     "mlp": AllMLPDecoder,
     "hrnetv2": HRNetV2Decoder,
     "upernet": UperNetDecoder,
+    "mlp_mmseg": SegformerHeadDecoder,
+    "hrnetv2_openseg": OpensegHRNetDecoder,
 }
 
 

@@ -196,3 +196,69 @@ def copy_except_backbone_body(source: nn.Module, target: nn.Module) -> None:
         for key, value in source.state_dict().items():
             if not key.startswith("backbone.body."):
                 own[key].copy_(value)
+
+
+# ----------------------------------------------------------------------------- whole models
+
+DECODE_BACK: dict[str, list[tuple[str, str]]] = {  # suite decoder module -> MMSeg's
+    "fcn": [(r"convs\.(\d+)", r"convs.\1"), (r"conv_cat", "conv_cat")],
+    "hrnetv2": [(r"fuse", "convs.0")],
+    "upernet": [(r"ppm\.(\d+)\.1", r"psp_modules.\1.1"), (r"bottleneck", "bottleneck"),
+                (r"laterals\.(\d+)", r"lateral_convs.\1"), (r"fpn_convs\.(\d+)", r"fpn_convs.\1"),
+                (r"fpn_bottleneck", "fpn_bottleneck")],
+    "mlp_mmseg": [(r"convs\.(\d+)", r"convs.\1"), (r"fusion_conv", "fusion_conv")],
+}
+
+
+def _mmseg_backbone(net: nn.Module) -> dict[str, Tensor]:
+    name = net.backbone.name
+    if name.startswith("swin"):
+        state = swin_to_mmseg(to_swin(net))
+        del state["norm.weight"], state["norm.bias"]  # the zoo's Swin has per-stage norms only
+        for i, norm in enumerate(net.backbone.norms):
+            state[f"norm{i}.weight"], state[f"norm{i}.bias"] = norm.weight, norm.bias
+        return state
+    if name.startswith("mit"):
+        return segformer_to_mmseg(to_segformer(net))
+    return backbone_state(net)  # ResNet (plain stem) and HRNet: MMSeg's names are these
+
+
+def to_mmseg_zoo(net: nn.Module, decoder: str) -> dict:
+    """Suite Segmentor -> an MMSegmentation 1.x model-zoo file ({meta, state_dict})."""
+    out = {f"backbone.{k}": v for k, v in _mmseg_backbone(net).items()}
+    for key, value in net.state_dict().items():
+        if key.endswith("num_batches_tracked") or key.startswith("backbone."):
+            continue
+        m = re.fullmatch(r"decoder\.(.+)\.(0|1)\.(\w+)", key)
+        if m:
+            module = next(re.sub(f"^{p}$", r, m[1]) for p, r in DECODE_BACK[decoder]
+                          if re.fullmatch(p, m[1]))
+            out[f"decode_head.{module}.{'conv' if m[2] == '0' else 'bn'}.{m[3]}"] = value
+        elif key.startswith("head.classifier."):
+            out[key.replace("head.classifier.", "decode_head.conv_seg.")] = value
+        elif key.startswith("aux.conv."):
+            _, _, idx, param = key.split(".")
+            out[f"auxiliary_head.convs.0.{'conv' if idx == '0' else 'bn'}.{param}"] = value
+        else:
+            out[key.replace("aux.classifier.", "auxiliary_head.conv_seg.")] = value
+    return {"meta": {"mmseg_version": "1.2.2", "dataset_meta": {}}, "state_dict": out}
+
+
+OPENSEG_BACK = [(r"backbone\.body\.(.+)", r"backbone.\1"), (r"decoder\.fuse\.0\.(\w+)", r"cls_head.0.\1"),
+                (r"decoder\.fuse\.1\.(\w+)", r"cls_head.1.0.\1"),
+                (r"head\.feat_norm\.(\w+)", r"feat_norm.\1"),
+                (r"head\.score_norm\.(\w+)", r"mask_norm.\1"), (r"head\.prototypes", "prototypes")]
+
+
+def to_openseg(net: nn.Module) -> dict:
+    """Suite HRNet + prototype model -> the released ProtoSeg checkpoint (openseg, DDP)."""
+    out: dict[str, Tensor] = {}
+    for key, value in net.state_dict().items():
+        m = re.fullmatch(r"head\.projection\.(\d)\.(\w+)", key)
+        if m:  # ProjectionHead registers one Sequential as both `proj` and `mlp2`
+            out[f"module.proj_head.proj.{m[1]}.{m[2]}"] = value
+            out[f"module.proj_head.mlp2.{m[1]}.{m[2]}"] = value
+            continue
+        new = next(re.sub(f"^{p}$", r, key) for p, r in OPENSEG_BACK if re.fullmatch(p, key))
+        out[f"module.{new}"] = value
+    return {"config_dict": {"network": {"model_name": "hrnet_w48_proto"}}, "state_dict": out}

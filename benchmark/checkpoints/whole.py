@@ -1,0 +1,76 @@
+"""Whole-model checkpoints (`--checkpoint FILE_OR_DIR`): evaluate a published model.
+
+`load_checkpoint(model, path, names)` finds the file (a folder is searched for the cell's file
+names), recognises its format (MMSegmentation 1.x model zoo: benchmark/checkpoints/mmseg_zoo.py;
+the released ProtoSeg HRNet: benchmark/checkpoints/openseg.py), converts it to the Segmentor's
+names and loads it strictly: every tensor of the model filled, every tensor of the file used
+(buffers the suite computes itself aside), else a one-line CheckpointError.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from torch import nn
+
+from benchmark.checkpoints.coverage import CheckpointError, LoadReport, apply_state
+from benchmark.checkpoints.mmseg_zoo import convert_mmseg_zoo, is_mmseg_zoo
+from benchmark.checkpoints.openseg import ALIAS, convert_openseg_hrnet, is_openseg
+from benchmark.checkpoints.pretrained import read_state_dict, sha256_of
+
+WHAT = "--checkpoint"
+COMPUTED = re.compile(r"relative_position_index$|attn_mask$")  # buffers the suite computes
+
+
+def find_checkpoint(path: str | Path, names: tuple[str, ...] = ()) -> Path:
+    """`path` itself when a file; in a folder, the first file matching one of `names` (globs,
+    e.g. 'fcn_r101-d8_512x512_160k_ade20k*.pth'). CheckpointError naming them otherwise."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for pattern in names:
+            found = sorted(p for p in path.glob(pattern) if p.is_file())
+            if found:
+                return found[0]
+    wanted = f" (looked for {', '.join(names)})" if names and path.is_dir() else ""
+    raise CheckpointError(f"{WHAT}: no checkpoint at {path}{wanted}")
+
+
+def _names_of(model: nn.Module) -> tuple[str, str, str]:
+    """(backbone, decoder, head) registry names of a Segmentor."""
+    from methods.decoders import DECODERS
+    from methods.heads import HEADS
+
+    decoder = next((n for n, cls in DECODERS.items() if type(model.decoder) is cls), "")
+    head = next((n for n, cls in HEADS.items() if type(model.head) is cls), "")
+    return getattr(model.backbone, "name", ""), decoder, head
+
+
+def load_checkpoint(model: nn.Module, path: str | Path,
+                    names: tuple[str, ...] = ()) -> LoadReport:
+    """Load a whole-model checkpoint into `model` (a Segmentor), strictly; the report carries
+    the file's format and SHA-256."""
+    file = find_checkpoint(path, names)
+    try:
+        state = read_state_dict(file)
+    except Exception as err:  # noqa: BLE001 - any reader failure means the same to a user
+        raise CheckpointError(f"{WHAT}: cannot read {file} as a torch or safetensors state "
+                              f"dict ({type(err).__name__})") from None
+    backbone, decoder, head = _names_of(model)
+    if is_openseg(state):
+        fmt, converted = "openseg", convert_openseg_hrnet(state)
+    elif is_mmseg_zoo(state):
+        fmt, converted = "mmseg-zoo", convert_mmseg_zoo(state, backbone, decoder, head)
+    else:
+        raise CheckpointError(f"{WHAT}: {file} is not a whole-model checkpoint (no "
+                              f"decode_head.* of MMSegmentation's zoo, no cls_head/prototypes "
+                              f"of the released ProtoSeg); backbone-only files go to "
+                              f"--set model.pretrained=FILE")
+    report = apply_state(model, converted, str(file), fmt,
+                         optional=lambda k: bool(COMPUTED.search(k)),
+                         ignorable=lambda k: bool(COMPUTED.search(k)) or k.startswith(ALIAS),
+                         strict_unexpected=True, what=WHAT)
+    report.sha256 = sha256_of(file)
+    return report
