@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from methods.heads.options import HEAD_OPTIONS
+
 BACKBONE_NAMES = ("resnet101_d8", "hrnetv2_w48", "swin_b", "mit_b4", "mit_b2", "resnet18_d8",
                   "hrnetv2_w18_small", "swin_t", "mit_b0")
 DECODER_NAMES = ("fcn", "mlp", "hrnetv2", "upernet", "mlp_mmseg", "hrnetv2_openseg")
-HEAD_NAMES = ("softmax", "pixel_query", "prototype", "pixel_contrast")
+HEAD_NAMES = tuple(HEAD_OPTIONS)  # each head names itself next to its options (torch-free)
 
 
 def _mmseg(num_classes: int, val_split: str, scale: tuple[int, int],

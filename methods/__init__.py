@@ -1,9 +1,20 @@
-"""Pure-PyTorch models of protoseg-bench: backbones, decoders and the four pixel classifiers."""
+"""Pure-PyTorch models of protoseg-bench: backbones, decoders and the four pixel classifiers.
 
-from methods.backbones import BACKBONES
-from methods.decoders import DECODERS
-from methods.heads import HEADS, HeadOutput, SegHead
-from methods.segmentor import Segmentor, build_model, count_params
+The exports load on first use (methods/_lazy.py): importing `methods.heads.options` (torch-free)
+must not import torch.
+"""
 
-__all__ = ["BACKBONES", "DECODERS", "HEADS", "HeadOutput", "SegHead", "Segmentor", "build_model",
-           "count_params"]
+from methods._lazy import lazy_exports
+
+_EXPORTS = {
+    "BACKBONES": "methods.backbones",
+    "DECODERS": "methods.decoders",
+    "HEADS": "methods.heads.registry",
+    "HeadOutput": "methods.heads.base",
+    "SegHead": "methods.heads.base",
+    "Segmentor": "methods.segmentor",
+    "build_model": "methods.segmentor",
+    "count_params": "methods.segmentor",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

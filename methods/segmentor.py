@@ -50,6 +50,10 @@ class Segmentor(nn.Module):
         self.aux_weight = aux_weight
         self.ignore_index = ignore_index
 
+    def features(self, images: Tensor) -> Tensor:
+        """The decoder's feature map (B, D, h, w), the head's input (analysis figures)."""
+        return self.decoder(self.backbone(images))
+
     def forward(self, images: Tensor, target: Tensor | None = None) -> HeadOutput:
         feats = self.backbone(images)
         out = self.head(self.decoder(feats), target)

@@ -1,10 +1,13 @@
-"""The one interface every pixel classifier implements (DESIGN.md: "the heart of the suite")."""
+"""The one interface every pixel classifier implements (docs/design.md#the-head-interface)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
+
+from methods.heads.options import HeadOptions
 
 
 @dataclass
@@ -27,19 +30,44 @@ class SegHead(nn.Module):
 
     `feats` is the decoder's feature map (B, D, h, w); `target` is the label map (B, H, W) at
     image resolution with `ignore_index` for unlabelled pixels, given only during training.
+    A head's options are one frozen `Options` object (methods/heads/options.py), given whole
+    (`options=`, as `build_head` does) or as keyword overrides of the defaults (tests, perf).
     """
 
+    Options: ClassVar[type[HeadOptions]] = HeadOptions
     num_classes: int
     ignore_index: int
 
-    def __init__(self, in_channels: int, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, in_channels: int, num_classes: int, ignore_index: int = 255,
+                 options: HeadOptions | None = None, **overrides: Any) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        options = options if options is not None else self.Options()
+        if not isinstance(options, self.Options):
+            raise TypeError(f"{type(self).__name__} takes {self.Options.__name__}, "
+                            f"got {type(options).__name__}")
+        self.options = replace(options, **overrides).check()
 
     def forward(self, feats: Tensor, target: Tensor | None = None) -> HeadOutput:  # noqa: D102
         raise NotImplementedError
+
+    # What the analysis figures need (benchmark/report/plots.py), behind the head's own math.
+
+    def pixel_embeddings(self, feats: Tensor) -> Tensor:
+        """Unit pixel vectors (B, D, h, w) that `class_vectors` score, from decoder features."""
+        raise ValueError(f"{type(self).__name__} has no fixed class vectors; embedding figures "
+                         f"need the prototype or the softmax head")
+
+    def class_vectors(self) -> Tensor:
+        """Unit class vectors (C, K, D): K per class, in the space of `pixel_embeddings`."""
+        raise ValueError(f"{type(self).__name__} has no fixed class vectors; embedding figures "
+                         f"need the prototype or the softmax head")
+
+    def prototype_vectors(self) -> Tensor | None:
+        """Unit prototypes (C, K, D) of a nonparametric head; None for the other heads."""
+        return None
 
 
 def downsample_labels(target: Tensor, size: tuple[int, int]) -> Tensor:

@@ -1,4 +1,4 @@
-"""ContrastiveSeg: softmax classifier + pixel-to-pixel contrast (ICCV 2021, METHOD-SPEC §4).
+"""ContrastiveSeg (ICCV 2021): softmax head + pixel contrast (docs/method.md#pixel-contrast-head).
 
 The classifier is the softmax head's 1x1 convolution; a projection head (Conv1x1 D->D, BN, ReLU,
 Conv1x1 D->256, L2 normalisation) exists only for the training loss, so inference costs exactly
@@ -36,55 +36,37 @@ from torch import Tensor, nn
 
 from methods.contrast import all_gather_rows, fifo_write, queue_entries, sample_anchors
 from methods.heads.base import HeadOutput, downsample_labels, l2_normalize
+from methods.heads.options import HeadOptions, PixelContrastOptions
 from methods.heads.softmax import SoftmaxHead
 from methods.losses import pixel_contrast_loss
-
-VARIANTS = ("in_batch", "memory")
-# Released defaults per variant (METHOD-SPEC §4): (temperature, loss weight).
-VARIANT_DEFAULTS = {"in_batch": (0.1, 0.1), "memory": (0.07, 1.0)}
 
 
 class PixelContrastHead(SoftmaxHead):
     """Softmax logits; training adds `losses["contrast"]`, the weighted pixel-contrast loss."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        ignore_index: int = 255,
-        variant: str = "in_batch",
-        weight: float | None = None,
-        tau: float | None = None,
-        base_tau: float = 0.07,
-        warmup_iters: int = 5000,
-        max_anchors: int = 1024,
-        max_views: int = 100,
-        min_class_pixels: int = 100,
-        queue_size: int = 5000,
-        queue_pixels: int = 10,
-        proj_dim: int = 256,
-    ) -> None:
-        super().__init__(in_channels, num_classes, ignore_index)
-        if variant not in VARIANTS:
-            raise ValueError(f"pixel_contrast head: variant={variant!r}; choose one of "
-                             f"{', '.join(VARIANTS)}")
-        default_tau, default_weight = VARIANT_DEFAULTS[variant]
-        self.variant = variant
-        self.tau = default_tau if tau is None else tau
-        self.weight = default_weight if weight is None else weight
-        self.base_tau = base_tau
-        self.warmup_iters = warmup_iters
-        self.max_anchors = max_anchors
-        self.max_views = max_views
-        self.min_class_pixels = min_class_pixels
-        self.queue_pixels = queue_pixels
+    Options = PixelContrastOptions
+    options: PixelContrastOptions
+
+    def __init__(self, in_channels: int, num_classes: int, ignore_index: int = 255,
+                 options: HeadOptions | None = None, **overrides: object) -> None:
+        super().__init__(in_channels, num_classes, ignore_index, options, **overrides)
+        opts = self.options
+        self.variant = opts.variant
+        self.tau, self.weight = opts.resolved()
+        self.base_tau = opts.base_tau
+        self.warmup_iters = opts.warmup_iters
+        self.max_anchors = opts.max_anchors
+        self.max_views = opts.max_views
+        self.min_class_pixels = opts.min_class_pixels
+        self.queue_pixels = opts.queue_pixels
+        queue_size, proj_dim = opts.queue_size, opts.proj_dim
         self.projection = nn.Sequential(  # released 'convmlp' projection head
             nn.Conv2d(in_channels, in_channels, 1), nn.BatchNorm2d(in_channels),
             nn.ReLU(inplace=True), nn.Conv2d(in_channels, proj_dim, 1),
         )
         # training steps seen so far: decides the warm-up, saved with the model for exact resume
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
-        if variant == "memory":
+        if self.variant == "memory":
             for name in ("segment", "pixel"):
                 self.register_buffer(f"{name}_queue",
                                      torch.zeros(num_classes, queue_size, proj_dim))
@@ -154,4 +136,4 @@ class PixelContrastHead(SoftmaxHead):
                        getattr(self, f"{name}_filled"), mine[:, 2:], mine[:, 1].long())
 
 
-__all__ = ["PixelContrastHead", "VARIANTS", "VARIANT_DEFAULTS"]
+__all__ = ["PixelContrastHead"]

@@ -1,4 +1,4 @@
-"""Parametric pixel-query head (Segmenter-style mask transformer, METHOD-SPEC §1).
+"""Parametric pixel-query head: Segmenter-style mask transformer (docs/method.md#pixel-query-head).
 
 C learnable class queries attend jointly with the pixel tokens in a small transformer; the class
 score of a pixel is the scaled cosine between its embedding and the refined query of the class.
@@ -12,25 +12,23 @@ import torch
 from torch import Tensor, nn
 
 from methods.heads.base import HeadOutput, SegHead, l2_normalize
+from methods.heads.options import HeadOptions, PixelQueryOptions
 
 
 class PixelQueryHead(SegHead):
     """logits[c] = scale * <normalize(e_c), normalize(i)> after joint query/pixel attention."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        ignore_index: int = 255,
-        dim: int = 0,
-        num_layers: int = 2,
-        num_heads: int = 4,
-        init_scale: float = 10.0,
-    ) -> None:
-        super().__init__(in_channels, num_classes, ignore_index)
-        dim = dim or min(in_channels, 256)
+    Options = PixelQueryOptions
+    options: PixelQueryOptions
+
+    def __init__(self, in_channels: int, num_classes: int, ignore_index: int = 255,
+                 options: HeadOptions | None = None, *, init_scale: float = 10.0,
+                 **overrides: object) -> None:
+        super().__init__(in_channels, num_classes, ignore_index, options, **overrides)
+        opts = self.options
+        dim, num_heads, num_layers = opts.dim or min(in_channels, 256), opts.heads, opts.layers
         if dim % num_heads:
-            raise ValueError(f"pixel_query: dim {dim} is not divisible by num_heads {num_heads}")
+            raise ValueError(f"pixel_query: dim {dim} is not divisible by heads {num_heads}")
         self.dim = dim
         self.input_proj = nn.Conv2d(in_channels, dim, kernel_size=1)
         self.queries = nn.Parameter(torch.randn(num_classes, dim) * 0.02)

@@ -1,11 +1,12 @@
-"""ProtoSeg: nonparametric prototype head (CVPR 2022), METHOD-SPEC §2-3.
+"""ProtoSeg: nonparametric prototype head (CVPR 2022), docs/method.md#prototype-classifier.
 
 Each class has K prototypes (a buffer, never touched by SGD). A pixel's class score is its best
 cosine similarity to the class's prototypes. During training, pixels of each class are assigned
 to that class's prototypes by Sinkhorn-Knopp (batched over classes), prototypes move towards the
 mean of the correctly predicted pixels assigned to them (momentum gamma), and two losses shape
 the embedding: PPC (contrast against all prototypes) and PPD (pull to the assigned prototype).
-Every difference between the paper and the released code is a named constructor option.
+Every difference between the paper and the released code is a named option (PrototypeOptions,
+docs/method.md#paper-vs-released-code).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from methods.heads.base import (
     unflatten_pixels,
 )
 from methods.channel_norm import layer_norm_l2
+from methods.heads.options import HeadOptions, PrototypeOptions
 from methods.proto_scores import pixel_similarities, scores_and_losses_
 from methods.sinkhorn import sinkhorn_per_class
 
@@ -30,45 +32,29 @@ from methods.sinkhorn import sinkhorn_per_class
 class PrototypeHead(SegHead):
     """Class score = max_k cos(embedding, p_{c,k}); prototypes updated by momentum."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        ignore_index: int = 255,
-        num_prototypes: int = 10,
-        embed_dim: int = 0,
-        projection: str = "mlp",
-        proj_norm_axis: str = "channel",
-        score_norm: str = "layernorm",
-        update_assign: str = "argmax",
-        gamma: float = 0.999,
-        sinkhorn_eps: float = 0.05,
-        sinkhorn_iters: int = 3,
-        ppc_weight: float = 0.01,
-        ppd_weight: float = 0.001,
-        ppc_tau: float = 1.0,
-    ) -> None:
-        super().__init__(in_channels, num_classes, ignore_index)
-        dim = embed_dim or in_channels
-        _check_choice("projection", projection, ("mlp", "none"))
-        _check_choice("proj_norm_axis", proj_norm_axis, ("channel", "width"))
-        _check_choice("score_norm", score_norm, ("layernorm", "none"))
-        _check_choice("update_assign", update_assign, ("argmax", "gumbel"))
+    Options = PrototypeOptions
+    options: PrototypeOptions
+
+    def __init__(self, in_channels: int, num_classes: int, ignore_index: int = 255,
+                 options: HeadOptions | None = None, **overrides: object) -> None:
+        super().__init__(in_channels, num_classes, ignore_index, options, **overrides)
+        opts = self.options
+        dim, projection = opts.embed_dim or in_channels, opts.projection
         if projection == "none" and dim != in_channels:
             raise ValueError(
                 f"prototype head: embed_dim {dim} != decoder width {in_channels} needs projection=mlp"
             )
-        self.num_prototypes = num_prototypes
+        self.num_prototypes = opts.num_prototypes
         self.embed_dim = dim
         self.projection_kind = projection
-        self.proj_norm_axis = proj_norm_axis
-        self.update_assign = update_assign
-        self.gamma = gamma
-        self.sinkhorn_eps = sinkhorn_eps
-        self.sinkhorn_iters = sinkhorn_iters
-        self.ppc_weight = ppc_weight
-        self.ppd_weight = ppd_weight
-        self.ppc_tau = ppc_tau
+        self.proj_norm_axis = opts.proj_norm_axis
+        self.update_assign = opts.update_assign
+        self.gamma = opts.gamma
+        self.sinkhorn_eps = opts.sinkhorn_eps
+        self.sinkhorn_iters = opts.sinkhorn_iters
+        self.ppc_weight = opts.ppc_weight
+        self.ppd_weight = opts.ppd_weight
+        self.ppc_tau = opts.ppc_tau
 
         if projection == "mlp":  # released HRNet code: Conv1x1 - ReLU - Conv1x1
             self.projection = nn.Sequential(
@@ -77,8 +63,9 @@ class PrototypeHead(SegHead):
         else:
             self.projection = nn.Identity()
         self.feat_norm = nn.LayerNorm(dim)
-        self.score_norm = nn.LayerNorm(num_classes) if score_norm == "layernorm" else nn.Identity()
-        prototypes = torch.empty(num_classes, num_prototypes, dim)
+        self.score_norm = (nn.LayerNorm(num_classes) if opts.score_norm == "layernorm"
+                           else nn.Identity())
+        prototypes = torch.empty(num_classes, opts.num_prototypes, dim)
         nn.init.trunc_normal_(prototypes, std=0.02)
         self.register_buffer("prototypes", l2_normalize(prototypes))
 
@@ -92,6 +79,18 @@ class PrototypeHead(SegHead):
             x = l2_normalize(x, dim=1 if self.proj_norm_axis == "channel" else 3)
         norm = self.feat_norm  # nn.LayerNorm(D) applied over dim 1, in place of a permute
         return layer_norm_l2(x, norm.weight, norm.bias, norm.eps)
+
+    def pixel_embeddings(self, feats: Tensor) -> Tensor:
+        """The unit pixel embeddings the prototypes score (`embed`)."""
+        return self.embed(feats)
+
+    def prototype_vectors(self) -> Tensor:
+        """The prototypes (C, K, D), unit length, detached, float32."""
+        return l2_normalize(self.prototypes.detach().float(), dim=-1)
+
+    def class_vectors(self) -> Tensor:
+        """A class's vectors are its K prototypes."""
+        return self.prototype_vectors()
 
     def forward(self, feats: Tensor, target: Tensor | None = None) -> HeadOutput:
         b, _, h, w = feats.shape
@@ -173,7 +172,3 @@ class PrototypeHead(SegHead):
 
 IGNORE = -100  # target of pixels without an assigned prototype (cross_entropy's default)
 
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"prototype head: {name}={value!r}; choose one of {', '.join(allowed)}")

@@ -132,3 +132,90 @@ def test_the_torch_free_catalog_names_exactly_the_registered_builders() -> None:
     assert catalog.DATASET_NAMES == tuple(DATASETS)
     for name, definition in REAL_DATASETS.items():
         assert catalog.DATASET_RECIPES[name]["num_classes"] == definition.num_classes
+
+
+# --------------------------------------------------------------------------- heads' options
+
+# Every grid's cell keys, computed before HeadSpec was composed from the heads' options
+# (methods/heads/options.py): a key must not change unless a cell's settings deliberately do.
+GRID_KEYS = {
+    "smoke": "softmax-b45cfa9900 pixel-query-aae0eb4479 pixel-contrast-0850c04962 "
+             "prototype-k-1-e96d2809d4 prototype-k-5-ecae1a0c29",
+    "table1": "fcn-3f769a1f40 ours-fcn-2c240fb445 hrnet-46e10d4193 ours-hrnet-e22d88a8ab "
+              "swin-f17cb672ee ours-swin-ebb0b81a13 segformer-1dc595831e "
+              "ours-segformer-64f32742ee",
+    "table2": "fcn-5f90a8cdca ours-fcn-45163d684e hrnet-5fa68bb8cb ours-hrnet-d01458d1e0 "
+              "swin-da2a4c1b6b ours-swin-f677c6a587 segformer-f32ecf7696 "
+              "ours-segformer-f5eb1af561 contrastiveseg-45b96f3a20",
+    "table3": "fcn-317dce168a ours-fcn-aca7c763a6 hrnet-7d4f06d078 ours-hrnet-726e64a9d4 "
+              "swin-be38d0b043 ours-swin-a7d3fca380 segformer-f7907d43db "
+              "ours-segformer-ecdd65c733",
+    "ablation_loss": "ce-061c32ae20 ce-ppc-c456dd9e89 ce-ppd-ac5cb4fa1a ce-ppc-ppd-9fcb59e0f4",
+    "ablation_k": "k-1-993e915852 k-5-b223fe7c09 k-10-9fcb59e0f4 k-20-200fa4c1e3 "
+                  "k-50-2c1866bb00",
+    "camvid": "softmax-5b17d9daa7 pixel-query-0c9d398503 pixel-contrast-7e95b3a793 "
+              "prototype-k-10-a3a53052c1",
+}
+
+
+@pytest.mark.parametrize("grid", list(GRID_KEYS))
+def test_every_grids_cell_keys_are_unchanged(grid: str) -> None:
+    from experiments import get_grid
+
+    assert [c.key for c in get_grid(grid).cells] == GRID_KEYS[grid].split()
+
+
+def test_the_committed_camvid_records_rebuild_to_their_keys() -> None:
+    """A record's cell, read back into today's specs, hashes to the key it was stored under."""
+    import json
+    from pathlib import Path
+
+    runs = Path(__file__).resolve().parents[2] / "results" / "runs" / "camvid"
+    paths = sorted(runs.glob("*/seed*.json"))
+    assert paths
+    for path in paths:
+        record = json.loads(path.read_text())
+        cell = cell_from_dict(record["cell"])
+        assert cell.key == record["cell_key"] == path.parent.name
+        stored, rebuilt = record["cell"]["model"]["head"], cell.to_dict()["model"]["head"]
+        assert {k: rebuilt[k] for k in stored} == stored  # every stored head field is read
+
+
+def test_head_spec_is_composed_from_the_heads_options() -> None:
+    from methods.heads.options import HEAD_OPTIONS
+
+    spec_fields = {f.name: f.default for f in dataclasses.fields(HeadSpec)}
+    expected = {"name": "softmax"}
+    for options in HEAD_OPTIONS.values():
+        expected.update({options.PREFIX + f.name: f.default for f in dataclasses.fields(options)})
+    assert spec_fields == expected
+    assert "contrast_variant" in spec_fields and "query_heads" in spec_fields
+    spec = HeadSpec(name="prototype", num_prototypes=3, contrast_variant="memory")
+    assert spec.options() == HEAD_OPTIONS["prototype"](num_prototypes=3)
+    assert HeadSpec(name="pixel_contrast", contrast_variant="memory").options().variant == "memory"
+
+
+def test_an_option_added_next_to_a_head_becomes_a_set_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmark.config as config
+    from methods.heads.options import HEAD_OPTIONS, PixelQueryOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class WithDropout(PixelQueryOptions):
+        dropout: float = 0.0  # a new option: one edit next to the head
+
+    monkeypatch.setitem(HEAD_OPTIONS, "pixel_query", WithDropout)
+    fields = {name: (hint, f.default) for name, hint, f in config._head_spec_fields()}
+    assert fields["query_dropout"] == (float, 0.0)
+    assert fields["query_heads"] == (int, 4)
+
+
+def test_allowed_head_values_are_the_options_declared_choices() -> None:
+    from benchmark.config import CHOICES
+    from methods.heads.options import HEAD_OPTIONS
+
+    for options in HEAD_OPTIONS.values():
+        for name, allowed in options.choices().items():
+            assert CHOICES[f"model.head.{options.PREFIX}{name}"] == allowed
+    with pytest.raises(ConfigError, match="bad value for model.head.score_norm: 'batchnorm'; "
+                                          "choose one of layernorm, none"):
+        apply_overrides(Cell(grid="g", row="x"), ["model.head.score_norm=batchnorm"])

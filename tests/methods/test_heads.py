@@ -22,7 +22,7 @@ def make_head(name: str, **kw) -> torch.nn.Module:
     if name == "softmax":
         return SoftmaxHead(D, C)
     if name == "pixel_query":
-        return PixelQueryHead(D, C, dim=16, num_heads=2)
+        return PixelQueryHead(D, C, dim=16, heads=2)
     if name == "pixel_contrast":
         return PixelContrastHead(D, C, warmup_iters=0, min_class_pixels=2, max_views=4)
     return PrototypeHead(D, C, **{"num_prototypes": 2, **kw})
@@ -273,3 +273,4 @@ def test_option_loss_weights_and_tau() -> None:
 def test_bad_option_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="score_norm"):
         PrototypeHead(D, C, score_norm="batchnorm")
+
