@@ -79,12 +79,7 @@ def expected_losses(cell: Cell) -> list[str]:
     names = ["ce"]
     if cell.model.aux_weight > 0:
         names.append("aux")
-    head = cell.model.head
-    if head.name == "prototype":
-        names += [n for n, w in (("ppc", head.ppc_weight), ("ppd", head.ppd_weight)) if w > 0]
-    if head.name == "pixel_contrast":
-        names.append("contrast")  # present (weighted 0) during the warm-up too
-    return names
+    return names + list(cell.model.head.options().loss_names())  # the head's own terms
 
 
 def preflight_cell(cell: Cell, device: torch.device | str = "cpu", batch: int = 1,

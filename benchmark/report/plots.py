@@ -32,7 +32,7 @@ from benchmark.report.aggregate import (  # noqa: E402
     per_class_iou,
 )
 from benchmark.store import ResultsLayout  # noqa: E402
-from methods.heads.base import downsample_labels, l2_normalize  # noqa: E402
+from methods.heads.base import downsample_labels  # noqa: E402
 
 DPI = 100
 PANEL_IN = 2.2  # side of one similarity-map panel, inches
@@ -145,19 +145,8 @@ def _head_vectors(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
     """Unit pixel embeddings (B, D, h, w) and class vectors (C, K, D) of the model's head:
     a prototype head's embeddings and prototypes, or a linear classifier's input features and
     weight rows (one vector per class, for the parametric side of Fig. 5)."""
-    head = model.head
-    if torch.is_tensor(getattr(head, "prototypes", None)):
-        out = model(images)
-        if "embeddings" not in out.state:
-            raise ValueError("head has prototypes but its output state holds no 'embeddings'")
-        return out.state["embeddings"], l2_normalize(head.prototypes.detach().float(), dim=-1)
-    classifier = getattr(head, "classifier", None)
-    if isinstance(classifier, nn.Conv2d) and classifier.kernel_size == (1, 1):
-        feats = model.decoder(model.backbone(images))
-        weights = classifier.weight.detach().float()[:, :, 0, 0]
-        return l2_normalize(feats, dim=1), l2_normalize(weights, dim=-1)[:, None]
-    raise ValueError(f"{type(head).__name__} has neither prototypes nor a 1x1 linear classifier; "
-                     f"embedding figures need the prototype or the softmax head")
+    vectors = model.head.class_vectors()  # a head without fixed class vectors refuses first
+    return model.head.pixel_embeddings(model.features(images)), vectors
 
 
 class _EvalMode:
@@ -178,13 +167,14 @@ class _EvalMode:
 def similarity_maps(model: nn.Module, images: Tensor, class_index: int) -> Tensor:
     """Cosine similarity of every pixel to each of the K prototypes of `class_index`:
     (B, K, H, W), computed at feature resolution and upsampled bilinearly to the images."""
-    if not torch.is_tensor(getattr(model.head, "prototypes", None)):
+    protos = model.head.prototype_vectors()
+    if protos is None:
         raise ValueError(f"similarity maps need a prototype head, got {type(model.head).__name__}")
-    num_classes = model.head.prototypes.shape[0]
+    num_classes = protos.shape[0]
     if not 0 <= class_index < num_classes:
         raise ValueError(f"class_index {class_index} is outside [0, {num_classes})")
     with _EvalMode(model):
-        emb, protos = _head_vectors(model, images)
+        emb = model.head.pixel_embeddings(model.features(images))
     maps = torch.einsum("bdhw,kd->bkhw", emb.float(), protos[class_index])
     return F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
