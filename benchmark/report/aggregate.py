@@ -1,59 +1,52 @@
 """Run records -> what each grid cell has: finished runs by seed, status, parameters, per-class IoU.
 
-Tables and figures both read records through these functions (and nothing else), so a record
-is interpreted one way everywhere: only `done` records with an mIoU count, the first one per
-(cell, seed) wins, and cells are identified by their key.
+Tables and figures both read records (`benchmark.store.Record`) through these functions, so a
+record is interpreted one way everywhere: only `done` records with an mIoU count, the first one
+per (cell, seed) wins, and cells are identified by their key.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
-
 import pandas as pd
 
 from benchmark.config import Cell
 from benchmark.stats import mean_std
+from benchmark.store import Record
 
 
-def record_miou(record: dict[str, Any]) -> float | None:
-    """The record's mIoU (percent), or None when it has none."""
-    value = (record.get("metrics") or {}).get("miou")
-    return None if value is None else float(value)
-
-
-def done_by_seed(records: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+def done_by_seed(records: list[Record]) -> dict[str, dict[int, Record]]:
     """Finished records with an mIoU, as {cell_key: {seed: record}} (seeds sorted).
 
     Kept separate so paired comparisons (baseline vs ours on the same seed) can reuse it.
     """
-    out: dict[str, dict[int, dict[str, Any]]] = {}
+    out: dict[str, dict[int, Record]] = {}
     for rec in records:
-        if rec.get("status") == "done" and record_miou(rec) is not None:
-            out.setdefault(rec["cell_key"], {}).setdefault(int(rec["seed"]), rec)
+        if rec.status == "done" and rec.miou is not None:
+            out.setdefault(rec.cell_key, {}).setdefault(int(rec.seed), rec)
     return {key: dict(sorted(seeds.items())) for key, seeds in out.items()}
 
 
-def records_by_cell(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def records_by_cell(records: list[Record]) -> dict[str, list[Record]]:
     """Every record (any status) grouped by cell key, in the order given."""
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, list[Record]] = {}
     for rec in records:
-        out.setdefault(rec.get("cell_key"), []).append(rec)
+        out.setdefault(rec.cell_key, []).append(rec)
     return out
 
 
-def cell_status(n_done: int, cell_records: list[dict[str, Any]]) -> str:
+def cell_status(n_done: int, cell_records: list[Record]) -> str:
     """`done` with at least one finished run, else `failed` if a run failed, else `pending`."""
     if n_done:
         return "done"
-    return "failed" if any(r.get("status") == "failed" for r in cell_records) else "pending"
+    return "failed" if any(r.status == "failed" for r in cell_records) else "pending"
 
 
-def params_m(done: list[dict[str, Any]]) -> float:
+def params_m(done: list[Record]) -> float:
     """Learnable parameters in millions (1 decimal) from the first done record that has them."""
     for rec in done:
-        learnable = (rec.get("params") or {}).get("learnable")
+        learnable = rec.params.get("learnable")
         if learnable is not None:
             return round(learnable / 1e6, 1)
     return math.nan
@@ -76,7 +69,7 @@ class CellResult:
         return len(self.miou_by_seed)
 
 
-def cell_results(cells: list[Cell], records: list[dict[str, Any]]) -> dict[str, CellResult]:
+def cell_results(cells: list[Cell], records: list[Record]) -> dict[str, CellResult]:
     """{cell_key: CellResult} for every cell (pending when it has no record)."""
     done = done_by_seed(records)
     by_key = records_by_cell(records)
@@ -84,7 +77,7 @@ def cell_results(cells: list[Cell], records: list[dict[str, Any]]) -> dict[str, 
     for c in cells:
         seeds = done.get(c.key, {})
         out[c.key] = CellResult(cell_status(len(seeds), by_key.get(c.key, [])),
-                                {s: record_miou(r) for s, r in seeds.items()},
+                                {s: r.miou for s, r in seeds.items()},
                                 params_m(list(seeds.values())))
     return out
 
@@ -96,8 +89,7 @@ def method_labels(cells: list[Cell]) -> list[str]:
     return [lab if labels.count(lab) == 1 else f"{lab} [{c.key}]" for lab, c in zip(labels, cells)]
 
 
-def per_class_iou(cells: list[Cell], records: list[dict[str, Any]]
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def per_class_iou(cells: list[Cell], records: list[Record]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean and sample std over seeds of each class's IoU (%): two frames, classes x methods.
 
     Classes follow the first record's order; a class with no IoU in a run (absent from labels
@@ -108,7 +100,7 @@ def per_class_iou(cells: list[Cell], records: list[dict[str, Any]]
     values: dict[str, dict[str, list[float]]] = {}
     for c in cells:
         for rec in done.get(c.key, {}).values():
-            for name, iou in ((rec.get("metrics") or {}).get("per_class_iou") or {}).items():
+            for name, iou in (rec.metrics.get("per_class_iou") or {}).items():
                 if name not in classes:
                     classes.append(name)
                 if iou is not None and math.isfinite(iou):

@@ -17,7 +17,7 @@ from benchmark.config import Cell
 from benchmark.report.aggregate import method_labels
 from benchmark.report.render import table_markdown
 from benchmark.report.tables import DASH, grid_table, per_class_table
-from benchmark.store import ResultsLayout, atomic_write
+from benchmark.store import Record, ResultsLayout, atomic_write
 
 FIGURE_TITLES = {
     "per_class_iou": "Per-class IoU",
@@ -37,28 +37,32 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.3f}"
 
 
-def compute_rows(cells: list[Cell], records: list[dict[str, Any]]) -> list[list[str]]:
+def _run_compute(rec: Record) -> Counter:
+    """Seconds of one finished run: train, eval, and GPU-seconds (wall x processes) or CPU
+    core-seconds (wall x torch threads x processes)."""
+    train_s = float(rec.timings.get("train_s") or 0.0)
+    eval_s = float(rec.timings.get("eval_s") or 0.0)
+    procs = int(rec.world_size or 1)
+    threads = int((rec.provenance.get("hardware") or {}).get("torch_threads") or 1)
+    out = Counter(train_s=train_s, eval_s=eval_s)
+    if rec.memory.get("device") == "cuda":
+        out["gpu_s"] += (train_s + eval_s) * procs
+    else:
+        out["cpu_s"] += (train_s + eval_s) * procs * threads
+    return out
+
+
+def compute_rows(cells: list[Cell], records: list[Record]) -> list[list[str]]:
     """Per cell: runs done / failed, train and eval hours, GPU-hours (wall x GPUs) or CPU
     core-hours (wall x threads x processes), and the peak memory; plus a total row."""
     rows, totals = [], Counter()
     for cell, label in zip(cells, method_labels(cells)):
-        mine = [r for r in records if r.get("cell_key") == cell.key]
-        done = [r for r in mine if r.get("status") == "done"]
-        c: Counter = Counter(done=len(done), failed=sum(r.get("status") == "failed" for r in mine))
-        peak = 0
+        mine = [r for r in records if r.cell_key == cell.key]
+        done = [r for r in mine if r.status == "done"]
+        c: Counter = Counter(done=len(done), failed=sum(r.status == "failed" for r in mine))
         for rec in done:
-            t = rec.get("timings") or {}
-            wall = float(t.get("train_s") or 0.0) + float(t.get("eval_s") or 0.0)
-            procs = int(rec.get("world_size") or 1)
-            mem = rec.get("memory") or {}
-            threads = int((rec.get("hardware") or {}).get("torch_threads") or 1)
-            if mem.get("device") == "cuda":
-                c["gpu_s"] += wall * procs
-            else:
-                c["cpu_s"] += wall * procs * threads
-            c["train_s"] += float(t.get("train_s") or 0.0)
-            c["eval_s"] += float(t.get("eval_s") or 0.0)
-            peak = max(peak, int(mem.get("peak_bytes") or 0))
+            c.update(_run_compute(rec))
+        peak = max((int(r.memory.get("peak_bytes") or 0) for r in done), default=0)
         totals.update(c)
         rows.append([label, cell.column, c["done"], c["failed"], _hours(c["train_s"]),
                      _hours(c["eval_s"]), _hours(c["gpu_s"]), _hours(c["cpu_s"]),
@@ -68,45 +72,54 @@ def compute_rows(cells: list[Cell], records: list[dict[str, Any]]) -> list[list[
     return rows
 
 
-def _provenance(records: list[dict[str, Any]], cells: list[Cell]) -> list[str]:
-    """Commits, library versions and hardware, each with how many runs used it."""
-    keys = {c.key for c in cells}
-    mine = [r for r in records
-            if r.get("cell_key") in keys and r.get("status") in ("done", "failed")]
-    if not mine:
-        return ["No run has finished yet."]
-    commits = Counter(r.get("git_commit") or "unknown" for r in mine)
+def _code_and_libraries(runs: list[Record]) -> list[str]:
+    """Commits, then library versions (several versions of one library: runs per version)."""
+    commits = Counter(r.provenance.get("git_commit") or "unknown" for r in runs)
     out = ["### Code", "", _md(sorted(commits.items()), ["git commit", "runs"]), ""]
     libs: dict[str, Counter] = {}
-    for r in mine:
-        for name, version in (r.get("versions") or {}).items():
+    for r in runs:
+        for name, version in (r.provenance.get("versions") or {}).items():
             libs.setdefault(name, Counter())[version] += 1
-    out += ["### Libraries", "",
-            _md([[n, ", ".join(f"{v} ({k})" if len(cnt) > 1 else v for v, k in sorted(cnt.items()))]
-                 for n, cnt in sorted(libs.items())], ["library", "version (runs)"]), ""]
+    return out + ["### Libraries", "",
+                  _md([[n, ", ".join(f"{v} ({k})" if len(cnt) > 1 else v
+                                     for v, k in sorted(cnt.items()))]
+                       for n, cnt in sorted(libs.items())], ["library", "version (runs)"]), ""]
+
+
+def _hardware(runs: list[Record]) -> list[str]:
+    """CPU, cores, GPUs and processes per run, with how many runs used each combination."""
     hardware = Counter()
-    for r in mine:
-        hw = r.get("hardware") or {}
+    for r in runs:
+        hw = r.provenance.get("hardware") or {}
         gpu = f"{hw.get('gpu_count', 1)} x {hw['gpu']}" if hw.get("gpu") else DASH
         hardware[(hw.get("cpu") or "unknown", str(hw.get("cpu_count", "?")), gpu,
-                  str(r.get("world_size") or 1))] += 1
-    out += ["### Hardware", "",
+                  str(r.world_size or 1))] += 1
+    return ["### Hardware", "",
             _md([[*k, n] for k, n in sorted(hardware.items())],
                 ["CPU", "CPU cores", "GPUs", "processes per run", "runs"]), ""]
-    started = sorted(r["started"] for r in mine if r.get("started"))
-    finished = sorted(r["finished"] for r in mine if r.get("finished"))
+
+
+def _provenance(records: list[Record], cells: list[Cell]) -> list[str]:
+    """Commits, library versions and hardware, each with how many runs used it."""
+    keys = {c.key for c in cells}
+    mine = [r for r in records if r.cell_key in keys and r.status in ("done", "failed")]
+    if not mine:
+        return ["No run has finished yet."]
+    out = _code_and_libraries(mine) + _hardware(mine)
+    started = sorted(r.started for r in mine if r.started)
+    finished = sorted(r.finished for r in mine if r.finished)
     if started and finished:
         out += [f"Runs started {started[0]} and finished {finished[-1]} (UTC).", ""]
     return out
 
 
-def _failures(cells: list[Cell], records: list[dict[str, Any]]) -> list[str]:
+def _failures(cells: list[Cell], records: list[Record]) -> list[str]:
     """The error line of every failed run whose (cell, seed) has no finished record."""
-    done = {(r.get("cell_key"), r.get("seed")) for r in records if r.get("status") == "done"}
+    done = {(r.cell_key, r.seed) for r in records if r.status == "done"}
     rows = {c.key: c.row for c in cells}
-    failed = [[rows[r["cell_key"]], r["cell_key"], r.get("seed"), r.get("error") or "?"]
-              for r in records if r.get("status") == "failed" and r.get("cell_key") in rows
-              and (r.get("cell_key"), r.get("seed")) not in done]
+    failed = [[rows[r.cell_key], r.cell_key, r.seed, r.error or "?"]
+              for r in records if r.status == "failed" and r.cell_key in rows
+              and (r.cell_key, r.seed) not in done]
     if not failed:
         return []
     return ["## Failed runs", "", _md(failed, ["Method", "cell key", "seed", "error"]), ""]
@@ -141,7 +154,7 @@ def _figures(results: ResultsLayout, grid: str, cells: list[Cell], report_dir: P
     return out
 
 
-def write_report(grid: str, cells: list[Cell], records: list[dict[str, Any]],
+def write_report(grid: str, cells: list[Cell], records: list[Record],
                  results_root: Path | str, description: str = "",
                  reference_rows: Iterable[dict[str, Any]] | None = None,
                  layout: str = "paper") -> Path:

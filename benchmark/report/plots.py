@@ -31,7 +31,7 @@ from benchmark.report.aggregate import (  # noqa: E402
     pairs,
     per_class_iou,
 )
-from benchmark.store import ResultsLayout  # noqa: E402
+from benchmark.store import Record, ResultsLayout  # noqa: E402
 from methods.heads.base import downsample_labels  # noqa: E402
 
 DPI = 100
@@ -94,20 +94,20 @@ def plot_per_class_iou(mean: pd.DataFrame, stem: Path | str, std: pd.DataFrame |
     return save_figure(fig, stem)
 
 
-def curve_series(cells: list[Cell], records: list[dict[str, Any]]
+def curve_series(cells: list[Cell], records: list[Record]
                  ) -> list[tuple[str, int, list[dict[str, float]], float | None, int]]:
     """(method label, seed, history, final mIoU, last step) for every done run, grid order."""
     done = done_by_seed(records)
     out = []
     for cell, label in zip(cells, method_labels(cells)):
         for seed, rec in done.get(cell.key, {}).items():
-            history = rec.get("history") or []
+            history = rec.history
             last = max((h["step"] for h in history), default=cell.train.iters - 1)
-            out.append((label, seed, history, (rec.get("metrics") or {}).get("miou"), last))
+            out.append((label, seed, history, rec.miou, last))
     return out
 
 
-def plot_training_curves(cells: list[Cell], records: list[dict[str, Any]],
+def plot_training_curves(cells: list[Cell], records: list[Record],
                          stem: Path | str) -> list[Path]:
     """Left: training loss per logged step. Right: evaluation mIoU per step: the history's
     `val_miou` points (periodic evaluation, when the engine logs it) and the final mIoU."""
@@ -289,7 +289,7 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-") or "x"
 
 
-def record_figures(cells: list[Cell], records: list[dict[str, Any]], out_dir: Path,
+def record_figures(cells: list[Cell], records: list[Record], out_dir: Path,
                    log: Callable[[str], Any] = print) -> list[Path]:
     """Per-class IoU (baseline vs ours per pair; all methods if the grid has no pair) and the
     training curves, from records alone; figures without data are skipped with a note."""
@@ -333,7 +333,7 @@ def load_trained_model(cell: Cell, weights: Path, expected_sha256: str | None = 
     return model.eval()
 
 
-def model_figures(cells: list[Cell], records: list[dict[str, Any]], results_root: Path | str,
+def model_figures(cells: list[Cell], records: list[Record], results_root: Path | str,
                   out_dir: Path, num_images: int = 4, log: Callable[[str], Any] = print
                   ) -> list[Path]:
     """Similarity maps (prototype heads) and embedding projections (prototype and softmax heads)
@@ -353,7 +353,7 @@ def model_figures(cells: list[Cell], records: list[dict[str, Any]], results_root
             log(f"figures: skipping the embedding figures of {cell.row!r}: no weights at {weights}")
             continue
         try:
-            model = load_trained_model(cell, weights, rec.get("weights_sha256")).to(device)
+            model = load_trained_model(cell, weights, rec.weights_sha256).to(device)
         except StaleWeightsError as err:
             log(f"figures: skipping the embedding figures of {cell.row!r}: {err}")
             continue
@@ -375,7 +375,7 @@ def model_figures(cells: list[Cell], records: list[dict[str, Any]], results_root
     return paths
 
 
-def render_figures(grid: str, cells: list[Cell], records: list[dict[str, Any]],
+def render_figures(grid: str, cells: list[Cell], records: list[Record],
                    results_root: Path | str, log: Callable[[str], Any] = print) -> list[Path]:
     """All figures of a grid into `<results>/figures/<grid>/` (PNG + PDF); returns the paths."""
     out_dir = ResultsLayout(results_root).figures(grid)

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 from tabulate import tabulate
 
 from benchmark.config import Cell
-from benchmark.store import atomic_write
+from benchmark.store import Record, atomic_write
 from benchmark.report.tables import (
     CHECK,
     DASH,
@@ -72,7 +72,7 @@ def table_csv(table: ResultTable) -> str:
     return table.frame.to_csv(index=False, lineterminator="\n")
 
 
-def render(grid: str, cells: list[Cell], records: list[dict[str, Any]], out_dir: Path | str,
+def render(grid: str, cells: list[Cell], records: list[Record], out_dir: Path | str,
            reference_rows: Iterable[dict[str, Any]] | None = None,
            layout: str = "paper") -> dict[str, Path]:
     """Write the grid's table (`<grid>.md|.tex|.csv`, in `layout`) and the per-class IoU

@@ -19,6 +19,7 @@ import pandas as pd
 from benchmark.config import Cell
 from benchmark.report.aggregate import CellResult, baselines, cell_results, per_class_iou
 from benchmark.stats import PairedDifference, paired_difference
+from benchmark.store import Record
 
 DASH = "–"  # shown where there is no number (en dash)
 UP, DOWN, CHECK, REF = "↑", "↓", "✓", " (ref.)"
@@ -211,7 +212,7 @@ def _paper_notes(cells: list[Cell], refs: list[dict[str, Any]], paired: bool,
 # --------------------------------------------------------------------------- layouts
 
 
-def paper_table(cells: list[Cell], records: list[dict[str, Any]],
+def paper_table(cells: list[Cell], records: list[Record],
                 reference_rows: Iterable[dict[str, Any]] | None = None) -> ResultTable:
     """Tables 1-3 layout: reference rows first, then the cells in grid order; each "ours" row
     shows its gain over the baseline of its pair and the paired difference over common seeds."""
@@ -239,7 +240,7 @@ def paper_table(cells: list[Cell], records: list[dict[str, Any]],
     return _make_table(rows, columns, align, notes, bold)
 
 
-def _ablation_rows(cells: list[Cell], records: list[dict[str, Any]],
+def _ablation_rows(cells: list[Cell], records: list[Record],
                    labels: Callable[[Cell], dict[str, str]]) -> tuple[list[dict[str, Any]], bool]:
     """One row per cell: `labels(cell)` then mIoU, the paper's number, Δ and seeds."""
     results = cell_results(cells, records)
@@ -262,14 +263,14 @@ def loss_terms(cell: Cell) -> dict[str, str]:
             "PPD": CHECK if "ppd" in terms else ""}
 
 
-def loss_table(cells: list[Cell], records: list[dict[str, Any]]) -> ResultTable:
+def loss_table(cells: list[Cell], records: list[Record]) -> ResultTable:
     """The loss ablation: CE / PPC / PPD checkmarks -> mIoU, beside the paper's numbers."""
     rows, multi = _ablation_rows(cells, records, loss_terms)
     return _make_table(rows, LOSS_LAYOUT_COLUMNS, ("center",) * 3 + ("right",) * 4,
                        [_NOTES["std"]] if multi else [], packages=("booktabs", "amssymb"))
 
 
-def k_table(cells: list[Cell], records: list[dict[str, Any]]) -> ResultTable:
+def k_table(cells: list[Cell], records: list[Record]) -> ResultTable:
     """The prototypes-per-class ablation: K -> mIoU, beside the paper's numbers."""
     rows, multi = _ablation_rows(cells, records, lambda c: {"# Prototype": (
         f"K = {c.model.head.num_prototypes}" if c.model.head.name == "prototype" else c.row)})
@@ -287,7 +288,7 @@ def _make_table(rows: list[dict[str, Any]], columns: list[str], align: tuple[str
     return ResultTable(frame, columns, align, notes, bold or set(), packages)
 
 
-def grid_table(cells: list[Cell], records: list[dict[str, Any]],
+def grid_table(cells: list[Cell], records: list[Record],
                reference_rows: Iterable[dict[str, Any]] | None = None,
                layout: str = "paper") -> ResultTable:
     """A grid's main table in its layout (`paper`, `loss` or `k`: the grid's `layout`)."""
@@ -300,7 +301,7 @@ def grid_table(cells: list[Cell], records: list[dict[str, Any]],
     return paper_table(cells, records, reference_rows)
 
 
-def per_class_table(cells: list[Cell], records: list[dict[str, Any]]) -> ResultTable:
+def per_class_table(cells: list[Cell], records: list[Record]) -> ResultTable:
     """Per-class IoU (%) as a table: one row per class, one column per method, plus the mIoU;
     the CSV also holds the numbers (`<method> [mean]`, `<method> [std]`, over seeds)."""
     mean, std = per_class_iou(cells, records)

@@ -10,6 +10,7 @@ import pytest
 
 from benchmark.config import Cell, HeadSpec, ModelSpec
 from benchmark.report.aggregate import baselines, done_by_seed, method_labels, pairs
+from benchmark.store import Record
 from experiments import grid_names
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -22,13 +23,15 @@ def cell(row: str, tag: str = "", pair: str = "", column: str = "R-18", **kw) ->
 
 def test_done_by_seed_keeps_the_first_finished_record_per_seed():
     a = cell("A")
-    recs = [{"cell_key": a.key, "seed": 1, "status": "done", "metrics": {"miou": 2.0}},
-            {"cell_key": a.key, "seed": 0, "status": "failed", "error": "x"},
-            {"cell_key": a.key, "seed": 1, "status": "done", "metrics": {"miou": 9.0}},
-            {"cell_key": a.key, "seed": 0, "status": "done", "metrics": {"miou": 1.0}}]
+    def rec(seed: int, status: str, miou: float | None = None) -> Record:
+        return Record(status=status, grid="g", cell_key=a.key, seed=seed,
+                      metrics={} if miou is None else {"miou": miou})
+
+    recs = [rec(1, "done", 2.0), rec(0, "failed"), rec(1, "done", 9.0), rec(0, "done", 1.0),
+            rec(2, "done")]  # seed 2: no mIoU, not counted
     done = done_by_seed(recs)
     assert list(done[a.key]) == [0, 1]  # seeds sorted
-    assert [r["metrics"]["miou"] for r in done[a.key].values()] == [1.0, 2.0]
+    assert [r.miou for r in done[a.key].values()] == [1.0, 2.0]
 
 
 def test_pairs_in_grid_order_and_two_baselines_rejected():

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from benchmark.report import plots
 from benchmark.config import Cell, DataSpec, HeadSpec, ModelSpec, TrainSpec
 from benchmark.train.engine import weights_sha256
-from benchmark.launch.executors import plan
 from benchmark.report.aggregate import per_class_iou
+from benchmark.store import Record, ResultsLayout
 from methods import build_model
 from methods.heads.base import l2_normalize
 
@@ -64,13 +64,14 @@ OURS = Cell(grid="g", row="Ours", column="MiT-B0", tag="ours", pair="b0", data=D
             model=tiny_spec(), train=TRAIN)
 
 
-def run_record(cell: Cell, seed: int, miou: float, val: bool = False) -> dict:
+def run_record(cell: Cell, seed: int, miou: float, val: bool = False) -> Record:
     history = [{"step": s, "loss": 2.0 / (s + 1), "ce": 1.5 / (s + 1), "lr": 0.01}
                for s in range(0, 40, 10)]
     if val:
         history[1]["val_miou"], history[3]["val_miou"] = miou - 10, miou - 1
-    return {"cell_key": cell.key, "seed": seed, "status": "done", "history": history,
-            "metrics": {"miou": miou, "per_class_iou": {f"class{i}": miou + i for i in range(4)}}}
+    return Record(status="done", grid=cell.grid, cell_key=cell.key, seed=seed, history=history,
+                  metrics={"miou": miou,
+                           "per_class_iou": {f"class{i}": miou + i for i in range(4)}})
 
 
 def test_per_class_iou_figure(tmp_path):
@@ -190,7 +191,7 @@ def test_render_figures_with_and_without_weights(tmp_path, model):
     assert all(p.parent == out for p in paths)
     assert len(notes) == 2 and all("no weights at" in n for n in notes)
 
-    weights = plan([OURS], [0], tmp_path)[0].weights_path
+    weights = ResultsLayout(tmp_path).final_weights(OURS.grid, OURS.key, 0)
     weights.parent.mkdir(parents=True)
     trained = build_model(OURS.model, 4)
     torch.save(trained.state_dict(), weights)
@@ -202,7 +203,7 @@ def test_render_figures_with_and_without_weights(tmp_path, model):
     assert_png(out / f"similarity_{OURS.key}_seed0.png", plots.similarity_figure_size_in(3))
     assert len(notes) == 1 and "'Softmax'" in notes[0]
 
-    records[1]["weights_sha256"] = "0" * 64  # the record says other weights were trained
+    records[1].weights_sha256 = "0" * 64  # the record says other weights were trained
     notes.clear()
     assert plots.model_figures([BASE, OURS], records, tmp_path, out, log=notes.append) == []
     assert "does not match its record's weights_sha256" in notes[1]

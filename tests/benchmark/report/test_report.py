@@ -6,7 +6,7 @@ from benchmark.config import Cell, HeadSpec, ModelSpec
 from benchmark.report.markdown import compute_rows, write_report
 from benchmark.report.render import table_markdown
 from benchmark.report.tables import grid_table
-from benchmark.store import ResultsLayout
+from benchmark.store import Record, ResultsLayout
 
 BASE = Cell(grid="demo", row="Softmax", column="MiT-B0", tag="baseline", pair="b0", paper_miou=50.0)
 OURS = Cell(grid="demo", row="Prototype", column="MiT-B0", tag="ours", pair="b0", paper_miou=52.0,
@@ -19,26 +19,27 @@ CPU = {"cpu": "Ryzen", "cpu_count": 2, "gpu": None, "torch_threads": 4}
 
 
 def run(cell: Cell, seed: int, miou: float, train_s: float, eval_s: float, hardware: dict,
-        world: int = 1, commit: str = "abc123", versions: dict = VERSIONS_A) -> dict:
+        world: int = 1, commit: str = "abc123", versions: dict = VERSIONS_A) -> Record:
     device = "cuda" if hardware["gpu"] else "cpu"
-    return {
-        "cell_key": cell.key, "seed": seed, "status": "done", "world_size": world,
-        "metrics": {"miou": miou, "per_class_iou": {"road": miou + 5, "sky": miou - 5}},
-        "params": {"learnable": 3_500_000}, "timings": {"train_s": train_s, "eval_s": eval_s},
-        "memory": {"device": device, "peak_bytes": 3 * 2**30}, "git_commit": commit,
-        "versions": versions, "hardware": hardware,
-        "started": f"2025-01-0{seed + 1}T10:00:00+00:00",
-        "finished": f"2025-01-0{seed + 1}T12:00:00+00:00",
-    }
+    return Record(
+        status="done", grid=cell.grid, cell_key=cell.key, seed=seed, world_size=world,
+        metrics={"miou": miou, "per_class_iou": {"road": miou + 5, "sky": miou - 5}},
+        params={"learnable": 3_500_000}, timings={"train_s": train_s, "eval_s": eval_s},
+        memory={"device": device, "peak_bytes": 3 * 2**30},
+        provenance={"git_commit": commit, "versions": versions, "hardware": hardware},
+        started=f"2025-01-0{seed + 1}T10:00:00+00:00",
+        finished=f"2025-01-0{seed + 1}T12:00:00+00:00",
+    )
 
 
-def records() -> list[dict]:
+def records() -> list[Record]:
     return [
         run(BASE, 0, 50.5, 3600.0, 360.0, GPU, world=2),  # 2.2 GPU-hours
         run(BASE, 1, 51.0, 1800.0, 0.0, CPU, commit="def456", versions=VERSIONS_B),  # 2.0 core-h
         run(OURS, 0, 52.5, 3600.0, 0.0, GPU),
-        {"cell_key": OURS.key, "seed": 1, "status": "failed", "error": "NonFiniteLossError: nan",
-         "git_commit": "abc123", "versions": VERSIONS_A, "hardware": GPU},
+        Record(status="failed", grid="demo", cell_key=OURS.key, seed=1,
+               error="NonFiniteLossError: nan",
+               provenance={"git_commit": "abc123", "versions": VERSIONS_A, "hardware": GPU}),
     ]
 
 
@@ -106,8 +107,8 @@ def test_cli_tables_only_with_figures_writes_tables_figures_and_report(tmp_path,
     cells = get_grid("smoke").cells
     for i, cell in enumerate(cells):
         rec = run(cell, 0, 50.0 + 10 * i, 60.0, 5.0, CPU)
-        rec["history"] = [{"step": s, "loss": 2.0 - s / 300, "ce": 1.0, "lr": 1e-3}
-                          for s in (0, 100, 239)]
+        rec.history = [{"step": s, "loss": 2.0 - s / 300, "ce": 1.0, "lr": 1e-3}
+                       for s in (0, 100, 239)]
         write_record(record_path(tmp_path, "smoke", cell.key, 0), rec)
     assert main(["--grid", "smoke", "--tables-only", "--figures", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out

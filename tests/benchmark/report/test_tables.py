@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ from benchmark.report.tables import (
     paper_table,
     per_class_table,
 )
+from benchmark.store import Record
 
 CELL_A = Cell(grid="g", row="Softmax", column="ResNet-18", paper_miou=39.9)
 CELL_B = Cell(grid="g", row="Prototype (K=10)", column="ResNet-18",
@@ -30,17 +32,17 @@ CELLS = [CELL_A, CELL_B, CELL_C]
 
 
 def record(cell: Cell | None, seed: int, status: str, miou: float | None = None,
-           learnable: int = 11_234_567, key: str | None = None) -> dict:
+           learnable: int = 11_234_567, key: str | None = None) -> Record:
     """A minimal hand-written run record (failed ones carry no metrics)."""
-    rec = {"schema": 1, "grid": "g", "cell_key": key or cell.key, "seed": seed,
-           "status": status, "error": None if status == "done" else "boom",
-           "params": {"learnable": learnable, "total": learnable + 100}}
+    rec = Record(status=status, grid="g", cell_key=key or cell.key, seed=seed,
+                 error=None if status == "done" else "boom",
+                 params={"learnable": learnable, "total": learnable + 100})
     if status == "done":
-        rec["metrics"] = {"miou": miou, "aacc": 80.0, "per_class_iou": {"sky": 90.0}}
+        rec.metrics = {"miou": miou, "aacc": 80.0, "per_class_iou": {"sky": 90.0}}
     return rec
 
 
-def records() -> list[dict]:
+def records() -> list[Record]:
     return [
         record(CELL_B, 0, "failed"),
         record(CELL_A, 2, "done", 42.0),
@@ -65,8 +67,8 @@ def test_cell_results_values_and_status():
 
 
 def test_only_done_records_count():
-    stray = {**record(CELL_A, 3, "failed"), "metrics": {"miou": 10.0}}  # partial metrics
-    running = {**record(CELL_C, 0, "running"), "metrics": {"miou": 10.0}}
+    stray = replace(record(CELL_A, 3, "failed"), metrics={"miou": 10.0})  # partial metrics
+    running = replace(record(CELL_C, 0, "running"), metrics={"miou": 10.0})
     results = cell_results(CELLS, records() + [stray, running])
     assert [r.n for r in results.values()] == [3, 0, 0]
     assert [r.status for r in results.values()] == ["done", "failed", "pending"]
@@ -173,7 +175,7 @@ REFERENCE = [  # as experiments/paper.py writes them; the last one without the o
 ]
 
 
-def table1_records() -> list[dict]:
+def table1_records() -> list[Record]:
     """FCN: 3 baseline and 4 ours seeds (paired n = 3, one failed attempt superseded); HRNet:
     one seed each (no interval); Swin: baseline failed, ours pending; SegFormer: ours worse."""
     fcn_b, fcn_o = FCN
@@ -207,7 +209,7 @@ def k_grid() -> list[Cell]:
             for k, paper in ((1, 45.5), (5, 46.0), (10, 46.4), (20, 46.5))]
 
 
-def ablation_records(cells: list[Cell], mious: list[list[float] | str]) -> list[dict]:
+def ablation_records(cells: list[Cell], mious: list[list[float] | str]) -> list[Record]:
     recs = []
     for cell, values in zip(cells, mious):
         if values in ("failed",):
@@ -267,9 +269,9 @@ def test_better_of_each_pair_is_bold():
 def test_per_class_table_matches_golden():
     recs = table1_records()
     for rec in recs:
-        if rec["status"] == "done":
-            m = rec["metrics"]["miou"]
-            rec["metrics"]["per_class_iou"] = {"wall": m + 10, "person": m - 10, "car": None}
+        if rec.status == "done":
+            rec.metrics["per_class_iou"] = {"wall": rec.miou + 10, "person": rec.miou - 10,
+                                            "car": None}
     assert_golden("table1_per_class.md", table_markdown(per_class_table(TABLE1, recs)))
     mean, std = per_class_iou(TABLE1, recs)
     assert list(mean.index) == ["wall", "person", "car"]
