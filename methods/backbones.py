@@ -13,6 +13,7 @@ Paper backbones (METHOD-SPEC §5): `resnet101_d8`, `hrnetv2_w48`, `swin_b`, `mit
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable
 
 import torch.nn.functional as F
@@ -100,11 +101,14 @@ class BilinearFuse(nn.Module):
 class DilatedResNet(Backbone):
     """torchvision ResNet with layer3/layer4 dilated (output stride 8); returns [layer3, layer4].
 
-    layer3 feeds the auxiliary FCN head, layer4 the decoder (MMSeg's `in_index` 2 and 3). The
-    stem is torchvision's 7x7 conv; MMSeg's ResNetV1c deep stem would add 19K parameters.
+    layer3 feeds the auxiliary FCN head, layer4 the decoder (MMSeg's `in_index` 2 and 3).
+    torchvision's dilation (first block of a dilated layer at the previous layer's rate) equals
+    MMSeg's `contract_dilation`. `deep_stem` replaces the 7x7 stem with MMSeg ResNetV1c's three
+    3x3 convs (32, 32, 64 ch; +19K parameters), the stem of the `resnet101_v1c` ImageNet weights
+    that MMSeg's FCN starts from (docs/fidelity.md).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, deep_stem: bool = False) -> None:
         super().__init__()
         import torchvision
 
@@ -112,15 +116,31 @@ class DilatedResNet(Backbone):
             weights=None, replace_stride_with_dilation=[False, True, True]
         )
         body.fc = nn.Identity()  # the ImageNet classifier is not part of the backbone
+        if deep_stem:
+            del body.conv1, body.bn1  # torchvision's 7x7 stem
+            body.stem = v1c_stem(body.layer1[0].conv1.in_channels)
         self.body = body
         self.out_channels = [body.layer3[-1].conv3.out_channels, body.layer4[-1].conv3.out_channels]
         self.strides = [8, 8]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         b = self.body
-        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-        c3 = b.layer3(b.layer2(b.layer1(x)))
+        x = b.stem(x) if hasattr(b, "stem") else b.relu(b.bn1(b.conv1(x)))
+        c3 = b.layer3(b.layer2(b.layer1(b.maxpool(x))))
         return [c3, b.layer4(c3)]
+
+
+def v1c_stem(out_channels: int = 64) -> nn.Sequential:
+    """ResNetV1c's deep stem: 3x3 convs (stride 2, 1, 1) to out/2, out/2, out channels, each with
+    BN + ReLU; names `conv{i}` / `bn{i}` (benchmark/checkpoints maps MMSeg's `stem.{0..7}`)."""
+    widths = [3, out_channels // 2, out_channels // 2, out_channels]
+    layers: dict[str, nn.Module] = {}
+    for i in range(3):
+        layers[f"conv{i + 1}"] = nn.Conv2d(widths[i], widths[i + 1], 3, stride=2 if i == 0 else 1,
+                                           padding=1, bias=False)
+        layers[f"bn{i + 1}"] = nn.BatchNorm2d(widths[i + 1])
+        layers[f"relu{i + 1}"] = nn.ReLU(inplace=True)
+    return nn.Sequential(OrderedDict(layers))
 
 
 class SwinFeatures(Backbone):
@@ -193,8 +213,9 @@ class MixTransformer(Backbone):
 
 
 def resnet101_d8() -> Backbone:
-    """FCN's backbone: torchvision ResNet-101, output stride 8 (42.5M)."""
-    return DilatedResNet("resnet101")
+    """FCN's backbone: ResNet-101 with ResNetV1c's deep stem (MMSeg's `resnet101_v1c`), output
+    stride 8 (42.5M)."""
+    return DilatedResNet("resnet101", deep_stem=True)
 
 
 def hrnetv2_w48() -> Backbone:

@@ -49,8 +49,24 @@ def to_mmseg_hrnet(state: State) -> State:
     return rename(state, rules + CLASSIFIER)
 
 
+V1C_STEM = {"conv1": 0, "bn1": 1, "conv2": 3, "bn2": 4, "conv3": 6, "bn3": 7}
+
+
+def to_mmseg_fcn(state: State) -> State:
+    """ResNet-101-D8 (ResNetV1c) + FCNHead + auxiliary FCNHead (`fcn_r101-d8`): the deep stem
+    is MMSeg's `stem` Sequential; residual layers keep torchvision's names."""
+    rules = [(rf"^backbone\.body\.stem\.{name}\.", f"backbone.stem.{i}.")
+             for name, i in V1C_STEM.items()]
+    rules += [(r"^backbone\.body\.", "backbone.")]
+    for i in range(2):
+        rules += _conv_module(f"decoder.convs.{i}", f"decode_head.convs.{i}")
+    rules += _conv_module("decoder.conv_cat", "decode_head.conv_cat")
+    return rename(state, rules + CLASSIFIER + AUX)
+
+
 MAPPINGS: dict[str, Callable[[State], State]] = {
     "hrnet": to_mmseg_hrnet,
+    "fcn": to_mmseg_fcn,
 }
 
 

@@ -37,11 +37,19 @@ def compare(mmseg, pair: str, config: str, model_spec=None, cfg_edit=None) -> fl
     with torch.no_grad():
         for h, w in SIZES:
             x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(h * w))
-            a, b = ours(x).logits, mmseg.logits(theirs, x)
-            assert a.shape == b.shape, (h, w, a.shape, b.shape)
-            scale = max(1.0, b.abs().max().item())
-            worst = max(worst, (a - b).abs().max().item() / scale)
+            pairs = [(ours(x).logits, mmseg.logits(theirs, x))]
+            if ours.aux is not None:  # the auxiliary head too (training only, same layout)
+                pairs.append((ours.aux(ours.backbone(x)[-2]),
+                              theirs.auxiliary_head(theirs.extract_feat(x))))
+            for a, b in pairs:
+                assert a.shape == b.shape, (h, w, a.shape, b.shape)
+                worst = max(worst, relative_gap(a, b))
     return worst
+
+
+def relative_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| relative to the logits' scale (absolute below 1)."""
+    return (a - b).abs().max().item() / max(1.0, b.abs().max().item())
 
 
 def test_hrnet_w48_equals_mmseg_fcn_hr48(mmseg) -> None:
@@ -55,3 +63,8 @@ def test_mmcv_compiled_ops_stand_in_raises_when_called(mmseg) -> None:
 
     with pytest.raises(RuntimeError, match="compiled op 'nms'"):
         ext.nms()
+
+
+def test_fcn_r101_d8_equals_mmseg_fcn_r101_d8(mmseg) -> None:
+    """ResNetV1c-101 (deep stem, contract dilation) + FCNHead, and the auxiliary head's layout."""
+    assert compare(mmseg, "fcn", "fcn/fcn_r101-d8_4xb4-160k_ade20k-512x512") <= TOL

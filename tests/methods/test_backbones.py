@@ -82,6 +82,11 @@ def test_registry_and_paper_backbone_layouts() -> None:
         r101 = build_backbone("resnet101_d8")
     assert r101.out_channels == [1024, 2048] and r101.strides == [8, 8]
     assert r101.body.layer4[-1].conv2.dilation == (4, 4)
+    # ResNetV1c deep stem (MMSeg's resnet101_v1c): 3x3 convs to 32, 32, 64 channels, no 7x7
+    stem = [m for m in r101.body.stem if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size, c.out_channels) for c in stem] == [((3, 3), 32), ((3, 3), 32),
+                                                               ((3, 3), 64)]
+    assert not hasattr(r101.body, "conv1")
 
 
 # ----------------------------------------------------------------------------- small variants
