@@ -2,8 +2,8 @@
 
 Model: ProtoSeg's prototype head (paper convention, no projection MLP) on SegFormer MiT-B2 with
 the all-MLP decoder (768 ch). The paper does not name the ablations' backbone; MiT-B2 is the
-likely one (its MMSeg baseline, about 46.5, matches the ablations' range; METHOD-SPEC §8,
-*unverified*). Recipe: `ade20k_transformer_160k`.
+likely one (its MMSeg baseline, about 46.5, matches the ablations' range;
+docs/method.md#hyperparameters, *unverified*). Recipe: `ade20k_transformer_160k`.
 
 - ablation_loss: CE only, CE + PPC, CE + PPD, CE + PPC + PPD (K = 10). "CE" is the baseline
   and the full objective "ours" of pair `loss`.

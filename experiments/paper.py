@@ -1,4 +1,4 @@
-"""The paper's published numbers, transcribed from ../shared/paper/protoseg-talk-slides.md.
+"""The paper's published numbers, transcribed from its Tables 1-3 and ablations (docs/method.md).
 
 Table 1: ADE20K val, Table 2: Cityscapes val, Table 3: COCO-Stuff-10K test (mIoU %, parameters
 in millions as printed; the paper prints the same counts in all three tables). Grids take their
@@ -20,7 +20,7 @@ Structures (plain data, no torch):
   returns one of them (Table 2's ContrastiveSeg also has a reproduced cell, experiments/table2.py).
 - `ABLATION_LOSS[name]` -> mIoU for name in ("ce", "ce+ppc", "ce+ppd", "ce+ppc+ppd") and
   `ABLATION_K[k]` -> mIoU for k in (1, 5, 10, 20, 50) (ADE20K val; backbone unverified,
-  most likely SegFormer MiT-B2, METHOD-SPEC §8).
+  most likely SegFormer MiT-B2, docs/method.md#hyperparameters).
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from typing import Any, Iterable
 from tabulate import tabulate
 
 from benchmark.config import Cell
-from benchmark.store import Record, atomic_write
 from benchmark.report.tables import (
     CHECK,
     DASH,
@@ -22,6 +21,7 @@ from benchmark.report.tables import (
     grid_table,
     per_class_table,
 )
+from benchmark.store import Record, atomic_write
 
 _BOLD_OPEN, _BOLD_CLOSE = "\ue000", "\ue001"  # placeholders that survive tabulate's escaping
 # Symbols -> LaTeX, applied after tabulate has escaped the specials (booktabs output has no |).
