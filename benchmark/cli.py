@@ -120,10 +120,12 @@ def run_inline(pending: list[Run], progress: bool) -> int:
         print(f"[{i}/{len(pending)}] {run.cell.row} seed {run.seed}")
         try:
             record = execute_run(run, progress=progress)
-        except Interrupted as err:
-            print(f"interrupted ({err}); checkpoint saved in {run.checkpoint_dir}; "
-                  f"run the same command again to resume", file=sys.stderr)
+        except Interrupted as err:  # one line: signal, step, checkpoint folder, what to do
+            print(err, file=sys.stderr)
             raise
+        except KeyboardInterrupt:  # Ctrl-C outside the engine (before it starts, record write)
+            print("interrupted by SIGINT; run the same command again to resume", file=sys.stderr)
+            raise Interrupted("SIGINT") from None
         except Exception as err:  # noqa: BLE001 - recorded as failed; continue the grid
             failures += 1
             print(f"  failed: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)

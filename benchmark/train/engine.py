@@ -28,8 +28,9 @@ from benchmark.train import checkpoint
 from benchmark.config import Cell
 from benchmark.datasets import build_dataset, dataset_info
 from benchmark.train.evaluate import metrics_from_confusion, predict_confusion
-from benchmark.train.interrupts import DeferredSignals
+from benchmark.train.interrupts import DeferredSignals, interrupted_message
 from benchmark.train.memory import peak_record, reset_peak
+from benchmark.train.optim import build_optimizer
 from benchmark.checkpoints import load_pretrained
 from benchmark.train.schedule import poly_warmup_factor
 from methods import build_model, count_params
@@ -92,19 +93,6 @@ class RunResult:
     history: list[dict[str, float]] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
     weights_sha256: str = ""
-
-
-def build_optimizer(model: torch.nn.Module, cell: Cell) -> torch.optim.Optimizer:
-    """SGD (momentum) or AdamW on the learnable parameters; no weight decay on norms/biases."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cell.train.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    if cell.train.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cell.train.lr, momentum=cell.train.momentum)
-    return torch.optim.AdamW(groups, lr=cell.train.lr)
 
 
 def make_accelerator(cell: Cell) -> Accelerator:
@@ -254,6 +242,14 @@ def _agreed_signal(signals: DeferredSignals, accelerator: Accelerator) -> int:
     return received
 
 
+def _stop_point(signals: DeferredSignals, accelerator: Accelerator, step: int, total: int,
+                checkpoint_dir: Path | None, saved: bool, during: str = "") -> None:
+    """A safe point: if any process got a signal, hand it on (`Interrupted` in a plain run)."""
+    signum = _agreed_signal(signals, accelerator)
+    if signum:
+        signals.forward(interrupted_message(signum, step, total, checkpoint_dir, saved, during))
+
+
 def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
                        accelerator: Accelerator | None = None,
                        checkpoint_dir: Path | None = None,
@@ -261,12 +257,23 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
                        on_step: Callable[[int], None] | None = None) -> RunResult:
     """Train `cell` with `seed` for `cell.train.iters` steps, then evaluate on the val split.
 
-    With `checkpoint_dir`, state is saved every `train.checkpoint_every` steps and when SIGUSR2 or
-    SIGTERM arrives, and a run that finds a valid checkpoint there continues from it; the result
-    is bitwise identical to an uninterrupted run (on the CPU). `weights_path` receives the
-    final state dict. `on_step(step)` is called after every training step (e.g. a profiler's
-    `step`, perf/profile_step.py).
+    With `checkpoint_dir`, state is saved every `train.checkpoint_every` steps, at the end of
+    training (before evaluation) and when SIGUSR2, SIGTERM or SIGINT arrives; a run that finds
+    a valid checkpoint there continues from it (or only evaluates, from the final one); the
+    result is bitwise identical to an uninterrupted run (on the CPU). Signals are honoured from
+    the first line on: at step boundaries, between evaluation batches and after the weights are
+    saved. `weights_path` receives the final state dict. `on_step(step)` is called after every
+    training step (e.g. a profiler's `step`, perf/profile_step.py).
     """
+    with DeferredSignals() as signals:  # first: a signal during start-up is not lost
+        return _train_and_evaluate(cell, seed, progress, accelerator, checkpoint_dir,
+                                   weights_path, on_step, signals)
+
+
+def _train_and_evaluate(cell: Cell, seed: int, progress: bool, accelerator: Accelerator | None,
+                        checkpoint_dir: Path | None, weights_path: Path | None,
+                        on_step: Callable[[int], None] | None,
+                        signals: DeferredSignals) -> RunResult:
     accelerator = accelerator or make_accelerator(cell)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     show = progress and accelerator.is_main_process
@@ -298,6 +305,7 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
         step_times = meta["extra"]["step_times"]
         if accelerator.is_main_process:
             print(f"resuming from {folder}", flush=True)
+    _stop_point(signals, accelerator, start_step, total, checkpoint_dir, resumed is not None)
 
     sampler = GlobalBatchSampler(len(train_set), cell.train.batch_size, total, seed, rank, world,
                                  start_step=start_step)
@@ -318,31 +326,31 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
                disable=not show, leave=False)
     clip = ((lambda: accelerator.clip_grad_norm_(model.parameters(), cell.train.grad_clip))
             if cell.train.grad_clip > 0 else None)
-    with DeferredSignals() as signals:
-        for step, (images, labels) in enumerate(labelled_batches(loader), start=start_step):
-            t_step = time.perf_counter()
-            lr = set_lr(optimizer, cell, step)
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            result = training_step(model, optimizer, images, labels, cell.data.ignore_index,
-                                   autocast=accelerator.autocast, backward=accelerator.backward,
-                                   clip=clip, step=step)
-            loss, ce, out = result.loss, result.ce, result.out
-            step_times.append(time.perf_counter() - t_step)
-            if step % cell.train.log_every == 0 or step == total - 1:
-                entry = {"step": step, "loss": loss.item(), "ce": ce.item(), "lr": lr}
-                entry.update({k: v.item() for k, v in out.losses.items()})
-                history.append(entry)
-                bar.set_postfix(loss=f"{entry['loss']:.3f}")
-            bar.update(1)
-            done = step + 1
-            if checkpoint_dir is not None and done < total:
-                every = cell.train.checkpoint_every
-                if _agreed_signal(signals, accelerator) or (every and done % every == 0):
-                    save(done)
-                    signals.forward()
-            if on_step is not None:
-                on_step(step)
+    for step, (images, labels) in enumerate(labelled_batches(loader), start=start_step):
+        t_step = time.perf_counter()
+        lr = set_lr(optimizer, cell, step)
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        result = training_step(model, optimizer, images, labels, cell.data.ignore_index,
+                               autocast=accelerator.autocast, backward=accelerator.backward,
+                               clip=clip, step=step)
+        loss, ce, out = result.loss, result.ce, result.out
+        step_times.append(time.perf_counter() - t_step)
+        if step % cell.train.log_every == 0 or step == total - 1:
+            entry = {"step": step, "loss": loss.item(), "ce": ce.item(), "lr": lr}
+            entry.update({k: v.item() for k, v in out.losses.items()})
+            history.append(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.3f}")
+        bar.update(1)
+        if on_step is not None:
+            on_step(step)
+        done = step + 1
+        signum = _agreed_signal(signals, accelerator)
+        every = cell.train.checkpoint_every
+        if checkpoint_dir is not None and (signum or done == total or (every and done % every == 0)):
+            save(done)  # done == total: the final checkpoint, before evaluation
+        if signum:
+            signals.forward(interrupted_message(signum, done, total, checkpoint_dir, True))
     bar.close()
     train_s += time.perf_counter() - t0
     if world > 1:  # DDP keeps rank 0's buffers authoritative; make the final state identical
@@ -350,9 +358,14 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
             torch.distributed.broadcast(buffer, src=0)
 
     t1 = time.perf_counter()
+    saved = checkpoint_dir is not None
     cm = predict_confusion(accelerator.unwrap_model(model), val_set, info.num_classes,
                            cell.data.ignore_index, cell.eval.batch_size, device, rank, world,
-                           progress=show, num_workers=workers, **eval_windows(cell))
+                           progress=show, num_workers=workers, **eval_windows(cell),
+                           logit_resize=cell.eval.logit_resize,
+                           between_batches=lambda: _stop_point(
+                               signals, accelerator, total, total, checkpoint_dir, saved,
+                               "during evaluation"))
     cm = accelerator.reduce(cm, reduction="sum") if world > 1 else cm
     eval_s = time.perf_counter() - t1
     metrics = metrics_from_confusion(cm.cpu(), info.class_names)
@@ -362,6 +375,7 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
         tmp = weights_path.with_suffix(".tmp")
         torch.save(final_model.state_dict(), tmp)
         tmp.replace(weights_path)
+    _stop_point(signals, accelerator, total, total, checkpoint_dir, saved, "after evaluation")
     sorted_times = sorted(step_times)
     timings = {
         "train_s": train_s,

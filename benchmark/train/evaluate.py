@@ -8,7 +8,7 @@ duplicates) and the integer matrices are summed, so 1 and N processes give ident
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -89,27 +89,61 @@ def predict_confusion(
     num_workers: int = 0,
     window: tuple[int, int] | None = None,
     stride: tuple[int, int] | None = None,
+    between_batches: Callable[[], None] | None = None,
+    logit_resize: str = "direct",
 ) -> Tensor:
     """Inference over this process's shard; returns its (C, C) confusion matrix.
 
     Whole images at once, or with `window` and `stride` overlapping windows (`slide_logits`).
-    Logits are upsampled bilinearly to the label size before the argmax.
+    Logits are upsampled bilinearly to the label size before the argmax. `between_batches()`
+    runs before every batch, as often on every process (so it may be a collective); the engine
+    acts on signals there, raising to stop a long evaluation (docs/design.md).
     """
     model.eval()
-    loader = DataLoader(shard(dataset, rank, world_size), batch_size=batch_size,
-                        num_workers=num_workers, pin_memory=torch.device(device).type == "cuda")
+    part = shard(dataset, rank, world_size)
+    loader = DataLoader(part, batch_size=batch_size, num_workers=num_workers,
+                        pin_memory=torch.device(device).type == "cuda")
+    # rank 0 holds the largest shard: every process calls between_batches() that many times
+    rounds = math.ceil(math.ceil(len(dataset) / world_size) / batch_size)
+    batches = iter(tqdm(loader, desc="eval", disable=not progress, leave=False))
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-    for images, labels in tqdm(loader, desc="eval", disable=not progress, leave=False):
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        if window is not None and stride is not None:
-            logits = slide_logits(model, images, num_classes, window, stride)
-        else:
-            logits = model(images).logits
-        logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear",
-                               align_corners=False)
-        cm += confusion_matrix(logits.argmax(1), labels, num_classes, ignore_index)
+    for _ in range(rounds):
+        if between_batches is not None:
+            between_batches()
+        batch = next(batches, None)
+        if batch is None:
+            continue
+        cm += _batch_confusion(model, batch, num_classes, ignore_index, device, window, stride,
+                               logit_resize)
     return cm
+
+
+def _batch_confusion(model: nn.Module, batch: tuple[Tensor, Tensor], num_classes: int,
+                     ignore_index: int, device: torch.device | str,
+                     window: tuple[int, int] | None, stride: tuple[int, int] | None,
+                     logit_resize: str = "direct") -> Tensor:
+    """Confusion matrix of one evaluation batch (whole images or sliding windows)."""
+    images, labels = batch
+    images = images.to(device, non_blocking=True)
+    labels = labels.to(device, non_blocking=True)
+    if window is not None and stride is not None:
+        logits = slide_logits(model, images, num_classes, window, stride)
+    else:
+        logits = model(images).logits
+    logits = upsample_logits(logits, images.shape[-2:], labels.shape[-2:], logit_resize)
+    return confusion_matrix(logits.argmax(1), labels, num_classes, ignore_index)
+
+
+def upsample_logits(logits: Tensor, input_size: Any, label_size: Any,
+                    logit_resize: str = "direct") -> Tensor:
+    """Logits (float32) at the label size, bilinear (align_corners=False): `direct`, or
+    `via_input` first to the network input's size and then to the label's, as MMSeg's
+    whole-image inference and postprocess do (`eval.logit_resize`, docs/fidelity.md)."""
+    logits = logits.float()
+    if logit_resize == "via_input" and tuple(logits.shape[-2:]) != tuple(input_size):
+        logits = F.interpolate(logits, size=tuple(input_size), mode="bilinear",
+                               align_corners=False)
+    return F.interpolate(logits, size=tuple(label_size), mode="bilinear", align_corners=False)
 
 
 def slide_logits(model: nn.Module, images: Tensor, num_classes: int, window: tuple[int, int],

@@ -65,26 +65,27 @@ def test_interrupted_run_resumes_bitwise_equal(tmp_path, monkeypatch, signum) ->
 def test_periodic_checkpoints_keep_the_last_two(tmp_path) -> None:
     cell = prototype_cell("train.checkpoint_every=3")
     train_and_evaluate(cell, seed=0, progress=False, checkpoint_dir=tmp_path)
-    assert [p.name for p in checkpoint.valid_candidates(tmp_path)] == ["step6", "step9"]
+    # step 12 = the end of training: the final checkpoint, written before evaluation
+    assert [p.name for p in checkpoint.valid_candidates(tmp_path)] == ["step9", "step12"]
 
 
 def test_damaged_or_partial_checkpoint_falls_back_to_the_previous(tmp_path) -> None:
     cell = prototype_cell("train.checkpoint_every=4")
     reference = train_and_evaluate(cell, seed=1, progress=False)
     train_and_evaluate(cell, seed=1, progress=False, checkpoint_dir=tmp_path)
-    newest, older = tmp_path / "step8", tmp_path / "step4"
+    newest, older = tmp_path / "step12", tmp_path / "step8"
     assert newest.is_dir() and older.is_dir()
     # a kill during a write leaves a temp folder: never considered
-    partial = tmp_path / ".tmp-step12"
+    partial = tmp_path / ".tmp-step16"
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"half")
     # a damaged file in the newest checkpoint: detected by its checksum
     victim = next(p for p in newest.iterdir() if p.suffix == ".safetensors")
     victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
     folder, meta = checkpoint.latest_valid(tmp_path)
-    assert folder == older and meta["step"] == 4
+    assert folder == older and meta["step"] == 8
     resumed = train_and_evaluate(cell, seed=1, progress=False, checkpoint_dir=tmp_path)
-    assert resumed.timings["resumed_from_step"] == 4
+    assert resumed.timings["resumed_from_step"] == 8
     assert resumed.weights_sha256 == reference.weights_sha256
     # a checkpoint without meta.json (killed before the last file) is invalid too
     (older / "meta.json").unlink()
