@@ -185,6 +185,17 @@ def data_problem(grids: list[tuple[Grid, list[Cell]]], args: argparse.Namespace,
     return None
 
 
+def weights_refused(grids: list[tuple[Grid, list[Cell]]]) -> bool:
+    """Paper cells without backbone weights (benchmark/checkpoints/weights.py): one line per
+    backbone naming the file, its origin and `--set model.pretrained=...`; True = refuse."""
+    from benchmark.checkpoints.weights import missing_weights
+
+    lines = missing_weights(cell for _, cells in grids for cell in cells)
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+    return bool(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = Path(args.results)
@@ -199,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         grids = [load_grid(name, overrides) for name in args.grid]
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not (args.dry_run or args.status or args.tables_only) and weights_refused(grids):
         return 2
     if not (args.dry_run or args.status or args.tables_only or args.preflight):
         problem = data_problem(grids, args, results)

@@ -8,18 +8,28 @@
 - `missing_weights(cells)`: the backbones of paper cells that would start from random weights
   (weights.py), checked before any paper-grid run, submission or preflight.
 Every load reports loaded / missing / unexpected / mismatched tensors and fails with one line
-(`CheckpointError`) when a required part would stay random.
+(`CheckpointError`) when a required part would stay random. The names below load on first use,
+so that `missing_weights` and the dry run's weights column import no torch.
 """
 
-from benchmark.checkpoints.coverage import CheckpointError, LoadReport, PretrainedError
-from benchmark.checkpoints.pretrained import (
-    NONE,
-    Expected,
-    expected_checkpoint,
-    load_pretrained,
-    read_state_dict,
-    sha256_of,
-)
+from __future__ import annotations
 
-__all__ = ["CheckpointError", "Expected", "LoadReport", "NONE", "PretrainedError",
-           "expected_checkpoint", "load_pretrained", "read_state_dict", "sha256_of"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CheckpointError": "coverage", "PretrainedError": "coverage", "LoadReport": "coverage",
+    "NONE": "expected", "Expected": "expected", "expected_checkpoint": "expected",
+    "load_pretrained": "pretrained", "read_state_dict": "pretrained", "sha256_of": "expected",
+    "load_checkpoint": "whole", "find_checkpoint": "whole",
+    "missing_weights": "weights", "needs_weights": "weights", "weights_column": "weights",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+__all__ = list(_EXPORTS)

@@ -17,7 +17,8 @@ from torch import nn
 from benchmark.checkpoints.coverage import CheckpointError, LoadReport, apply_state
 from benchmark.checkpoints.mmseg_zoo import convert_mmseg_zoo, is_mmseg_zoo
 from benchmark.checkpoints.openseg import ALIAS, convert_openseg_hrnet, is_openseg
-from benchmark.checkpoints.pretrained import read_state_dict, sha256_of
+from benchmark.checkpoints.expected import sha256_of
+from benchmark.checkpoints.pretrained import read_state_dict
 
 WHAT = "--checkpoint"
 COMPUTED = re.compile(r"relative_position_index$|attn_mask$")  # buffers the suite computes

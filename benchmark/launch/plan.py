@@ -187,6 +187,8 @@ def _record_state(path: Path) -> str:
 def describe_plan(grid: object, runs: list, recipes: dict | None = None) -> str:
     """The `--dry-run` text: per cell its key, seeds and which records exist, model, parameter
     count beside the paper's, estimated GPU memory class; then each recipe in full."""
+    from benchmark.checkpoints.weights import weights_column  # torch only for existing files
+
     lines = [f"grid {grid.name}: {grid.description}"]
     by_cell: dict[str, list] = {}
     for r in runs:
@@ -219,6 +221,7 @@ def describe_plan(grid: object, runs: list, recipes: dict | None = None) -> str:
             f"+{m.head.name}" + (f"+aux {m.aux_weight:g}" if m.aux_weight else "")
             + f" | params {params}{paper} | {schedule}, crop {h}x{w}",
             f"      memory {memory} | records: {seeds}",
+            f"      weights {weights_column(c)}",
         ]
     for recipe in used.values():
         lines += [f"recipe {recipe.describe()}",

@@ -92,3 +92,48 @@ def test_partial_or_foreign_file_names_what_stays_random(tmp_path) -> None:
     torch.save(to_swin(model("swin_t")), tmp_path / "swin.pth")
     with pytest.raises(CheckpointError, match=r"wrong shape|tensors random"):
         load_pretrained(model("mit_b0"), tmp_path / "swin.pth")
+
+
+def _v1c_pair():
+    from methods.backbones import DilatedResNet
+
+    torch.manual_seed(0)
+    source, target = DilatedResNet("resnet50", deep_stem=True), DilatedResNet("resnet50", True)
+    with torch.no_grad():
+        for m in source.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return source.eval(), target.eval()
+
+
+def to_mmseg_v1c(backbone) -> dict:
+    """The suite's deep-stem ResNet as MMSeg's `resnet*_v1c` file: `stem.{0,1,3,4,6,7}` (conv,
+    BN, ReLU x 3), the residual layers under their torchvision names, an ImageNet `fc`."""
+    index = {"conv1": 0, "bn1": 1, "conv2": 3, "bn2": 4, "conv3": 6, "bn3": 7}
+    out = {}
+    for key, value in backbone.body.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "stem":
+            out[f"stem.{index[parts[1]]}.{parts[2]}"] = value
+        else:
+            out[key] = value
+    out["fc.weight"], out["fc.bias"] = torch.randn(1000, 2048), torch.randn(1000)
+    return out
+
+
+def test_mmseg_resnet_v1c_fills_the_deep_stem_and_a_stemless_file_is_refused(tmp_path) -> None:
+    source, target = _v1c_pair()
+    state = to_mmseg_v1c(source)
+    torch.save({"meta": {}, "state_dict": state}, tmp_path / "resnet50_v1c.pth")
+    report = load_pretrained(target, tmp_path / "resnet50_v1c.pth")
+    assert report.format == "mmseg-resnet-v1c" and report.loaded == report.expected
+    assert report.missing == report.unexpected == [] and len(report.ignored) == 2
+    with torch.no_grad():
+        for got, want in zip(target(X), source(X)):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    # a torchvision file (7x7 stem) would leave the deep stem random: refused, stem named
+    torch.save({k: v for k, v in state.items() if not k.startswith("stem.")},
+               tmp_path / "torchvision_like.pth")
+    with pytest.raises(CheckpointError, match=r"leaves 15 of \d+ tensors random: body.stem"):
+        load_pretrained(_v1c_pair()[1], tmp_path / "torchvision_like.pth")
