@@ -12,17 +12,30 @@ from typing import Callable
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# the smoke grid shrunk to seconds: 2 steps of 2 images of 32x32, a narrow decoder
-TINY_SMOKE = ["--set", "train.iters=2", "--set", "train.batch_size=2", "--set",
+# the smoke grid shrunk to seconds: 6 steps of 2 images of 32x32, a narrow decoder
+TINY_SMOKE = ["--set", "train.iters=6", "--set", "train.batch_size=2", "--set",
               "data.train_images=4", "--set", "data.val_images=2", "--set", "data.image_size=32",
               "--set", "model.decoder_channels=16", "--set", "train.warmup_iters=0",
               "--no-progress"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_smoke() -> list[str]:
     """Arguments that make every smoke-grid run take about a second."""
     return list(TINY_SMOKE)
+
+
+@pytest.fixture(scope="session")
+def smoke_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results folder with every tiny smoke run done once, uninterrupted: what resumed and
+    concurrent runs must equal bitwise, and a head start (copy it, delete the records to
+    redo: only those runs train). Never change it."""
+    results = tmp_path_factory.mktemp("reference") / "results"
+    proc = subprocess.run([sys.executable, str(ROOT / "run_all.py"), "--grid", "smoke",
+                           "--results", str(results), *TINY_SMOKE], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results
 
 
 @pytest.fixture

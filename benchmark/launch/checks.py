@@ -1,0 +1,169 @@
+"""Checks before any compute: what would otherwise fail only after hours of training.
+
+Before a run trains (`run_all.py` before its first run or job; a cluster job again before it
+builds the model): the folders its record, checkpoints and lock go to are writable and hold
+enough free space for a record and a checkpoint of this model; its pretrained file exists; every
+split it reads passes the data set's quick layout check, and the first pairs of the evaluation
+split (read only after training) decode. Each problem is one line naming the path and the fix.
+A record write that fails anyway keeps the computed result (`keep_unsaved`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from benchmark.config import Cell
+from benchmark.store import ResultsLayout
+
+EVAL_PAIRS = 2  # evaluation pairs decoded before training (a cheap sample, not a full check)
+RECORD_BASE_BYTES = 256 * 1024  # a record without its history and confusion matrix, generous
+FIX_FOLDER = "make it writable or point --results at another folder"
+
+
+class CheckError(ValueError):
+    """A problem found before any compute; the message is one line naming the path and fix."""
+
+
+def record_bytes(cell: Cell) -> int:
+    """Upper estimate of one record: metadata, the logged history, the confusion matrix."""
+    logged = cell.train.iters // max(1, cell.train.log_every) + 2
+    return RECORD_BASE_BYTES + 2048 * logged + 16 * cell.data.num_classes ** 2
+
+
+def checkpoint_bytes(cell: Cell) -> int:
+    """One training checkpoint: fp32 weights and buffers, plus the optimizer state (SGD
+    momentum: one copy of the learnable weights; AdamW: two)."""
+    try:
+        from benchmark.launch.plan import estimate_memory  # meta-device count, cached on disk
+
+        params = estimate_memory(cell, batch=1).params
+    except Exception:  # noqa: BLE001 - a model that cannot be built fails its run anyway
+        return 0
+    slots = 2 if cell.train.optimizer == "adamw" else int(cell.train.momentum > 0)
+    return 4 * params["total"] + 4 * slots * params["learnable"]
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def existing_ancestor(path: Path) -> Path:
+    """`path` itself or its nearest ancestor that exists (where a new folder would be made)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def folder_problem(folder: Path, need: int, what: str) -> str | None:
+    """Whether `folder` (or the ancestor it would be made in) takes a write of `need` bytes."""
+    base = existing_ancestor(folder)
+    if not base.is_dir():
+        return f"{base} is a file, not a folder, so {what} cannot go to {folder}: {FIX_FOLDER}"
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return f"cannot write in {base} ({err.strerror or err}), needed for {what}: {FIX_FOLDER}"
+    free = shutil.disk_usage(base).free
+    if free < need:
+        return (f"not enough space in {base}: {_gb(free)} free, {what} needs about "
+                f"{_gb(need)}; free some space or point --results at another disk")
+    return None
+
+
+def pretrained_problem(cell: Cell) -> str | None:
+    """The pretrained weights a run loads must exist before it starts."""
+    path = cell.model.pretrained
+    if path and not Path(path).expanduser().exists():
+        return (f"pretrained weights {path} do not exist (model.pretrained of {cell.row}); "
+                f"download them there or --set model.pretrained=PATH")
+    return None
+
+
+def data_problem(spec: Any) -> str | None:
+    """The quick layout check of every split a run reads, then the first pairs of the
+    evaluation split decoded (sizes, label values), so a bad one stops nothing trained."""
+    from benchmark.datasets import REAL_DATASETS, DataError, check_layout
+
+    try:
+        check_layout(spec)
+        if spec.name in REAL_DATASETS:
+            from benchmark.datasets.base import decode_item
+            from benchmark.datasets.check import open_checked
+
+            definition = REAL_DATASETS[spec.name]
+            source = open_checked(spec, definition, spec.val_split)
+            for i in range(min(EVAL_PAIRS, len(source))):
+                decode_item(source.load(i), definition, spec.ignore_index)
+    except DataError as err:
+        return str(err).splitlines()[0]
+    return None
+
+
+def first_problem(runs: Iterable[Any], root: ResultsLayout | Path, tables: bool = True) -> str | None:
+    """The first problem of any run (`.cell`, `.seed`) about to be trained under the results
+    folder `root`, or of the tables folder when `tables`; None when all is well."""
+    layout = root if isinstance(root, ResultsLayout) else ResultsLayout(root)
+    needs: dict[Path, tuple[int, str]] = {}  # folder checked -> (bytes needed, what goes there)
+    if tables:
+        needs[existing_ancestor(layout.tables())] = (1 << 20, "the tables")
+    checked: set[Any] = set()
+    for run in runs:
+        cell, seed = run.cell, run.seed
+        for problem in (pretrained_problem(cell),
+                        None if cell.data in checked else data_problem(cell.data)):
+            if problem:
+                return problem
+        checked.add(cell.data)
+        record = layout.record(cell.grid, cell.key, seed).parent
+        ckpt = layout.checkpoints(cell.grid, cell.key, seed)
+        lock = layout.lock(cell.grid, cell.key, seed).parent
+        for folder, need, what in (
+                (record, record_bytes(cell), "a record"),
+                (ckpt, record_bytes(cell) + checkpoint_bytes(cell),
+                 f"a record and a checkpoint of {cell.row}"),
+                (lock, 4096, "the run's lock file")):
+            base = existing_ancestor(folder)
+            if base not in needs or needs[base][0] < need:
+                needs[base] = (need, what)
+    for folder, (need, what) in needs.items():
+        problem = folder_problem(folder, need, what)
+        if problem:
+            return problem
+    return None
+
+
+def check_run(run: Any, root: ResultsLayout | Path) -> None:
+    """The checks of one run inside its job, before the model is built; CheckError."""
+    problem = first_problem([run], root, tables=False)
+    if problem:
+        raise CheckError(problem)
+
+
+def keep_unsaved(path: Path, record: dict[str, Any], err: OSError) -> str:
+    """A record that could not be written to `path`: print it to stderr as JSON and write it
+    under a fallback name beside it or in $TMPDIR; returns one line saying where it went."""
+    from benchmark.store import atomic_write, jsonable
+
+    text = json.dumps(jsonable(record), indent=2, sort_keys=True, allow_nan=False)
+    print(text, file=sys.stderr)
+    parts = Path(path).parts[-3:]  # <grid>/<key>/seed<k>.json
+    candidates = [Path(path).with_name(f"{Path(path).stem}.unsaved-{os.getpid()}.json"),
+                  Path(tempfile.gettempdir()) / "protoseg-unsaved" / Path(*parts)]
+    for fallback in candidates:
+        try:
+            atomic_write(fallback, text + "\n")
+        except OSError:
+            continue
+        return (f"cannot write record {path} ({err.strerror or err}); the result is kept in "
+                f"{fallback} and printed above: move it to {path} once the folder is writable")
+    return (f"cannot write record {path} ({err.strerror or err}); the result is printed above "
+            f"as JSON: save it as {path} once the folder is writable")

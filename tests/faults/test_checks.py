@@ -1,0 +1,111 @@
+"""Checks before any compute (benchmark/launch/checks.py): an unwritable or full results
+folder and a bad evaluation split stop run_all.py before anything is trained (exit 2, one line
+naming the path and the fix); a record write that fails anyway keeps the computed result.
+
+A missing pretrained file: tests/benchmark/test_cli.py::test_missing_pretrained_file_stops_before_any_training.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from fixtures_data import CAMVID_RAW, save, snapshot, stripes, write_camvid
+
+from benchmark.cli import main
+from benchmark.launch import checks
+
+
+def _nothing_trained(results: Path) -> None:
+    assert not (results / "runs").exists() and not (results / "checkpoints").exists()
+
+
+def test_bad_evaluation_pair_is_caught_before_training(tmp_path, run_all, one_line_error) -> None:
+    """The evaluation split is read only after training: its first pairs are decoded before."""
+    root = write_camvid(tmp_path / "data")
+    label = root / "testannot" / "0001TP_test000.png"
+    save(label, stripes(CAMVID_RAW, 8, 12))  # the image is 24x16
+    before = snapshot(tmp_path)
+    proc = run_all("--grid", "camvid", "--seeds", "1", "--results", str(tmp_path / "results"),
+                   "--data-root", str(root), "--no-progress")
+    one_line_error(proc, 2, f"its label map {label} is 12x8", "re-extract the pair or delete it")
+    assert snapshot(tmp_path) == before, "nothing may be written or trained"
+
+
+def test_read_only_results_folder_is_found_before_training(results, tiny_smoke, monkeypatch,
+                                                           capsys) -> None:
+    """A read-only file system under the results folder (simulated: root writes anywhere)."""
+    results.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own name
+        if dir is not None and Path(dir).resolve().is_relative_to(results.resolve()):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    assert main(["--grid", "smoke", "--results", str(results)] + tiny_smoke) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write in {results} (Read-only file system)")
+    assert "make it writable or point --results at another folder" in err
+    assert err.count("\n") == 1, err
+    _nothing_trained(results)
+
+
+def test_full_disk_is_found_before_training(results, tiny_smoke, monkeypatch, capsys) -> None:
+    """5 MB free: less than a checkpoint of the smoke model (weights + AdamW state)."""
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda path: usage._replace(free=5_000_000))
+    assert main(["--grid", "smoke", "--results", str(results)] + tiny_smoke) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: not enough space in "), err
+    assert "5.0 MB free" in err and "free some space or point --results at another disk" in err
+    assert err.count("\n") == 1, err
+    _nothing_trained(results)
+
+
+def test_checkpoint_estimate_counts_weights_and_optimizer_state() -> None:
+    from benchmark.config import apply_overrides
+    from benchmark.launch.plan import estimate_memory
+    from experiments import get_grid
+
+    cell = get_grid("smoke").cells[0]  # AdamW: weights + two moments
+    params = estimate_memory(cell, batch=1).params
+    assert checks.checkpoint_bytes(cell) == 4 * params["total"] + 8 * params["learnable"]
+    sgd = apply_overrides(cell, ["train.optimizer=sgd"])
+    assert checks.checkpoint_bytes(sgd) == 4 * params["total"] + 4 * params["learnable"]
+
+
+def test_failed_record_write_keeps_the_result(smoke_reference, results, tiny_smoke, monkeypatch,
+                                              capsys) -> None:
+    """The disk fills after the checks: the record goes to stderr and a fallback file, the
+    message names both paths, the checkpoint stays, the exit code says a run failed."""
+    import benchmark.store as store
+
+    shutil.copytree(smoke_reference, results)
+    victim = sorted((results / "runs" / "smoke").glob("*/seed0.json"))[-1]
+    reference = json.loads(victim.read_text())
+    victim.unlink()
+    real = store.atomic_write
+
+    def atomic_write(path, data, *args, **kwargs):
+        if Path(path) == victim:
+            raise OSError(errno.ENOSPC, f"cannot write {path}: No space left on device")
+        return real(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(store, "atomic_write", atomic_write)
+    assert main(["--grid", "smoke", "--results", str(results)] + tiny_smoke) == 1
+    err = capsys.readouterr().err
+    fallback = victim.with_name(next(p.name for p in victim.parent.glob("seed0.unsaved-*.json")))
+    line = next(ln for ln in err.splitlines() if "failed:" in ln)
+    assert f"cannot write record {victim}" in line and f"kept in {fallback}" in line, line
+    kept = json.loads(fallback.read_text())
+    assert kept["metrics"] == reference["metrics"]
+    assert kept["weights_sha256"] == reference["weights_sha256"]
+    assert '"weights_sha256": "' + reference["weights_sha256"] in err  # the JSON on stderr
+    assert not victim.exists()

@@ -1,0 +1,105 @@
+"""One run is done by one process (benchmark/launch/locks.py): two launches on the same results
+folder train each run once, the second saying which runs it skipped; a killed owner never leaves
+a stale lock; `--status` shows a held run as running, with its owner and heartbeat progress.
+Live SLURM jobs are not submitted twice: tests/benchmark/test_cli.py::test_runs_with_a_live_job_are_not_submitted_twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmark.launch.locks import RunLock, holder
+from benchmark.store import ResultsLayout
+
+ROOT = Path(__file__).resolve().parents[2]
+REDO = ("Softmax", "Pixel-query")  # the grid's first two runs: their records are removed
+
+
+def _records(results: Path) -> dict[str, Path]:
+    return {json.loads(p.read_text())["cell"]["row"]: p
+            for p in (results / "runs" / "smoke").glob("*/seed0.json")}
+
+
+def test_a_killed_owner_leaves_no_stale_lock(tmp_path) -> None:
+    path = tmp_path / "locks" / "seed0.lock"
+    code = ("import sys, time; from benchmark.launch.locks import RunLock; "
+            f"assert RunLock({str(path)!r}).acquire(); print('held', flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        assert holder(path) == {"host": socket.gethostname(), "pid": child.pid, "group": "",
+                                "since": holder(path)["since"]}
+        assert not RunLock(path).acquire(retry_s=0.1), "a held lock is exclusive"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert holder(path) is None
+    with RunLock(path) as lock:
+        assert lock.acquire(retry_s=0)
+        assert holder(path)["pid"] == os.getpid()
+    assert not path.exists() and holder(path) is None, "a released lock removes its file"
+
+
+def test_two_launches_train_each_run_once(smoke_reference, tmp_path, tiny_smoke) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(smoke_reference, results)
+    reference = {row: json.loads(p.read_text()) for row, p in _records(results).items()}
+    for row in REDO:
+        _records(results)[row].unlink()
+    first_lock = ResultsLayout(results).lock("smoke", reference[REDO[0]]["cell_key"], 0)
+    cmd = [sys.executable, str(ROOT / "run_all.py"), "--grid", "smoke", "--results",
+           str(results), *tiny_smoke]
+    a = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while holder(first_lock) is None and a.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first launch is training the first run
+    b = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out_a, err_a = a.communicate(timeout=600)
+    assert a.returncode == 0 and b.returncode == 0, (err_a[-2000:], b.stderr[-2000:])
+    both = out_a + b.stdout
+    for row in REDO:  # trained exactly once, by one of the two
+        assert both.count(f"training {row} seed 0:") == 1, both
+    skipped = [ln for ln in both.splitlines() if ln.strip().startswith("skipped ")]
+    assert len(skipped) == len(REDO), both  # each launch skips what the other one did
+    first = next(ln for ln in b.stdout.splitlines() if f"skipped {REDO[0]} seed 0:" in ln)
+    assert (f"in progress in another process (host {socket.gethostname()}, pid {a.pid})"
+            in first or "finished by another process meanwhile" in first), first
+    for row, record in _records(results).items():  # and exactly as an uninterrupted run
+        done = json.loads(record.read_text())
+        assert done["weights_sha256"] == reference[row]["weights_sha256"], row
+        assert done["metrics"] == reference[row]["metrics"], row
+
+
+def test_status_shows_running_runs_with_owner_and_progress(results, run_all, tiny_smoke) -> None:
+    """A run held by a live process (here this test) is `running`, with the heartbeat's step,
+    images per second and time left; the other runs are not."""
+    from benchmark.cli import load_grid
+
+    _, cells = load_grid("smoke", [a for a in tiny_smoke if "=" in a])
+    layout = ResultsLayout(results)
+    key = cells[1].key
+    beat = {"step": 3, "total": 6, "img_per_s": 12.5, "eta_s": 100,
+            "updated": dt.datetime.now(dt.timezone.utc).isoformat()}
+    heartbeat = layout.heartbeat("smoke", key, 0)
+    heartbeat.parent.mkdir(parents=True)
+    heartbeat.write_text(json.dumps(beat))
+    with RunLock(layout.lock("smoke", key, 0)) as lock:
+        assert lock.acquire()
+        proc = run_all("--grid", "smoke", "--status", "--results", str(results), *tiny_smoke)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = {ln.split(" seed ")[0].strip(): ln for ln in proc.stdout.splitlines() if " seed " in ln}
+    line = lines[cells[1].row]
+    assert " running " in line, line
+    assert (f"host {socket.gethostname()}, pid {os.getpid()}; step 3/6, 12.5 img/s, "
+            f"1m40s left, updated ") in line, line
+    assert all(" running " not in ln for row, ln in lines.items() if row != cells[1].row)
