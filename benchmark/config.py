@@ -112,6 +112,10 @@ class TrainSpec:
     log_every: int = 20
     checkpoint_every: int = 0  # save state every N steps (0: only on SIGUSR2/SIGTERM)
     recipe: str = ""  # named recipe (experiments/recipes.py): augmentation and eval protocol
+    lr_schedule: str = "poly"  # poly (mmcv 0.x / released ProtoSeg) | mmengine (MMSeg 1.x)
+    min_lr: float = 0.0  # the poly decay's floor (MMSeg's PolyLR eta_min: 1e-4 for SGD recipes)
+    param_groups: str = "no_decay_1d"  # no_decay_1d | decay_all | segformer | swin (optim.py)
+    ce_average: str = "labelled"  # cross-entropy mean over: labelled | all_pixels (MMSeg's)
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class EvalSpec:
     window_w: int = 0
     stride_h: int = 0  # slide: step between windows; overlapping logits are averaged
     stride_w: int = 0
+    logit_resize: str = "direct"  # direct (to the label) | via_input (input, then label: MMSeg)
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,8 @@ ADDED_SETTINGS: dict[str, Any] = {
     "eval.window_w": 0,
     "eval.stride_h": 0,
     "eval.stride_w": 0,
+    "eval.logit_resize": "direct", "train.lr_schedule": "poly", "train.min_lr": 0.0,
+    "train.param_groups": "no_decay_1d", "train.ce_average": "labelled",  # docs/fidelity.md
 }
 
 
@@ -316,6 +323,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
        for name, allowed in options.choices().items()},
     "train.optimizer": ("sgd", "adamw"),
     "eval.mode": ("whole", "slide"),
+    "eval.logit_resize": ("direct", "via_input"), "train.lr_schedule": ("poly", "mmengine"),
+    "train.param_groups": ("no_decay_1d", "decay_all", "segformer", "swin"),
+    "train.ce_average": ("labelled", "all_pixels"),
     "data.format": ("native", "hf"),
     "data.photometric": ("none", "mmseg", "brightness"),
 }
@@ -354,7 +364,7 @@ def validate(cell: Cell) -> Cell:
     for key in ("model.head.sinkhorn_eps", "model.head.ppc_tau", "train.lr"):
         if _get_path(cell, key) <= 0:
             raise ConfigError(f"bad value for {key}: must be > 0")
-    for key in ("model.aux_weight", "data.crop_size", "data.crop_width",
+    for key in ("model.aux_weight", "data.crop_size", "data.crop_width", "train.min_lr",
                 "model.head.contrast_warmup_iters", "model.head.contrast_min_class_pixels"):
         if _get_path(cell, key) < 0:
             raise ConfigError(f"bad value for {key}: must be >= 0")

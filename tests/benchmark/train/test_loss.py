@@ -1,0 +1,64 @@
+"""Cross-entropy normalisation (benchmark/train/loss.py): `labelled` is torch's mean over
+labelled pixels, `all_pixels` divides the same sum by every pixel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.train.loss import labelled_share, rescale_aux_loss, seg_cross_entropy
+
+IGNORE = 255
+
+
+def _batch(ignored: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 5, 9, 11, generator=g)
+    labels = torch.randint(0, 5, (2, 9, 11), generator=g)
+    labels[torch.rand(2, 9, 11, generator=g) < ignored] = IGNORE
+    return logits, labels
+
+
+def test_labelled_is_torchs_ignore_index_mean() -> None:
+    logits, labels = _batch(0.3)
+    assert torch.equal(seg_cross_entropy(logits, labels, IGNORE),
+                       F.cross_entropy(logits, labels, ignore_index=IGNORE))
+
+
+@pytest.mark.parametrize("ignored", [0.0, 0.1, 0.4])
+def test_all_pixels_is_the_labelled_mean_times_the_labelled_share(ignored: float) -> None:
+    logits, labels = _batch(ignored)
+    labelled = seg_cross_entropy(logits, labels, IGNORE, "labelled")
+    every = seg_cross_entropy(logits, labels, IGNORE, "all_pixels")
+    share = labelled_share(labels, IGNORE)
+    assert every.item() == pytest.approx((labelled * share).item(), rel=1e-6)
+    per_pixel = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="none")
+    assert every.item() == pytest.approx(per_pixel.mean().item(), rel=1e-6)
+    if ignored:
+        assert every < labelled
+
+
+def test_all_pixels_with_nothing_labelled_is_zero_with_a_gradient() -> None:
+    logits = torch.randn(1, 3, 4, 4, requires_grad=True)
+    labels = torch.full((1, 4, 4), IGNORE)
+    loss = seg_cross_entropy(logits, labels, IGNORE, "all_pixels")
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad is not None
+
+
+def test_aux_loss_is_rescaled_only_for_all_pixels() -> None:
+    _, labels = _batch(0.25)
+    share = labelled_share(labels, IGNORE)
+    losses = {"aux": torch.tensor(2.0), "ppc": torch.tensor(1.0)}
+    rescale_aux_loss(losses, labels, IGNORE, "labelled")
+    assert losses["aux"].item() == 2.0
+    rescale_aux_loss(losses, labels, IGNORE, "all_pixels")
+    assert losses["aux"].item() == pytest.approx(2.0 * share.item())
+    assert losses["ppc"].item() == 1.0  # the head's own terms are not cross-entropies
+
+
+def test_unknown_average_is_refused() -> None:
+    logits, labels = _batch(0.1)
+    with pytest.raises(ValueError, match="ce_average"):
+        seg_cross_entropy(logits, labels, IGNORE, "mean")
