@@ -1,0 +1,108 @@
+"""Parameter groups (benchmark/train/optim.py): the original split stays as it was; the MMSeg
+rules give each parameter the (lr, weight decay) its source config does (the comparison with
+mmengine itself is in tests/fidelity/test_training.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from benchmark.config import Cell, HeadSpec, ModelSpec, TrainSpec
+from benchmark.train.optim import build_optimizer, param_groups
+from methods import build_model
+
+
+def _settings(optimizer: torch.optim.Optimizer) -> dict[int, tuple[float, float]]:
+    return {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups
+            for p in g["params"]}
+
+
+def _cell(**train) -> Cell:
+    return Cell("g", "x", train=TrainSpec(lr=0.5, weight_decay=0.1, **train))
+
+
+def _model(head: str = "softmax") -> nn.Module:
+    spec = ModelSpec(backbone="mit_b0", decoder="mlp", decoder_channels=16,
+                     head=HeadSpec(name=head))
+    return build_model(spec, 3)
+
+
+def test_no_decay_1d_is_the_original_split() -> None:
+    model = _model()
+    groups = param_groups(model, _cell())
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+    assert [id(p) for p in groups[0]["params"]] == [
+        id(p) for p in model.parameters() if p.ndim > 1]
+    assert [id(p) for p in groups[1]["params"]] == [
+        id(p) for p in model.parameters() if p.ndim <= 1]
+
+
+def test_decay_all_decays_every_parameter_at_one_lr() -> None:
+    model = _model()
+    settings = _settings(build_optimizer(model, _cell(param_groups="decay_all")))
+    assert set(settings.values()) == {(0.5, 0.1)}
+    assert len(settings) == len(list(model.parameters()))
+
+
+def test_segformer_rules_head_lr_x10_and_backbone_norms_without_decay() -> None:
+    model = _model()
+    settings = _settings(build_optimizer(model, _cell(param_groups="segformer",
+                                                      optimizer="adamw")))
+    norms = {id(p) for m in model.backbone.modules() if isinstance(m, nn.LayerNorm)
+             for p in m.parameters()}
+    assert norms
+    for name, p in model.named_parameters():
+        if name.startswith(("decoder.", "head.")):
+            assert settings[id(p)] == (5.0, 0.1), name  # decode head: BN and all, lr x10
+        elif id(p) in norms:
+            assert settings[id(p)] == (0.5, 0.0), name
+        else:
+            assert settings[id(p)] == (0.5, 0.1), name
+
+
+def test_key_order_follows_mmengine_head_before_norm() -> None:
+    """A LayerNorm in the head: SegFormer's 'head' (first of the equally long keys) wins, so it
+    decays at lr x10; under Swin's keys the same layer has no decay."""
+    model = _model("prototype")
+    head_norms = [p for m in model.head.modules() if isinstance(m, nn.LayerNorm)
+                  for p in m.parameters()]
+    assert head_norms
+    seg = _settings(build_optimizer(model, _cell(param_groups="segformer")))
+    swin = _settings(build_optimizer(model, _cell(param_groups="swin")))
+    assert all(seg[id(p)] == (5.0, 0.1) for p in head_norms)
+    assert all(swin[id(p)] == (0.5, 0.0) for p in head_norms)
+
+
+def test_swin_rules_exempt_relative_position_tables() -> None:
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = nn.Module()
+            self.backbone.relative_position_bias_table = nn.Parameter(torch.zeros(3, 2))
+            self.backbone.proj = nn.Linear(2, 2)
+            self.decoder = nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2))
+
+    model = Tiny()
+    settings = _settings(build_optimizer(model, _cell(param_groups="swin")))
+    assert settings[id(model.backbone.relative_position_bias_table)] == (0.5, 0.0)
+    assert settings[id(model.backbone.proj.weight)] == (0.5, 0.1)
+    assert settings[id(model.decoder[1].weight)] == (0.5, 0.1)  # BatchNorm: MMSeg's `bn`
+
+
+def test_each_group_carries_its_base_lr_and_frozen_parameters_stay_out() -> None:
+    model = _model()
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    groups = param_groups(model, _cell(param_groups="segformer"))
+    assert all(g["base_lr"] == g["lr"] for g in groups)
+    grouped = {id(p) for g in groups for p in g["params"]}
+    assert grouped == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+def test_unknown_rule_is_refused() -> None:
+    cell = replace(_cell(), train=replace(_cell().train, param_groups="layerwise"))
+    with pytest.raises(ValueError, match="param_groups"):
+        param_groups(_model(), cell)
