@@ -36,6 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--set data.root=DIR, not part of the cell key; default $PROTOSEG_DATA")
     p.add_argument("--results", default="results", help="results folder (records and tables)")
     p.add_argument("--executor", default="inline", help=f"where runs execute: {', '.join(EXECUTORS)}")
+    p.add_argument("--checkpoint", default=None, metavar="FILE_OR_DIR",
+                   help="evaluate each cell from a published whole-model checkpoint (MMSeg "
+                        "model zoo or the released ProtoSeg; a folder is searched for each "
+                        "cell's file) instead of training; --grid zoo always does, default "
+                        "folder $PROTOSEG_CHECKPOINTS or ./checkpoints")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--preflight", action="store_true",
                    help="build every cell's model, run one training step and one evaluation "
@@ -185,6 +190,16 @@ def data_problem(grids: list[tuple[Grid, list[Cell]]], args: argparse.Namespace,
     return None
 
 
+def evaluate_published(args: argparse.Namespace, results, grids) -> int:
+    """`--checkpoint` and the zoo grid: evaluate published checkpoints instead of training
+    (benchmark/checkpoints/published.py); missing files are table rows, not errors."""
+    from benchmark.checkpoints.published import run_published
+    from experiments.zoo import published_for
+
+    return run_published(grids, args.checkpoint, results, published_for,
+                         progress=not args.no_progress)
+
+
 def weights_refused(grids: list[tuple[Grid, list[Cell]]]) -> bool:
     """Paper cells without backbone weights (benchmark/checkpoints/weights.py): one line per
     backbone naming the file, its origin and `--set model.pretrained=...`; True = refuse."""
@@ -211,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not (args.dry_run or args.status or args.tables_only or args.preflight) and (
+            args.checkpoint or any(grid.name == "zoo" for grid, _ in grids)):
+        return evaluate_published(args, results, grids)
     if not (args.dry_run or args.status or args.tables_only) and weights_refused(grids):
         return 2
     if not (args.dry_run or args.status or args.tables_only or args.preflight):

@@ -29,9 +29,10 @@ def _registry() -> dict[str, Callable[[], Grid]]:
     from experiments.table1 import table1
     from experiments.table2 import table2
     from experiments.table3 import table3
+    from experiments.zoo import zoo
 
     return {"smoke": smoke, "table1": table1, "table2": table2, "table3": table3,
-            "ablation_loss": ablation_loss, "ablation_k": ablation_k, "camvid": camvid}
+            "ablation_loss": ablation_loss, "ablation_k": ablation_k, "camvid": camvid, "zoo": zoo}
 
 
 def grid_names() -> list[str]:

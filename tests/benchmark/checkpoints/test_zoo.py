@@ -1,0 +1,81 @@
+"""`--grid zoo`: published checkpoints evaluated instead of trained. With one small zoo-format
+file present (a tiny variant of a zoo cell on generated data) and the rest missing: one
+evaluated row with a `published-checkpoint` record, seven `missing` rows naming the download,
+exit 0; a broken file is a failed row and exit 1."""
+
+from __future__ import annotations
+
+import torch
+from checkpoint_writers import to_mmseg_zoo
+
+from benchmark.checkpoints import sha256_of
+from benchmark.cli import main
+from benchmark.config import apply_overrides
+from benchmark.datasets import build_dataset
+from benchmark.store import load_records
+from benchmark.train.evaluate import metrics_from_confusion, predict_confusion
+from experiments import get_grid
+from experiments.zoo import PUBLISHED, published_for
+from methods import build_model
+
+TINY = ["model.backbone=mit_b0", "model.decoder_channels=16", "data.name=synthetic",
+        "data.num_classes=4", "data.image_size=32", "data.val_images=4", "data.train_images=4"]
+SEGFORMER_ADE = "segformer_mit-b4_8xb2-160k_ade20k-512x512"
+
+
+def _args(folder, results) -> list[str]:
+    args = ["--grid", "zoo", "--checkpoint", str(folder), "--results", str(results),
+            "--no-progress"]
+    for override in TINY:
+        args += ["--set", override]
+    return args
+
+
+def test_zoo_lists_every_published_checkpoint_of_the_issue() -> None:
+    grid = get_grid("zoo")
+    assert {c.row: c.paper_miou for c in grid.cells} == {
+        "fcn_r101-d8_4xb4-160k_ade20k-512x512": 39.91, "fcn_hr48_4xb4-160k_ade20k-512x512": 42.02,
+        "swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512": 47.99,
+        SEGFORMER_ADE: 48.46, "fcn_r101-d8_4xb2-80k_cityscapes-512x1024": 75.13,
+        "fcn_hr48_4xb2-160k_cityscapes-512x1024": 80.65,
+        "segformer_mit-b4_8xb1-160k_cityscapes-1024x1024": 81.89,
+        "hrnet_w48_proto_lr1x_hrnet_proto_80k_latest": 80.1}
+    for cell in grid.cells:
+        published = published_for(cell)
+        assert published.origin.startswith("https://") and published.protocol
+        assert cell.eval.batch_size == 1 and not cell.train.recipe  # no ImageNet weights asked
+    assert PUBLISHED[SEGFORMER_ADE].source == "mmseg-zoo"
+
+
+def test_one_present_checkpoint_is_evaluated_the_rest_are_missing_rows(tmp_path, capsys) -> None:
+    cell = apply_overrides(next(c for c in get_grid("zoo").cells if c.row == SEGFORMER_ADE), TINY)
+    torch.manual_seed(0)
+    source = build_model(cell.model, 4)
+    (tmp_path / "zoo").mkdir()
+    file = tmp_path / "zoo" / "segformer_mit-b4_512x512_160k_ade20k_20220620_112216-4fa4f58f.pth"
+    torch.save(to_mmseg_zoo(source, "mlp_mmseg"), file)
+    assert main(_args(tmp_path / "zoo", tmp_path / "results")) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 8
+    assert sum("| evaluated " in r for r in rows) == 1 and sum("| missing: " in r for r in rows) == 7
+    assert "fcn_r101-d8_512x512_160k_ade20k_*.pth" in out and "configs/fcn" in out
+    (record,) = load_records(tmp_path / "results", "zoo")
+    assert record.kind == "published-checkpoint" and record.cell_key == cell.key
+    assert record.checkpoint["sha256"] == sha256_of(file)
+    assert record.checkpoint["published_miou"] == 48.46
+    assert record.checkpoint["source"].endswith("configs/segformer")
+    cm = predict_confusion(source, build_dataset(cell.data, cell.data.val_split), 4, 255, 1,
+                           progress=False)
+    assert record.miou == metrics_from_confusion(cm)["miou"]  # the file's model, evaluated
+    assert f"| 48.46 | {record.miou:.2f} | {record.miou - 48.46:+.2f} |" in out
+    assert (tmp_path / "results" / "tables" / "zoo_published.md").exists()
+
+
+def test_a_broken_checkpoint_is_a_failed_row_and_exit_1(tmp_path, capsys) -> None:
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / f"{SEGFORMER_ADE}.pth").write_text("not a checkpoint")
+    assert main(_args(tmp_path / "zoo", tmp_path / "results")) == 1
+    captured = capsys.readouterr()
+    assert "| failed: CheckpointError: --checkpoint: cannot read" in captured.out
+    assert "error: 1 checkpoint(s) failed" in captured.err
