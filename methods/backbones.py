@@ -190,7 +190,11 @@ def _set_drop_path(model: nn.Module, rate: float) -> None:
 
 
 class MixTransformer(Backbone):
-    """SegFormer's MiT encoder (transformers `SegformerModel` built from a config, no download)."""
+    """SegFormer's MiT encoder (transformers `SegformerModel` built from a config, no download).
+
+    Every LayerNorm has MMSeg's eps 1e-6 (docs/fidelity.md); transformers uses 1e-5 in the
+    patch embeddings, blocks and spatial reduction (the original SegFormer mixes both).
+    """
 
     def __init__(self, hidden_sizes: list[int], depths: list[int], num_heads: list[int]) -> None:
         super().__init__()
@@ -201,6 +205,9 @@ class MixTransformer(Backbone):
             drop_path_rate=0.1,
         )
         self.body = SegformerModel(config)
+        for m in self.body.modules():  # MMSeg's MiT: LN eps 1e-6 everywhere (transformers: 1e-5)
+            if isinstance(m, nn.LayerNorm):
+                m.eps = 1e-6
         self.out_channels = list(hidden_sizes)
         self.strides = [4, 8, 16, 32]
 

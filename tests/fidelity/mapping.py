@@ -64,7 +64,58 @@ def to_mmseg_fcn(state: State) -> State:
     return rename(state, rules + CLASSIFIER + AUX)
 
 
+MIT_RULES: Rules = [  # the suite's MiT (transformers) -> MMSeg's MixVisionTransformer
+    (r"^backbone\.body\.stages\.(\d)\.patch_embeddings\.proj\.", r"backbone.layers.\1.0.projection."),
+    (r"^backbone\.body\.stages\.(\d)\.patch_embeddings\.layer_norm\.", r"backbone.layers.\1.0.norm."),
+    (r"^backbone\.body\.stages\.(\d)\.layer_norm\.", r"backbone.layers.\1.2."),
+    (r"^backbone\.body\.stages\.(\d)\.blocks\.(\d+)\.", r"backbone.layers.\1.1.\2."),
+]
+MIT_BLOCK: Rules = [
+    (r"\.layernorm_before\.", ".norm1."), (r"\.layernorm_after\.", ".norm2."),
+    (r"\.attention\.o_proj\.", ".attn.attn.out_proj."),
+    (r"\.attention\.sequence_reduction\.sequence_reduction\.", ".attn.sr."),
+    (r"\.attention\.sequence_reduction\.layer_norm\.", ".attn.norm."),
+    (r"\.mlp\.fc1\.", ".ffn.layers.0."), (r"\.mlp\.dwconv\.dwconv\.", ".ffn.layers.1."),
+    (r"\.mlp\.fc2\.", ".ffn.layers.4."),
+]
+
+
+def _mit_backbone(state: State) -> State:
+    """MiT: q/k/v projections -> nn.MultiheadAttention's `in_proj` ([q; k; v]); the Mix-FFN's
+    linear layers -> 1x1 convs; every other tensor renamed."""
+    out: State = {}
+    for key, value in state.items():
+        if not key.startswith("backbone."):
+            out[key] = value
+            continue
+        m = re.fullmatch(r"(.+)\.attention\.([qkv])_proj\.(weight|bias)", key)
+        if m:
+            if m[2] == "q":
+                block = next(iter(rename({f"{m[1]}.": value}, MIT_RULES)))  # MMSeg's prefix
+                qkv = [state[f"{m[1]}.attention.{p}_proj.{m[3]}"] for p in "qkv"]
+                out[f"{block}attn.attn.in_proj_{m[3]}"] = torch.cat(qkv)
+            continue
+        (new, value), = rename({key: value}, MIT_RULES).items()
+        if ".1." in new and re.search(r"\.mlp\.fc[12]\.weight$", key):
+            value = value[:, :, None, None]  # linear (O, I) -> 1x1 conv (O, I, 1, 1)
+        for pattern, repl in MIT_BLOCK:
+            new = re.sub(pattern, repl, new)
+        out[new] = value
+    return out
+
+
+def to_mmseg_segformer(state: State) -> State:
+    """MiT-B4 + MMSeg's SegformerHead (`mlp_mmseg` decoder): `convs.{i}` and `fusion_conv`
+    are ConvModules."""
+    rules: Rules = [(r"^backbone\.", "backbone.")]
+    for i in range(4):
+        rules += _conv_module(f"decoder.convs.{i}", f"decode_head.convs.{i}")
+    rules += _conv_module("decoder.fusion_conv", "decode_head.fusion_conv")
+    return rename(_mit_backbone(state), rules + CLASSIFIER)
+
+
 MAPPINGS: dict[str, Callable[[State], State]] = {
+    "segformer": to_mmseg_segformer,
     "hrnet": to_mmseg_hrnet,
     "fcn": to_mmseg_fcn,
 }

@@ -8,19 +8,18 @@ sizes, one not divisible by 32 (docs/fidelity.md).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 
-from experiments import get_grid
+from benchmark.config import ModelSpec
+from experiments.paper_models import PAPER_MODELS
 from mapping import MAPPINGS, randomize_norms_
 from methods import build_model
 
 NUM_CLASSES = 150
 TOL = 1e-4
 SIZES = [(64, 64), (50, 67)]  # 512x512 training crops and 683x512-like test sizes, scaled down
-BASELINES = {c.pair: c for c in get_grid("table1").cells if c.tag == "baseline"}
+BASELINES = {pm.pair: pm for pm in PAPER_MODELS}  # the Table-1 baselines
 
 
 def compare(mmseg, pair: str, config: str, model_spec=None, cfg_edit=None) -> float:
@@ -33,6 +32,7 @@ def compare(mmseg, pair: str, config: str, model_spec=None, cfg_edit=None) -> fl
         cfg_edit(cfg)
     theirs = mmseg.build(cfg).eval()
     theirs.load_state_dict(MAPPINGS[pair](ours.state_dict()), strict=True)
+    assert norm_eps(ours) == norm_eps(theirs)  # below the tolerance's reach (e.g. MiT's 1e-6)
     worst = 0.0
     with torch.no_grad():
         for h, w in SIZES:
@@ -45,6 +45,12 @@ def compare(mmseg, pair: str, config: str, model_spec=None, cfg_edit=None) -> fl
                 assert a.shape == b.shape, (h, w, a.shape, b.shape)
                 worst = max(worst, relative_gap(a, b))
     return worst
+
+
+def norm_eps(model: torch.nn.Module) -> list[float]:
+    """Every normalisation layer's eps, sorted (module order differs between the two)."""
+    return sorted(m.eps for m in model.modules()
+                  if isinstance(m, (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm)))
 
 
 def relative_gap(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -68,3 +74,13 @@ def test_mmcv_compiled_ops_stand_in_raises_when_called(mmseg) -> None:
 def test_fcn_r101_d8_equals_mmseg_fcn_r101_d8(mmseg) -> None:
     """ResNetV1c-101 (deep stem, contract dilation) + FCNHead, and the auxiliary head's layout."""
     assert compare(mmseg, "fcn", "fcn/fcn_r101-d8_4xb4-160k_ade20k-512x512") <= TOL
+
+
+SEGFORMER_ZOO = ModelSpec(backbone="mit_b4", decoder="mlp_mmseg", decoder_channels=256)
+
+
+def test_segformer_mit_b4_zoo_head_equals_mmseg_segformer_mit_b4(mmseg) -> None:
+    """MiT-B4 (LayerNorm eps 1e-6) + MMSeg's SegformerHead, 256 channels: the model zoo's
+    SegFormer (`--set model.decoder=mlp_mmseg --set model.decoder_channels=256`)."""
+    config = "segformer/segformer_mit-b4_8xb2-160k_ade20k-512x512"
+    assert compare(mmseg, "segformer", config, SEGFORMER_ZOO) <= TOL

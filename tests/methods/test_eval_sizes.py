@@ -14,19 +14,18 @@ import torch
 
 from benchmark.config import EvalSpec
 from benchmark.train.evaluate import predict_confusion
-from experiments import get_grid
+from experiments.paper_models import PAPER_MODELS
 from methods import build_model
 
 NUM_CLASSES = 150
-BASELINES = {c.pair: c for c in get_grid("table1").cells if c.tag == "baseline"}
+BASELINES = {pm.pair: pm for pm in PAPER_MODELS}  # the Table-1 baselines
 OUTPUT_STRIDE = {"fcn": 8, "hrnet": 4, "swin": 4, "segformer": 4}  # of the decoder's output
 
 
 @pytest.fixture(scope="module", params=sorted(BASELINES))
 def paper_model(request):
     torch.manual_seed(0)
-    cell = BASELINES[request.param]
-    return request.param, build_model(cell.model, NUM_CLASSES).eval()
+    return request.param, build_model(BASELINES[request.param].model, NUM_CLASSES).eval()
 
 
 def _samples(h: int, w: int, n: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
