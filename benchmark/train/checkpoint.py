@@ -75,8 +75,12 @@ def validate(folder: Path) -> dict[str, Any]:
     meta_path = folder / META
     if not meta_path.exists():
         raise ValueError(f"{folder}: no {META} (write interrupted)")
-    meta = json.loads(meta_path.read_text())
-    for name, digest in meta["files"].items():
+    try:  # a damaged meta.json names its folder too
+        meta = json.loads(meta_path.read_text())
+        files = dict(meta["files"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{folder}: {META} is damaged ({type(err).__name__}: {err})") from None
+    for name, digest in files.items():
         path = folder / name
         if not path.exists():
             raise ValueError(f"{folder}: missing {name}")

@@ -24,15 +24,37 @@ def _nothing_trained(results: Path) -> None:
     assert not (results / "runs").exists() and not (results / "checkpoints").exists()
 
 
-def test_bad_evaluation_pair_is_caught_before_training(tmp_path, run_all, one_line_error) -> None:
-    """The evaluation split is read only after training: its first pairs are decoded before."""
-    root = write_camvid(tmp_path / "data")
+def _size_mismatch(root: Path) -> tuple[str, ...]:
     label = root / "testannot" / "0001TP_test000.png"
     save(label, stripes(CAMVID_RAW, 8, 12))  # the image is 24x16
+    return f"its label map {label} is 12x8", "re-extract the pair or delete it"
+
+
+def _label_out_of_range(root: Path) -> tuple[str, ...]:
+    label = root / "testannot" / "0001TP_test001.png"
+    values = stripes(CAMVID_RAW, 16, 24)
+    values[3, 4] = 40
+    save(label, values)
+    return f"label value 40 in {label} is outside", "fix"
+
+
+def _corrupt_image(root: Path) -> tuple[str, ...]:
+    image = root / "test" / "0001TP_test000.png"
+    image.write_bytes(image.read_bytes()[:50])
+    return (f"cannot read image {image} (",)
+
+
+@pytest.mark.parametrize("damage", [_size_mismatch, _label_out_of_range, _corrupt_image])
+def test_bad_evaluation_pair_is_caught_before_training(damage, tmp_path, run_all,
+                                                       one_line_error) -> None:
+    """The evaluation split is read only after training: its first pairs are decoded before.
+    (The same damage in the training split: tests/benchmark/datasets/test_datasets_errors.py.)"""
+    root = write_camvid(tmp_path / "data")
+    expected = damage(root)
     before = snapshot(tmp_path)
     proc = run_all("--grid", "camvid", "--seeds", "1", "--results", str(tmp_path / "results"),
                    "--data-root", str(root), "--no-progress")
-    one_line_error(proc, 2, f"its label map {label} is 12x8", "re-extract the pair or delete it")
+    one_line_error(proc, 2, *expected)
     assert snapshot(tmp_path) == before, "nothing may be written or trained"
 
 

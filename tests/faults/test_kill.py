@@ -105,3 +105,17 @@ def test_damaged_and_partial_checkpoints_fall_back_to_the_previous(killed, tmp_p
 
 def _key(reference_record: Path) -> str:
     return reference_record.parent.name
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[]", '{"step": 4}'])
+def test_damaged_meta_json_is_passed_over_naming_its_folder(damage, tmp_path, capsys) -> None:
+    older, newest = tmp_path / "step2", tmp_path / "step4"
+    older.mkdir()
+    (older / "meta.json").write_text(json.dumps({"step": 2, "extra": {}, "files": {}}))
+    newest.mkdir()
+    (newest / "meta.json").write_text(damage)
+    folder, meta = checkpoint.latest_valid(tmp_path)
+    assert folder == older and meta["step"] == 2
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"warning: ignoring checkpoint {newest}: meta.json is damaged ("), out
+    assert "\n" not in out
