@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmark.config import Cell, HeadSpec, ModelSpec
-from benchmark.report.markdown import compute_rows, write_report
+from benchmark.report.markdown import _provenance, compute_rows, write_report
 from benchmark.report.render import table_markdown
 from benchmark.report.tables import grid_table
 from benchmark.store import Record, ResultsLayout
@@ -49,6 +49,18 @@ def test_compute_rows_by_hand():
     assert rows[0] == ["Softmax", "MiT-B0", 2, 0, "1.500", "0.100", "2.200", "2.000", "3.00"]
     assert rows[1] == ["Prototype", "MiT-B0", 1, 1, "1.000", "0.000", "1.000", "0.000", "3.00"]
     assert rows[2][:8] == ["**total**", "", 3, 1, "2.500", "0.100", "3.200", "2.000"]
+
+
+def test_schema1_records_report_the_same():
+    """Records written before provenance was nested (schema 1: git_commit, versions and
+    hardware at the top level) give the same compute rows and provenance section."""
+    schema1 = []
+    for rec in records():
+        data = rec.to_json()
+        data.update(schema=1, **data.pop("provenance"))
+        schema1.append(Record.from_json(data))
+    assert compute_rows(CELLS, schema1) == compute_rows(CELLS, records())
+    assert _provenance(schema1, CELLS) == _provenance(records(), CELLS)
 
 
 def test_report_collects_table_figures_and_provenance(tmp_path):

@@ -20,6 +20,7 @@ from benchmark.report.tables import (
     loss_terms,
     paper_table,
     per_class_table,
+    round1,
 )
 from benchmark.store import Record
 
@@ -131,6 +132,12 @@ def test_render_is_deterministic(tmp_path):
     assert first.keys() == second.keys()
     for name in first:
         assert first[name].read_bytes() == second[name].read_bytes()
+
+
+def test_round1_rounds_ties_away_from_zero_as_a_reader_does():
+    assert [round1(v) for v in (0.35, 0.25, -1.15, 41.05, 2.449)] == [0.4, 0.3, -1.2, 41.1, 2.4]
+    assert str(round1(-0.04)) == "0.0"  # never "-0.0"
+    assert round1(0.1 + 0.2 - 0.3 + 0.05) == round1(0.05) == 0.1  # float noise rounds alike
 
 
 def test_latex_escapes_specials_markdown_escapes_pipes():
