@@ -9,15 +9,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 from benchmark.config import Cell, ConfigError, apply_overrides, validate
+from benchmark.launch.executors import (EXECUTORS, ClusterOptions, Run, execute_run, plan,
+                                        run_status, submit)
+from benchmark.store import (ResultsLayout, as_layout, forget_reported, load_records,
+                             load_summaries)
 from benchmark.train.interrupts import Interrupted
-from benchmark.launch.executors import EXECUTORS, ClusterOptions, Run, execute_run, plan, run_status, submit
-from benchmark.store import load_records, load_summaries
 from experiments import Grid, get_grid, grid_names
 
-# benchmark.report.render / benchmark.report.markdown (pandas) are imported where tables are written, so that
-# `--dry-run` and `--status` start fast.
+GridCells = list[tuple[Grid, list[Cell]]]
+
+# benchmark.report.render / benchmark.report.markdown (pandas) are imported where tables are
+# written, so that `--dry-run` and `--status` start fast.
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,13 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="folder holding the data sets (camvid/, ADEChallengeData2016/, "
                         "cityscapes/, coco_stuff10k/) or one data set's own folder; same as "
                         "--set data.root=DIR, not part of the cell key; default $PROTOSEG_DATA")
-    p.add_argument("--results", default="results", help="results folder (records and tables)")
+    p.add_argument("--results", default="results", metavar="DIR",
+                   help="results folder (records, checkpoints, tables, reports); default results")
     p.add_argument("--executor", default="inline", help=f"where runs execute: {', '.join(EXECUTORS)}")
-    p.add_argument("--checkpoint", default=None, metavar="FILE_OR_DIR",
-                   help="evaluate each cell from a published whole-model checkpoint (MMSeg "
-                        "model zoo or the released ProtoSeg; a folder is searched for each "
-                        "cell's file) instead of training; --grid zoo always does, default "
-                        "folder $PROTOSEG_CHECKPOINTS or ./checkpoints")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--preflight", action="store_true",
                    help="build every cell's model, run one training step and one evaluation "
@@ -77,13 +78,6 @@ def load_grid(name: str, overrides: list[str]) -> tuple[Grid, list[Cell]]:
     return grid, [apply_overrides(c, overrides) if overrides else validate(c) for c in grid.cells]
 
 
-def print_plan(grid: Grid, runs: list[Run]) -> None:
-    from benchmark.launch.plan import describe_plan
-    from experiments.recipes import RECIPES
-
-    print(describe_plan(grid, runs, RECIPES))
-
-
 def preflight_grid(grid: Grid, cells: list[Cell]) -> bool:
     """Print the preflight table of a grid; True when every cell passed."""
     from benchmark.launch.preflight import format_preflight, preflight_ok, run_preflight
@@ -94,23 +88,27 @@ def preflight_grid(grid: Grid, cells: list[Cell]) -> bool:
     return preflight_ok(results)
 
 
-def write_tables(grid: Grid, cells: list[Cell], results: Path, figures: bool = False) -> str:
+def write_tables(grid: Grid, cells: list[Cell], results: ResultsLayout | Path | str,
+                 figures: bool = False) -> str:
     """Regenerate md/tex/csv (and figures) from the grid's records, then the report; returns
     the Markdown table."""
     from benchmark.report.markdown import write_report
     from benchmark.report.render import render
 
     # figures draw the per-step history; tables need only the records' summaries (fast)
+    results = as_layout(results)
     records = (load_records if figures else load_summaries)(results, grid.name)
-    refs, layout = grid.reference_rows, grid.layout
-    paths = render(grid.name, cells, records, results / "tables", refs, layout)
+    results_root = results.root
+    refs, table_layout = grid.reference_rows, grid.layout
+    paths = render(grid.name, cells, records, results.tables(), refs, table_layout)
     print(f"tables: {', '.join(str(p) for p in paths.values())}")
     if figures:
-        from benchmark.report.plots import render_figures  # matplotlib only when figures are asked for
+        from benchmark.report.plots import render_figures  # matplotlib only for figures
 
-        drawn = render_figures(grid.name, cells, records, results)
-        print(f"figures: {len(drawn)} files in {results / 'figures' / grid.name}")
-    report = write_report(grid.name, cells, records, results, grid.description, refs, layout)
+        drawn = render_figures(grid.name, cells, records, results_root)
+        print(f"figures: {len(drawn)} files in {results.figures(grid.name)}")
+    report = write_report(grid.name, cells, records, results_root, grid.description, refs,
+                          table_layout)
     print(f"report: {report}")
     return paths["md"].read_text(encoding="utf-8")
 
@@ -135,22 +133,21 @@ def run_inline(pending: list[Run], progress: bool) -> int:
             failures += 1
             print(f"  failed: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
             continue
-        m = record["metrics"]
-        print(f"  mIoU {m['miou']:.1f}  aAcc {m['aacc']:.1f}  "
-              f"train {record['timings']['train_s']:.0f}s  -> {run.path}")
+        print(f"  mIoU {record.miou:.1f}  aAcc {record.metrics['aacc']:.1f}  "
+              f"train {record.timings['train_s']:.0f}s  -> {run.path}")
     return failures
 
 
-def skip_live_jobs(pending: list[Run], results: Path) -> list[Run]:
+LIVE_STATES = ("pending", "running", "requeued", "configuring", "completing", "suspended")
+
+
+def skip_live_jobs(pending: list[Run]) -> list[Run]:
     """Leave out runs whose SLURM job is still pending or running (no double submission)."""
-    states = run_status(pending, results)
+    states = run_status(pending)
     live = [r for r, st in zip(pending, states) if st["state"] in LIVE_STATES]
     for run in live:
         print(f"  {run.cell.row} seed {run.seed}: a job is already queued or running; skipped")
     return [r for r in pending if r not in live]
-
-
-LIVE_STATES = ("pending", "running", "requeued", "configuring", "completing", "suspended")
 
 
 def cluster_options(args: argparse.Namespace) -> ClusterOptions:
@@ -163,24 +160,27 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions:
     )
 
 
-def print_status(grid: Grid, runs: list[Run], results: Path) -> None:
-    rows = run_status(runs, results)
+def print_status(grid: Grid, runs: list[Run]) -> None:
     print(f"grid {grid.name}:")
-    for r in rows:
+    for r in run_status(runs):
         job = f"job {r['job']}" if r["job"] else ""
         print(f"  {r['row']:<22} seed {r['seed']:<3} {r['state']:<14} {job:<14} {r['detail']}")
 
 
-def data_problem(grids: list[tuple[Grid, list[Cell]]], args: argparse.Namespace,
-                 results: Path) -> str | None:
+def grid_runs(grid: Grid, cells: list[Cell], args: argparse.Namespace,
+              results: ResultsLayout) -> list[Run]:
+    """The grid's runs: every cell times `--seeds` (default: the grid's own number)."""
+    return plan(cells, list(range(args.seeds if args.seeds is not None else grid.seeds)), results)
+
+
+def data_problem(grids: GridCells, args: argparse.Namespace, results: ResultsLayout) -> str | None:
     """The cheap layout check (root, layout, pairing) of every data set a pending run reads,
     before any job starts; the first problem as one line, or None."""
     from benchmark.datasets import DataError, check_layout
 
     checked = set()
     for grid, cells in grids:
-        seeds = list(range(args.seeds if args.seeds is not None else grid.seeds))
-        for run in plan(cells, seeds, results):
+        for run in grid_runs(grid, cells, args, results):
             if (args.force or not run.done) and run.cell.data not in checked:
                 checked.add(run.cell.data)
                 try:
@@ -190,17 +190,150 @@ def data_problem(grids: list[tuple[Grid, list[Cell]]], args: argparse.Namespace,
     return None
 
 
-def evaluate_published(args: argparse.Namespace, results, grids) -> int:
-    """`--checkpoint` and the zoo grid: evaluate published checkpoints instead of training
-    (benchmark/checkpoints/published.py); missing files are table rows, not errors."""
-    from benchmark.checkpoints.published import run_published
-    from experiments.zoo import published_for
+def pending_runs(grid: Grid, cells: list[Cell], args: argparse.Namespace,
+                 results: ResultsLayout) -> list[Run]:
+    """The runs still to make (all with --force, whose checkpoints are then dropped)."""
+    runs = grid_runs(grid, cells, args, results)
+    pending = [r for r in runs if args.force or not r.done]
+    print(f"grid {grid.name}: {len(runs)} runs, {len(runs) - len(pending)} done, "
+          f"{len(pending)} to run")
+    if args.force:
+        for run in pending:
+            run.clear_checkpoints()
+    return pending
 
-    return run_published(grids, args.checkpoint, results, published_for,
-                         progress=not args.no_progress)
+
+# --------------------------------------------------------------------------- one function per mode
 
 
-def weights_refused(grids: list[tuple[Grid, list[Cell]]]) -> bool:
+def dry_run(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) -> int:
+    """Print the plan of every grid; trains and writes nothing."""
+    from benchmark.launch.plan import describe_plan
+    from experiments.recipes import RECIPES
+
+    for grid, cells in grids:
+        print(describe_plan(grid, grid_runs(grid, cells, args, results), RECIPES))
+    return 0
+
+
+def preflight(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) -> int:
+    """One training step and one evaluation forward per cell on random images."""
+    failures = sum(not preflight_grid(grid, cells) for grid, cells in grids)
+    if failures:
+        print(f"error: preflight failed in {failures} grid(s); see the Status column",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def status(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) -> int:
+    """Per-run state from records and the job log."""
+    for grid, cells in grids:
+        print_status(grid, grid_runs(grid, cells, args, results))
+    return 0
+
+
+def tables_only(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) -> int:
+    """Regenerate tables, figures and reports from the records; trains nothing."""
+    for grid, cells in grids:
+        if not write_outputs(grid, cells, args, results):
+            return 1
+    return 0
+
+
+def run_here(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) -> int:
+    """`--executor inline`: every pending run in this process, then the tables."""
+    failures = 0
+    for grid, cells in grids:
+        pending = pending_runs(grid, cells, args, results)
+        try:
+            failures += run_inline(pending, progress=not args.no_progress)
+        except Interrupted:
+            return INTERRUPTED
+        if not write_outputs(grid, cells, args, results):
+            return 1
+    return finish(failures)
+
+
+def run_submitted(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) -> int:
+    """`--executor local|slurm`: submit the pending runs as job arrays (SLURM: return at once
+    unless --wait), then the tables of the grids whose jobs have ended."""
+    failures = 0
+    for grid, cells in grids:
+        pending = pending_runs(grid, cells, args, results)
+        if args.executor == "slurm" and not args.force:
+            pending = skip_live_jobs(pending)
+        submit(pending, args.executor, results, cluster_options(args), wait=args.wait)
+        if args.executor == "slurm" and not args.wait:
+            print(f"follow with: python run_all.py --grid {grid.name} --status")
+            continue
+        failures += sum(not r.done for r in pending)
+        if not write_outputs(grid, cells, args, results):
+            return 1
+    return finish(failures)
+
+
+def write_outputs(grid: Grid, cells: list[Cell], args: argparse.Namespace,
+                  results: ResultsLayout) -> bool:
+    """Print the grid's table after writing every output; False (one line said) when the
+    results folder cannot be written."""
+    try:
+        print(write_tables(grid, cells, results, figures=args.figures))
+    except OSError as err:
+        print(f"error: {err}; make the results folder writable or pass --results DIR",
+              file=sys.stderr)
+        return False
+    return True
+
+
+def finish(failures: int) -> int:
+    if failures:
+        print(f"error: {failures} run(s) failed; their records hold the error", file=sys.stderr)
+        return 1
+    return 0
+
+
+Mode = Callable[[argparse.Namespace, ResultsLayout, GridCells], int]
+
+
+def choose_mode(args: argparse.Namespace, grids: GridCells) -> Mode:
+    """The function that serves the flags (the first of dry run, preflight, status, tables;
+    else runs made here or submitted)."""
+    for flag, mode in (("dry_run", dry_run), ("preflight", preflight), ("status", status),
+                       ("tables_only", tables_only)):
+        if getattr(args, flag):
+            return mode
+    return run_here if args.executor == "inline" else run_submitted
+
+
+def ready_to_compute(mode: Mode, args: argparse.Namespace, results: ResultsLayout,
+                     grids: GridCells) -> bool:
+    """The checks before a mode that computes: backbone weights (preflight and runs), then
+    folders, files and data of every pending run; False after one line per problem."""
+    if mode in (run_here, run_submitted, preflight) and weights_refused(grids):
+        return False
+    if mode in (run_here, run_submitted):
+        problem = data_problem(grids, args, results)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return False
+    return True
+
+
+def load_grids(args: argparse.Namespace) -> GridCells:
+    """Every requested grid with its cells (overrides applied); ConfigError on bad input."""
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {args.executor!r}; "
+                          f"choose one of {', '.join(EXECUTORS)}")
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError("--seeds must be >= 1")
+    return [load_grid(name, overrides) for name in args.grid]
+
+
+def weights_refused(grids: GridCells) -> bool:
     """Paper cells without backbone weights (benchmark/checkpoints/weights.py): one line per
     backbone naming the file, its origin and `--set model.pretrained=...`; True = refuse."""
     from benchmark.checkpoints.weights import missing_weights
@@ -213,69 +346,14 @@ def weights_refused(grids: list[tuple[Grid, list[Cell]]]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    results = Path(args.results)
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
+    results = ResultsLayout(args.results)
+    forget_reported()  # one warning per damaged record and command
     try:
-        if args.executor not in EXECUTORS:
-            raise ConfigError(f"unknown executor {args.executor!r}; choose one of {', '.join(EXECUTORS)}")
-        if args.seeds is not None and args.seeds < 1:
-            raise ConfigError("--seeds must be >= 1")
-        grids = [load_grid(name, overrides) for name in args.grid]
+        grids = load_grids(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not (args.dry_run or args.status or args.tables_only or args.preflight) and (
-            args.checkpoint or any(grid.name == "zoo" for grid, _ in grids)):
-        return evaluate_published(args, results, grids)
-    if not (args.dry_run or args.status or args.tables_only) and weights_refused(grids):
+    mode = choose_mode(args, grids)
+    if not ready_to_compute(mode, args, results, grids):
         return 2
-    if not (args.dry_run or args.status or args.tables_only or args.preflight):
-        problem = data_problem(grids, args, results)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
-
-    failures = 0
-    for grid, cells in grids:
-        seeds = list(range(args.seeds if args.seeds is not None else grid.seeds))
-        runs = plan(cells, seeds, results)
-        if args.dry_run:
-            print_plan(grid, runs)
-            continue
-        if args.preflight:
-            failures += not preflight_grid(grid, cells)
-            continue
-        if args.status:
-            print_status(grid, runs, results)
-            continue
-        if not args.tables_only:
-            pending = [r for r in runs if args.force or not r.done]
-            print(f"grid {grid.name}: {len(runs)} runs, {len(runs) - len(pending)} done, "
-                  f"{len(pending)} to run")
-            if args.force:
-                for run in pending:
-                    run.clear_checkpoints()
-            if args.executor == "inline":
-                try:
-                    failures += run_inline(pending, progress=not args.no_progress)
-                except Interrupted:
-                    return INTERRUPTED
-            else:
-                if args.executor == "slurm" and not args.force:
-                    pending = skip_live_jobs(pending, results)
-                submit(pending, args.executor, results, cluster_options(args), wait=args.wait)
-                if args.executor == "slurm" and not args.wait:
-                    print(f"follow with: python run_all.py --grid {grid.name} --status")
-                    continue
-                failures += sum(not r.done for r in pending)
-        print(write_tables(grid, cells, results, figures=args.figures))
-    if failures and args.preflight:
-        print(f"error: preflight failed in {failures} grid(s); see the Status column",
-              file=sys.stderr)
-        return 1
-    if failures:
-        print(f"error: {failures} run(s) failed; their records hold the error", file=sys.stderr)
-        return 1
-    return 0
+    return mode(args, results, grids)

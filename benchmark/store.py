@@ -34,6 +34,13 @@ class RecordError(ValueError):
     """A record that cannot be used; the message is one line naming the file and the problem."""
 
 
+class WriteError(OSError):
+    """A file that could not be written: errno kept, the message names the path."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 # --------------------------------------------------------------------------- atomic writes
 
 
@@ -61,7 +68,7 @@ def atomic_write(path: Path | str, data: str | bytes | Callable[[BinaryIO], None
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError) and str(path) not in str(err):
-            raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
+            raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
         raise
     return path
 
@@ -293,6 +300,11 @@ def read_record(path: Path | str) -> Record:
 
 
 _REPORTED: set[str] = set()
+
+
+def forget_reported() -> None:
+    """Start a new command: each bad record is reported again, once (`benchmark.cli.main`)."""
+    _REPORTED.clear()
 
 
 def report_bad_record(err: Exception, stream: Any = None) -> None:

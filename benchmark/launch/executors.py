@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,34 +27,51 @@ import submitit
 
 from benchmark.config import Cell, cell_from_dict
 from benchmark.provenance import provenance
-from benchmark.store import RECORD_SCHEMA, is_done, read_record, record_path, write_record
+from benchmark.store import (Record, RecordError, ResultsLayout, as_layout, is_done, read_record,
+                             write_record)
 
 EXECUTORS = ("inline", "local", "slurm")
 
 
 @dataclass(frozen=True)
 class Run:
-    """One (cell, seed), where its record goes and where its checkpoints live."""
+    """One (cell, seed) and, from the results layout, where its files live."""
 
     cell: Cell
     seed: int
-    path: Path
+    layout: ResultsLayout
+
+    def _where(self) -> tuple[str, str, int]:
+        return self.cell.grid, self.cell.key, self.seed
+
+    @property
+    def path(self) -> Path:
+        """The run's record."""
+        return self.layout.record(*self._where())
 
     @property
     def done(self) -> bool:
         return is_done(self.path)
 
     @property
-    def results_root(self) -> Path:
-        return self.path.parents[3]  # <root>/runs/<grid>/<key>/seed<k>.json
-
-    @property
     def checkpoint_dir(self) -> Path:
-        return self.results_root / "checkpoints" / self.cell.grid / self.cell.key / f"seed{self.seed}"
+        return self.layout.checkpoints(*self._where())
 
     @property
     def weights_path(self) -> Path:
-        return self.checkpoint_dir / "final.pt"
+        return self.layout.final_weights(*self._where())
+
+    @property
+    def heartbeat_path(self) -> Path:
+        return self.layout.heartbeat(*self._where())
+
+    @property
+    def lock_path(self) -> Path:
+        return self.layout.lock(*self._where())
+
+    @property
+    def log_dir(self) -> Path:
+        return self.layout.logs(*self._where())
 
     def clear_checkpoints(self) -> None:
         """Drop training checkpoints (not the final weights): a fresh start or a finished run."""
@@ -62,25 +79,27 @@ class Run:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def plan(cells: list[Cell] | tuple[Cell, ...], seeds: list[int], root: Path | str) -> list[Run]:
+def plan(cells: list[Cell] | tuple[Cell, ...], seeds: list[int],
+         root: ResultsLayout | Path | str) -> list[Run]:
     """Every run of the grid, in grid order, seeds inner."""
-    return [Run(c, s, record_path(root, c.grid, c.key, s)) for c in cells for s in seeds]
+    layout = as_layout(root)
+    return [Run(c, s, layout) for c in cells for s in seeds]
 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def execute_run(run: Run, progress: bool = True) -> dict[str, Any]:
+def execute_run(run: Run, progress: bool = True) -> Record:
     """Train and evaluate one run (resuming from its checkpoint) and write its record."""
     from benchmark.train.engine import make_accelerator, train_and_evaluate
     from benchmark.train.interrupts import Interrupted
 
-    record: dict[str, Any] = {
-        "schema": RECORD_SCHEMA, "grid": run.cell.grid, "cell_key": run.cell.key,
-        "seed": run.seed, "cell": run.cell.to_dict(), "started": _now(),
-    }
+    started = _now()
     accelerator = make_accelerator(run.cell)
+    base = {"grid": run.cell.grid, "cell_key": run.cell.key, "seed": run.seed,
+            "cell": run.cell.to_dict(), "started": started,
+            "world_size": accelerator.num_processes}
     try:
         result = train_and_evaluate(run.cell, run.seed, progress=progress, accelerator=accelerator,
                                     checkpoint_dir=run.checkpoint_dir,
@@ -88,21 +107,37 @@ def execute_run(run: Run, progress: bool = True) -> dict[str, Any]:
     except Interrupted:
         raise  # resumable: no record, the checkpoint is on disk
     except Exception as err:  # noqa: BLE001 - any failure becomes a failed record, then re-raised
-        record.update(status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0],
-                      traceback=traceback.format_exc(), finished=_now(), **provenance())
+        record = Record(status="failed", **base, error=_one_line(err),
+                        traceback=traceback.format_exc(), finished=_now(),
+                        provenance=provenance())
         if accelerator.is_main_process:
-            write_record(run.path, record)
+            save_record(run.path, record)
         raise
-    record.update(
-        status="done", error=None, metrics=result.metrics, params=result.params,
+    record = Record(
+        status="done", **base, metrics=result.metrics, params=result.params,
         timings=result.timings, memory=result.memory, history=result.history,
-        confusion=result.confusion, weights_sha256=result.weights_sha256,
-        world_size=accelerator.num_processes, finished=_now(), **provenance(),
+        confusion=result.confusion, weights_sha256=result.weights_sha256, finished=_now(),
+        provenance=provenance(),
     )
     if accelerator.is_main_process:
-        write_record(run.path, record)
+        save_record(run.path, record)
         run.clear_checkpoints()
     return record
+
+
+def _one_line(err: BaseException) -> str:
+    return (f"{type(err).__name__}: {err}".splitlines() or [type(err).__name__])[0]
+
+
+def save_record(path: Path, record: Record) -> Path:
+    """Write the record; when that fails, print it to stderr as JSON under a one-line error
+    naming the path, so the computed result is not lost, and re-raise."""
+    try:
+        return write_record(path, record)
+    except OSError as err:
+        print(f"error: {err}; the record follows as JSON (save it as {path})", file=sys.stderr)
+        print(json.dumps(record.to_json(), sort_keys=True), file=sys.stderr)
+        raise
 
 
 # --------------------------------------------------------------------------- cluster jobs
@@ -117,11 +152,9 @@ class RunJob(submitit.helpers.Checkpointable):
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:  # one process per GPU: hand the distributed env to Accelerate
             submitit.helpers.TorchDistributedEnvironment().export()
-        c = cell_from_dict(cell)
-        run = Run(c, seed, record_path(results_root, c.grid, c.key, seed))
+        run = Run(cell_from_dict(cell), seed, ResultsLayout(results_root))
         record = execute_run(run, progress=False)
-        return {"status": record["status"], "miou": record["metrics"]["miou"],
-                "record": str(run.path)}
+        return {"status": record.status, "miou": record.miou, "record": str(run.path)}
 
 
 @dataclass(frozen=True)
@@ -175,23 +208,19 @@ def make_executor(kind: str, folder: Path, params: dict[str, Any]) -> submitit.E
     return executor
 
 
-def _jobs_file(results: Path, grid: str) -> Path:
-    return results / "jobs" / f"{grid}.jsonl"
-
-
-def submit(runs: list[Run], kind: str, results: Path, opts: ClusterOptions,
+def submit(runs: list[Run], kind: str, results: ResultsLayout | Path | str, opts: ClusterOptions,
            wait: bool = False) -> list[submitit.Job]:
     """Submit runs as job arrays grouped by resources; log ids and paths to results/jobs/."""
     if not runs:
         return []
+    layout = as_layout(results)
     grid = runs[0].cell.grid
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = results / "jobs" / grid / stamp
+    folder = layout.jobs_dir(grid, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(json.dumps(job_parameters(run.cell, opts, kind), sort_keys=True),
                           []).append(run)
-    jobs_log = _jobs_file(results, grid)
+    jobs_log = layout.jobs_log(grid)
     jobs_log.parent.mkdir(parents=True, exist_ok=True)
     submitted: list[submitit.Job] = []
     for params_text, group in groups.items():
@@ -201,7 +230,7 @@ def submit(runs: list[Run], kind: str, results: Path, opts: ClusterOptions,
             executor = make_executor(kind, folder, json.loads(params_text))
             jobs = executor.map_array(
                 RunJob(), [r.cell.to_dict() for r in part], [r.seed for r in part],
-                [str(results.resolve())] * len(part),
+                [str(layout.root.resolve())] * len(part),
             )
             with open(jobs_log, "a") as f:
                 for run, job in zip(part, jobs):
@@ -234,37 +263,57 @@ def _last_line(path: str) -> str:
     return lines[-1] if lines else ""
 
 
-def run_status(runs: list[Run], results: Path) -> list[dict[str, str]]:
-    """done / failed (with the error) from records; running / pending from the job log."""
-    jobs: dict[tuple[str, int], dict[str, Any]] = {}
-    if runs:
-        log = _jobs_file(results, runs[0].cell.grid)
-        if log.exists():
-            for line in log.read_text().splitlines():
-                entry = json.loads(line)
-                jobs[(entry["cell_key"], entry["seed"])] = entry  # the latest submission wins
+def run_status(runs: list[Run]) -> list[dict[str, str]]:
+    """done / failed (with the error) / damaged from records; running / pending from the job
+    log (a damaged record counts as not done: the run is made again)."""
+    jobs = _latest_jobs(runs[0].layout.jobs_log(runs[0].cell.grid)) if runs else {}
     rows = []
     for run in runs:
         row = {"row": run.cell.row, "seed": str(run.seed), "state": "not submitted",
                "detail": "", "job": ""}
-        if run.path.exists():
-            record = read_record(run.path)
-            row["state"] = record.get("status", "?")
-            row["detail"] = (f"mIoU {record['metrics']['miou']:.1f}" if row["state"] == "done"
-                             else record.get("error") or "")
+        row.update(_record_state(run.path))
         entry = jobs.get((run.cell.key, run.seed))
         if entry and row["state"] != "done":
             row["job"] = entry["job_id"]
             state = _job_state(entry)
             if row["state"] == "failed" and state in ("RUNNING", "PENDING", "REQUEUED"):
                 row["state"] = state.lower()  # a retry is under way
-            elif row["state"] == "not submitted":
+            elif row["state"] in ("not submitted", "damaged"):
                 row["state"] = state.lower()
                 if state in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"):
                     row["state"] = "failed"
                     row["detail"] = _last_line(entry["stderr"])
         rows.append(row)
     return rows
+
+
+def _record_state(path: Path) -> dict[str, str]:
+    """The state and detail a record gives; nothing where there is no record."""
+    if not path.exists():
+        return {}
+    try:
+        record = read_record(path)
+    except (OSError, RecordError) as err:
+        return {"state": "damaged", "detail": f"{err}; the run is made again"}
+    if record.done:
+        return {"state": "done", "detail": f"mIoU {record.miou:.1f}"}
+    return {"state": record.status, "detail": record.error or ""}
+
+
+def _latest_jobs(log: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """The latest submission of each (cell key, seed) in the job log; damaged lines skipped."""
+    jobs: dict[tuple[str, int], dict[str, Any]] = {}
+    try:
+        lines = log.read_text().splitlines()
+    except OSError:
+        return jobs
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            jobs[(entry["cell_key"], entry["seed"])] = entry  # the latest submission wins
+        except (ValueError, KeyError, TypeError):
+            continue
+    return jobs
 
 
 def _job_state(entry: dict[str, Any]) -> str:
@@ -296,9 +345,3 @@ def _squeue_state(job_id: str) -> str:
 def _result_exists(entry: dict[str, Any]) -> bool:
     return (Path(entry["folder"]) / f"{entry['job_id']}_0_result.pkl").exists() or \
         (Path(entry["folder"]) / f"{entry['job_id']}_result.pkl").exists()
-
-
-def slurm_available() -> bool:
-    """True when `sbatch` is on PATH (the slurm executor needs it)."""
-    return any(os.access(os.path.join(p, "sbatch"), os.X_OK)
-               for p in os.environ.get("PATH", "").split(os.pathsep))

@@ -143,9 +143,10 @@ def _estimate_key(cell: Cell, h: int, w: int) -> str:
 
 def _read_cache(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        entries = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return entries if isinstance(entries, dict) else {}
 
 
 def _read_estimate(key: str) -> tuple[int, dict[str, int]] | None:
@@ -161,27 +162,26 @@ def _write_estimate(key: str, value: tuple[int, dict[str, int]]) -> None:
     path = estimate_cache_path()
     if path is None:
         return
+    from benchmark.store import atomic_write
+
+    entries = _read_cache(path)
+    entries[key] = {"saved": value[0], "params": value[1]}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entries = _read_cache(path)
-        entries[key] = {"saved": value[0], "params": value[1]}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, sort_keys=True))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(entries, sort_keys=True))
     except OSError:
         pass
 
 
 def _record_state(path: Path) -> str:
     """done / failed / ... from the record at `path`, or '-' where there is none."""
-    from benchmark.store import read_record
+    from benchmark.store import RecordError, read_record
 
     if not path.exists():
         return "-"
     try:
-        return str(read_record(path).get("status") or "unknown")
-    except (OSError, ValueError):
-        return "unreadable"
+        return read_record(path).status
+    except (OSError, RecordError):
+        return "damaged (rerun)"  # the one-line warning names the file and the problem
 
 
 def describe_plan(grid: object, runs: list, recipes: dict | None = None) -> str:

@@ -56,8 +56,11 @@ def test_smoke_grid_end_to_end(tmp_path, capsys) -> None:
     assert len(records) == 5
     record = json.loads(records[0].read_text())
     for field in ("cell", "cell_key", "seed", "status", "metrics", "params", "timings", "memory",
-                  "git_commit", "versions", "hardware", "started", "finished", "history"):
+                  "provenance", "started", "finished", "history", "confusion", "kind", "schema"):
         assert field in record, field
+    for field in ("git_commit", "versions", "hardware"):
+        assert field in record["provenance"], field
+    assert record["kind"] == "trained" and record["schema"] == 2 and record["grid"] == "smoke"
     assert 0 <= record["metrics"]["miou"] <= 100
     assert len(record["metrics"]["per_class_iou"]) == 6
     mtimes = [p.stat().st_mtime_ns for p in records]
@@ -110,7 +113,7 @@ def test_runs_with_a_live_job_are_not_submitted_twice(tmp_path, capsys) -> None:
              "executor": "local", "folder": str(tmp_path / "jobs"), "stdout": str(stdout),
              "stderr": str(stdout), "submitted": "now"}
     log.write_text(json.dumps(entry) + "\n")
-    kept = skip_live_jobs(runs, tmp_path)
+    kept = skip_live_jobs(runs)
     assert kept == [runs[0]] + runs[2:]
     assert "already queued or running" in capsys.readouterr().out
 
@@ -123,3 +126,37 @@ def test_missing_pretrained_file_fails_the_run_with_a_clear_error(tmp_path, caps
     assert len(records) == 5
     assert all(r["error"].startswith("PretrainedError") for r in records)
     assert all(str(missing) in r["error"] for r in records)
+
+
+def test_tables_only_into_an_unwritable_results_folder_is_one_line(tmp_path, capsys) -> None:
+    """A tables folder that cannot be made (here a file is in the way; read-only or full
+    folders fail the same way, but root writes anywhere): one line naming the path, exit 1."""
+    (tmp_path / "tables").write_text("in the way")
+    assert main(["--grid", "smoke", "--tables-only", "--results", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write " + str(tmp_path / "tables"))
+    assert "pass --results DIR" in err and err.count("\n") == 1
+
+
+def test_each_mode_is_one_short_function() -> None:
+    """`main` only parses, loads the grids and hands over to one function per mode."""
+    import ast
+    import argparse
+
+    import benchmark.cli as cli
+
+    source = Path(cli.__file__).read_text()
+    lengths = {n.name: n.end_lineno - n.lineno + 1 for n in ast.walk(ast.parse(source))
+               if isinstance(n, ast.FunctionDef)}
+    assert max(lengths.values()) < 60, lengths
+    assert lengths["main"] < 20
+
+    def mode(**flags) -> str:
+        base = dict(dry_run=False, preflight=False, status=False, tables_only=False,
+                    executor="inline", checkpoint=None)
+        return cli.choose_mode(argparse.Namespace(**{**base, **flags}), []).__name__
+
+    assert mode(dry_run=True, status=True) == "dry_run"
+    assert mode(preflight=True) == "preflight" and mode(status=True) == "status"
+    assert mode(tables_only=True) == "tables_only" and mode() == "run_here"
+    assert mode(executor="slurm") == mode(executor="local") == "run_submitted"
