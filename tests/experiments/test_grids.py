@@ -141,8 +141,9 @@ def test_reference_rows_are_complete_and_in_the_papers_order() -> None:
 def test_grids_carry_their_table_layout_and_reference_rows() -> None:
     """The grid, not the table code, says how its table looks (layout, paper's rows)."""
     layouts = {name: get_grid(name).layout for name in grid_names()}
-    assert layouts == {"smoke": "paper", "table1": "paper", "table2": "paper", "table3": "paper",
-                       "ablation_loss": "loss", "ablation_k": "k", "camvid": "paper"}
+    assert {"ablation_loss": "loss", "ablation_k": "k"}.items() <= layouts.items()
+    assert all(layouts[name] == "paper" for name in ("smoke", "camvid", *TABLES))
+    assert set(layouts.values()) <= {"paper", "loss", "k"}
     for name in TABLES:
         assert list(get_grid(name).reference_rows) == REFERENCE_ROWS[name]
     for name in ("smoke", "camvid", "ablation_loss", "ablation_k"):
