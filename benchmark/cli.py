@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmark.config import Cell, ConfigError, apply_overrides, validate
+from benchmark.launch import locks
 from benchmark.launch.executors import (EXECUTORS, ClusterOptions, Run, execute_run, plan,
                                         run_status, submit)
 from benchmark.store import (ResultsLayout, as_layout, forget_reported, load_records,
@@ -116,11 +117,16 @@ def write_tables(grid: Grid, cells: list[Cell], results: ResultsLayout | Path | 
 INTERRUPTED = 3  # exit code: a run stopped on a signal after saving its checkpoint
 
 
-def run_inline(pending: list[Run], progress: bool) -> int:
-    """Run in this process; returns the number of failed runs (Interrupted propagates)."""
+def run_inline(pending: list[Run], progress: bool, force: bool = False) -> int:
+    """Run in this process; returns the number of failed runs (Interrupted propagates). Runs
+    another process holds (benchmark/launch/locks.py) are skipped, saying so."""
     failures = 0
     for i, run in enumerate(pending, 1):
         print(f"[{i}/{len(pending)}] {run.cell.row} seed {run.seed}")
+        lock, why = locks.claim(run, force)
+        if lock is None:
+            print(f"  skipped {run.cell.row} seed {run.seed}: {why}")
+            continue
         try:
             record = execute_run(run, progress=progress)
         except Interrupted as err:  # one line: signal, step, checkpoint folder, what to do
@@ -133,6 +139,8 @@ def run_inline(pending: list[Run], progress: bool) -> int:
             failures += 1
             print(f"  failed: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
             continue
+        finally:
+            lock.release()
         print(f"  mIoU {record.miou:.1f}  aAcc {record.metrics['aacc']:.1f}  "
               f"train {record.timings['train_s']:.0f}s  -> {run.path}")
     return failures
@@ -161,8 +169,10 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions:
 
 
 def print_status(grid: Grid, runs: list[Run]) -> None:
+    from benchmark.launch.status import with_running  # running: lock owner + heartbeat
+
     print(f"grid {grid.name}:")
-    for r in run_status(runs):
+    for r in with_running(runs, run_status(runs)):
         job = f"job {r['job']}" if r["job"] else ""
         print(f"  {r['row']:<22} seed {r['seed']:<3} {r['state']:<14} {job:<14} {r['detail']}")
 
@@ -174,20 +184,14 @@ def grid_runs(grid: Grid, cells: list[Cell], args: argparse.Namespace,
 
 
 def data_problem(grids: GridCells, args: argparse.Namespace, results: ResultsLayout) -> str | None:
-    """The cheap layout check (root, layout, pairing) of every data set a pending run reads,
-    before any job starts; the first problem as one line, or None."""
-    from benchmark.datasets import DataError, check_layout
+    """The checks before any compute (benchmark/launch/checks.py: folders writable with room
+    for a record and a checkpoint, pretrained files, data layout, first evaluation pairs) of
+    every pending run and the tables folder; the first problem as one line, or None."""
+    from benchmark.launch.checks import first_problem
 
-    checked = set()
-    for grid, cells in grids:
-        for run in grid_runs(grid, cells, args, results):
-            if (args.force or not run.done) and run.cell.data not in checked:
-                checked.add(run.cell.data)
-                try:
-                    check_layout(run.cell.data)
-                except DataError as err:
-                    return str(err)
-    return None
+    return first_problem([run for grid, cells in grids for run in
+                          grid_runs(grid, cells, args, results) if args.force or not run.done],
+                         results)
 
 
 def pending_runs(grid: Grid, cells: list[Cell], args: argparse.Namespace,
@@ -199,7 +203,8 @@ def pending_runs(grid: Grid, cells: list[Cell], args: argparse.Namespace,
           f"{len(pending)} to run")
     if args.force:
         for run in pending:
-            run.clear_checkpoints()
+            if locks.holder(run.lock_path) is None:  # never another process's checkpoints
+                run.clear_checkpoints()
     return pending
 
 
@@ -247,7 +252,7 @@ def run_here(args: argparse.Namespace, results: ResultsLayout, grids: GridCells)
     for grid, cells in grids:
         pending = pending_runs(grid, cells, args, results)
         try:
-            failures += run_inline(pending, progress=not args.no_progress)
+            failures += run_inline(pending, progress=not args.no_progress, force=args.force)
         except Interrupted:
             return INTERRUPTED
         if not write_outputs(grid, cells, args, results):
@@ -288,7 +293,8 @@ def write_outputs(grid: Grid, cells: list[Cell], args: argparse.Namespace,
 
 def finish(failures: int) -> int:
     if failures:
-        print(f"error: {failures} run(s) failed; their records hold the error", file=sys.stderr)
+        print(f"error: {failures} run(s) failed; the lines above and --status say why",
+              file=sys.stderr)
         return 1
     return 0
 

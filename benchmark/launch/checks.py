@@ -82,7 +82,7 @@ def folder_problem(folder: Path, need: int, what: str) -> str | None:
 def pretrained_problem(cell: Cell) -> str | None:
     """The pretrained weights a run loads must exist before it starts."""
     path = cell.model.pretrained
-    if path and not Path(path).expanduser().exists():
+    if path and path != "none" and not Path(path).expanduser().exists():  # none: from scratch
         return (f"pretrained weights {path} do not exist (model.pretrained of {cell.row}); "
                 f"download them there or --set model.pretrained=PATH")
     return None
@@ -108,7 +108,8 @@ def data_problem(spec: Any) -> str | None:
     return None
 
 
-def first_problem(runs: Iterable[Any], root: ResultsLayout | Path, tables: bool = True) -> str | None:
+def first_problem(runs: Iterable[Any], root: ResultsLayout | Path,
+                  tables: bool = True) -> str | None:
     """The first problem of any run (`.cell`, `.seed`) about to be trained under the results
     folder `root`, or of the tables folder when `tables`; None when all is well."""
     layout = root if isinstance(root, ResultsLayout) else ResultsLayout(root)

@@ -17,7 +17,6 @@ import datetime as dt
 import json
 import shutil
 import subprocess
-import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any
 import submitit
 
 from benchmark.config import Cell, cell_from_dict
+from benchmark.launch import locks
+from benchmark.launch.checks import check_run
 from benchmark.provenance import provenance
 from benchmark.store import (Record, RecordError, ResultsLayout, as_layout, is_done, read_record,
                              write_record)
@@ -134,10 +135,10 @@ def save_record(path: Path, record: Record) -> Path:
     naming the path, so the computed result is not lost, and re-raise."""
     try:
         return write_record(path, record)
-    except OSError as err:
-        print(f"error: {err}; the record follows as JSON (save it as {path})", file=sys.stderr)
-        print(json.dumps(record.to_json(), sort_keys=True), file=sys.stderr)
-        raise
+    except OSError as err:  # JSON on stderr and a fallback file (benchmark/launch/checks.py)
+        from benchmark.launch.checks import keep_unsaved
+
+        raise OSError(keep_unsaved(path, record.to_json(), err)) from None
 
 
 # --------------------------------------------------------------------------- cluster jobs
@@ -153,7 +154,13 @@ class RunJob(submitit.helpers.Checkpointable):
         if env.num_tasks > 1:  # one process per GPU: hand the distributed env to Accelerate
             submitit.helpers.TorchDistributedEnvironment().export()
         run = Run(cell_from_dict(cell), seed, ResultsLayout(results_root))
-        record = execute_run(run, progress=False)
+        check_run(run, run.layout)  # before the model is built: one line, nothing trained
+        lock, why = locks.claim(run)
+        if lock is None:
+            print(f"skipped {run.cell.row} seed {run.seed}: {why}", flush=True)
+            return {"status": "skipped", "miou": None, "record": str(run.path)}
+        with lock:
+            record = execute_run(run, progress=False)
         return {"status": record.status, "miou": record.miou, "record": str(run.path)}
 
 

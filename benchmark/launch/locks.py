@@ -121,8 +121,8 @@ def describe(owner: dict[str, Any]) -> str:
 
 
 def claim(run: Any, force: bool = False) -> tuple[RunLock | None, str]:
-    """Lock `run` (a launch.executors.Run) for this process: (the lock, '') or (None, why it is skipped). Without
-    `force`, a run another process finished meanwhile is skipped too."""
+    """Lock `run` (a launch.executors.Run) for this process: (the lock, '') or (None, why
+    it is skipped). Without `force`, a run another process finished meanwhile is skipped too."""
     path = run.lock_path  # ResultsLayout.lock(grid, key, seed)
     if int(os.environ.get("RANK", "0")) > 0:
         return _follow(run, path)

@@ -118,14 +118,15 @@ def test_runs_with_a_live_job_are_not_submitted_twice(tmp_path, capsys) -> None:
     assert "already queued or running" in capsys.readouterr().out
 
 
-def test_missing_pretrained_file_fails_the_run_with_a_clear_error(tmp_path, capsys) -> None:
+def test_missing_pretrained_file_stops_before_any_training(tmp_path, capsys) -> None:
+    """Checked before any compute (benchmark/launch/checks.py): one line, exit 2, no record."""
     missing = tmp_path / "nowhere" / "mit_b0.safetensors"
     args = ["--grid", "smoke", "--results", str(tmp_path), "--set", f"model.pretrained={missing}"]
-    assert main(args + TINY) == 1
-    records = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "smoke").glob("*/*.json")]
-    assert len(records) == 5
-    assert all(r["error"].startswith("PretrainedError") for r in records)
-    assert all(str(missing) in r["error"] for r in records)
+    assert main(args + TINY) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: pretrained weights {missing} do not exist") and \
+        err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_tables_only_into_an_unwritable_results_folder_is_one_line(tmp_path, capsys) -> None:

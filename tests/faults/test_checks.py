@@ -2,7 +2,8 @@
 folder and a bad evaluation split stop run_all.py before anything is trained (exit 2, one line
 naming the path and the fix); a record write that fails anyway keeps the computed result.
 
-A missing pretrained file: tests/benchmark/test_cli.py::test_missing_pretrained_file_stops_before_any_training.
+A missing pretrained file: tests/benchmark/test_cli.py::
+test_missing_pretrained_file_stops_before_any_training.
 """
 
 from __future__ import annotations
@@ -131,3 +132,24 @@ def test_failed_record_write_keeps_the_result(smoke_reference, results, tiny_smo
     assert kept["weights_sha256"] == reference["weights_sha256"]
     assert '"weights_sha256": "' + reference["weights_sha256"] in err  # the JSON on stderr
     assert not victim.exists()
+
+
+def test_a_job_checks_its_run_before_building_the_model(tmp_path, monkeypatch) -> None:
+    """Inside a cluster job (RunJob), the same checks run first: a one-line CheckError, no
+    model built, nothing written."""
+    import types
+
+    import benchmark.launch.executors as executors
+    from benchmark.config import apply_overrides
+    from experiments import get_grid
+
+    monkeypatch.setattr(executors.submitit, "JobEnvironment",
+                        lambda: types.SimpleNamespace(num_tasks=1, global_rank=0))
+    monkeypatch.setattr(executors, "execute_run", lambda *a, **k: pytest.fail("trained"))
+    missing = tmp_path / "nowhere" / "backbone.pth"
+    cell = apply_overrides(get_grid("smoke").cells[0], [f"model.pretrained={missing}"])
+    with pytest.raises(checks.CheckError) as info:
+        executors.RunJob()(cell.to_dict(), 0, str(tmp_path / "results"))
+    assert str(info.value).startswith(f"pretrained weights {missing} do not exist")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "results").exists()

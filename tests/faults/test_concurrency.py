@@ -1,7 +1,8 @@
 """One run is done by one process (benchmark/launch/locks.py): two launches on the same results
 folder train each run once, the second saying which runs it skipped; a killed owner never leaves
 a stale lock; `--status` shows a held run as running, with its owner and heartbeat progress.
-Live SLURM jobs are not submitted twice: tests/benchmark/test_cli.py::test_runs_with_a_live_job_are_not_submitted_twice.
+Live SLURM jobs are not submitted twice: tests/benchmark/test_cli.py::
+test_runs_with_a_live_job_are_not_submitted_twice.
 """
 
 from __future__ import annotations

@@ -2,13 +2,15 @@
 line naming the problem and the fix, nothing trained or written.
 
 Already covered elsewhere (not repeated here): unknown grid, malformed `--set`, non-numeric
-values, unknown executor (tests/benchmark/test_cli.py::test_user_errors_are_one_line_with_exit_code_2,
-test_exit_code_of_the_real_process); missing data root, wrong layout, image without label
-(tests/benchmark/datasets/test_datasets_errors.py::test_run_all_stops_before_any_job); size
-mismatch, out-of-range label and corrupt image inside a split (same file, the check command
-and the data set itself).
+values, unknown executor (tests/benchmark/test_cli.py::
+test_user_errors_are_one_line_with_exit_code_2, test_exit_code_of_the_real_process); missing
+data root, wrong layout, image without label (tests/benchmark/datasets/
+test_datasets_errors.py::test_run_all_stops_before_any_job); size mismatch, out-of-range label
+and corrupt image in the training split (same file: the check command and the data set); a
+NaN loss: a failed record, the grid goes on, exit 1 (tests/benchmark/test_cli.py::
+test_failed_run_writes_a_failed_record_and_exits_1). The same damage in the evaluation split:
+tests/faults/test_checks.py.
 """
-
 from __future__ import annotations
 
 from pathlib import Path
