@@ -50,6 +50,7 @@ class DataSpec:
     cat_max_ratio: float = 1.0  # redraw crops where one class covers >= this share; 1 = off
     flip_prob: float = 0.5  # horizontal flip probability (training)
     photometric: str = "none"  # none | mmseg (PhotoMetricDistortion) | brightness (released code)
+    pipeline: str = "torchvision"  # torchvision | mmseg: whose operations (datasets/transforms.py)
 
 
 def _head_spec_fields() -> list[tuple[str, Any, Any]]:
@@ -189,6 +190,7 @@ EXECUTION_ONLY = ("train.num_workers", "train.log_every", "train.checkpoint_ever
 # option never orphans existing records; any other value (even a later default) is hashed.
 # tests/benchmark/test_config.py fails when a new setting is missing here.
 ADDED_SETTINGS: dict[str, Any] = {
+    "model.head.sinkhorn_scope": "process",
     "model.head.contrast_variant": "in_batch",
     "model.head.contrast_weight": None,
     "model.head.contrast_tau": None,
@@ -206,6 +208,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "eval.stride_w": 0,
     "eval.logit_resize": "direct", "train.lr_schedule": "poly", "train.min_lr": 0.0,
     "train.param_groups": "no_decay_1d", "train.ce_average": "labelled",  # docs/fidelity.md
+    "data.pipeline": "torchvision",
 }
 
 
@@ -328,6 +331,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.ce_average": ("labelled", "all_pixels"),
     "data.format": ("native", "hf"),
     "data.photometric": ("none", "mmseg", "brightness"),
+    "data.pipeline": ("torchvision", "mmseg"),
 }
 
 
