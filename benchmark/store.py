@@ -226,20 +226,6 @@ class Record:
         """This record without its bulk (SUMMARY_DROPS): what tables and reports read."""
         return dataclasses.replace(self, cell={}, history=[], confusion=[], traceback=None)
 
-    # Read access by key, for readers not yet moved to attributes (schema-1 provenance keys
-    # such as "hardware" resolve into `provenance`).
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in _FIELD_NAMES:
-            return getattr(self, key)
-        return self.provenance.get(key, default)
-
-    def __getitem__(self, key: str) -> Any:
-        if key in _FIELD_NAMES:
-            return getattr(self, key)
-        return self.provenance[key]
-
-
-_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Record))
 _NULLABLE = frozenset({"error", "traceback", "started", "finished", "weights_sha256",
                        "checkpoint"})
 _TYPES: dict[str, tuple[type, ...]] = {

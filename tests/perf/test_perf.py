@@ -129,17 +129,17 @@ def test_generated_records_are_valid_store_records(tmp_path) -> None:
     paths = sorted((tmp_path / "runs" / "smoke").glob("*/seed*.json"))
     assert len(paths) == n == 23
     records = load_records(tmp_path, "smoke")
-    assert sum(r["status"] == "failed" for r in records) == 2
+    assert sum(r.status == "failed" for r in records) == 2
     keys = {c.key for c in grid.cells}
     for path in paths:
         record = read_record(path)
-        assert record["cell_key"] in keys and path.parent.name == record["cell_key"]
-        assert path.name == f"seed{record['seed']}.json"
-        if record["status"] == "done":
+        assert record.cell_key in keys and path.parent.name == record.cell_key
+        assert path.name == f"seed{record.seed}.json"
+        if record.status == "done":
             assert is_done(path)
-            m = record["metrics"]
+            m = record.metrics
             assert 0 <= m["miou"] <= 100 and len(m["per_class_iou"]) == 6
-            assert len(record["confusion"]) == 6
+            assert len(record.confusion) == 6
     table = write_tables(grid, list(grid.cells), tmp_path)
     assert grid.cells[0].row in table
     assert (tmp_path / "tables" / "smoke.csv").exists()
