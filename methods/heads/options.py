@@ -90,6 +90,9 @@ class PrototypeOptions(HeadOptions):
     gamma: float = 0.999  # prototype momentum
     sinkhorn_eps: float = 0.05  # Sinkhorn-Knopp entropy regularisation
     sinkhorn_iters: int = 3  # Sinkhorn-Knopp iterations
+    # process: each process solves its own pixels' problem (released code) | all: one problem
+    # over every process's pixels (docs/method.md#sinkhorn)
+    sinkhorn_scope: Literal["process", "all"] = "process"
     ppc_weight: float = 0.01  # pixel-prototype contrast loss weight; 0 = term off
     ppd_weight: float = 0.001  # pixel-prototype distance loss weight; 0 = term off
     ppc_tau: float = 1.0  # PPC temperature: released code 1.0, the paper reportedly 0.1

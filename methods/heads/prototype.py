@@ -26,6 +26,7 @@ from methods.heads.base import (
 from methods.channel_norm import layer_norm_l2
 from methods.heads.options import HeadOptions, PrototypeOptions
 from methods.proto_scores import pixel_similarities, scores_and_losses_
+from methods.prototype_health import gumbel_disagreement
 from methods.sinkhorn import sinkhorn_per_class
 
 
@@ -52,6 +53,7 @@ class PrototypeHead(SegHead):
         self.gamma = opts.gamma
         self.sinkhorn_eps = opts.sinkhorn_eps
         self.sinkhorn_iters = opts.sinkhorn_iters
+        self.sinkhorn_all_processes = opts.sinkhorn_scope == "all"
         self.ppc_weight = opts.ppc_weight
         self.ppd_weight = opts.ppd_weight
         self.ppc_tau = opts.ppc_tau
@@ -114,7 +116,8 @@ class PrototypeHead(SegHead):
             sims = pixel_similarities(emb, protos)
             rows = valid.nonzero().squeeze(1)  # each pixel's K similarities to its own class
             own = sims.view(-1, c, k)[rows, labels_v]
-            q = sinkhorn_per_class(own, labels_v, c, self.sinkhorn_eps, self.sinkhorn_iters)
+            q = sinkhorn_per_class(own, labels_v, c, self.sinkhorn_eps, self.sinkhorn_iters,
+                                   all_processes=self.sinkhorn_all_processes)
             assign = q.argmax(dim=1)
             if self.update_assign == "gumbel":  # released code: randomised hard assignment
                 update_assign = F.gumbel_softmax(q, tau=0.5, hard=True).argmax(dim=1)
@@ -142,6 +145,8 @@ class PrototypeHead(SegHead):
         if self.ppd_weight > 0:
             losses["ppd"] = self.ppd_weight * ppd
         state["assignments"] = target_v.detach()
+        # health: how often the released code's Gumbel draw would leave the argmax prototype
+        state["gumbel_disagree"] = gumbel_disagreement(q)
         return HeadOutput(logits=logits, losses=losses, state=state)
 
     # ------------------------------------------------------------------ momentum update

@@ -84,7 +84,8 @@ def test_options_object_and_keyword_overrides_build_the_same_head() -> None:
 def test_allowed_values_come_from_the_options_types() -> None:
     assert PrototypeOptions.choices() == {
         "projection": ("mlp", "none"), "proj_norm_axis": ("channel", "width"),
-        "score_norm": ("layernorm", "none"), "update_assign": ("argmax", "gumbel")}
+        "score_norm": ("layernorm", "none"), "update_assign": ("argmax", "gumbel"),
+        "sinkhorn_scope": ("process", "all")}
     assert PixelContrastOptions.choices() == {"variant": ("in_batch", "memory")}
     assert SoftmaxOptions.choices() == PixelQueryOptions.choices() == {}
     with pytest.raises(ValueError, match="pixel_contrast head: variant='bank'; choose one of "
