@@ -1,15 +1,23 @@
 """Training / evaluation transforms: image and mask stay aligned through rescale, crop and flip;
-masks stay integer, are never interpolated, and padding uses the ignore value."""
+masks stay integer, are never interpolated, and padding uses the ignore value. data.pipeline=mmseg:
+MMSeg's rescale rule, cv2's resize, uint8 photometric ops, padding after normalisation (its
+equality with MMSegmentation itself: tests/fidelity/test_pipeline.py)."""
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torchvision import tv_tensors
 
-from benchmark.datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, RandomCropPad,
-                                           eval_transform, rescale_size, train_transform)
+from benchmark.config import Cell, ConfigError, DataSpec, apply_overrides
+from benchmark.datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, MMSEG_MEAN, MMSEG_STD,
+                                           MMSegPipeline, PairTransform, RandomCropPad,
+                                           eval_transform, mmseg_rescale_size, nearest_index,
+                                           photometric_uint8, rescale_size, resize_pair,
+                                           train_transform, transforms_from_spec)
 
 MEAN = torch.tensor(IMAGENET_MEAN)[:, None, None]
 STD = torch.tensor(IMAGENET_STD)[:, None, None]
@@ -42,12 +50,14 @@ def interior(label: torch.Tensor, radius: int = 2) -> torch.Tensor:
     return out  # the crop's own border is left out: its neighbours outside are unknown
 
 
+@pytest.mark.parametrize("pipeline", ["torchvision", "mmseg"])
 @pytest.mark.parametrize("seed", range(6))
-def test_image_and_mask_stay_aligned_through_rescale_crop_flip(seed) -> None:
+def test_image_and_mask_stay_aligned_through_rescale_crop_flip(seed, pipeline) -> None:
     label = blocks(60, 80, 16, seed=seed)
     label[:3] = 255  # an ignore band along the top edge
-    t = train_transform(scale=(80, 60), ratio_range=(0.5, 2.0), crop=(48, 64), ignore_index=255,
-                        cat_max_ratio=0.75, flip_prob=0.5)
+    make = train_transform if pipeline == "torchvision" else MMSegPipeline
+    t = make(scale=(80, 60), ratio_range=(0.5, 2.0), crop=(48, 64), ignore_index=255,
+             cat_max_ratio=0.75, flip_prob=0.5)
     torch.manual_seed(seed)
     image, mask = t(encode(label.clamp(max=7)), label)
     assert image.shape == (3, 48, 64) and image.dtype == torch.float32
@@ -142,3 +152,121 @@ def test_rescale_size_follows_the_keep_ratio_rule() -> None:
     assert rescale_size(2000, 300, (2048, 512)) == [2048, 307]  # orientation-free
     assert rescale_size(360, 480, (480, 360), ratio=0.5) == [180, 240]
     assert rescale_size(10, 20, None, ratio=1.5) == [15, 30]
+
+
+# --------------------------------------------------------------------------- data.pipeline=mmseg
+
+
+class Fixed:
+    """Draws for MMSegPipeline / photometric_uint8 from a list, in order (MMSeg's draw order)."""
+
+    def __init__(self, *values) -> None:
+        self.values = list(values)
+
+    def random(self) -> float:
+        return self.values.pop(0)
+
+    randint = uniform = lambda self, low, high: self.values.pop(0)  # noqa: E731
+    flip = lambda self, prob: self.values.pop(0)  # noqa: E731
+
+
+def test_mmseg_rescale_size_truncates_the_scale_first() -> None:
+    # int(2048 * 1.3) = 2662, int(512 * 1.3) = 665: factor 665 / 512, not 665.6 / 512
+    assert mmseg_rescale_size(512, 683, (2048, 512), 1.3) == [665, 887]
+    assert rescale_size(512, 683, (2048, 512), 1.3) == [666, 888]  # the torchvision rule
+    assert mmseg_rescale_size(1024, 2048, (2048, 512), 0.55) == [281, 562]
+    assert mmseg_rescale_size(1024, 2048, (2048, 512)) == [512, 1024]  # ratio 1: no change
+    assert mmseg_rescale_size(10, 20, None, ratio=1.5) == [15, 30]
+
+
+@pytest.mark.parametrize("src, dst", [(97, 346), (131, 57), (512, 683), (7, 3), (360, 1383)])
+def test_labels_resize_by_cv2s_nearest_and_images_by_its_bilinear(src, dst) -> None:
+    g = torch.Generator().manual_seed(src)
+    label = torch.randint(0, 150, (src, src + 3), generator=g).numpy()
+    img = torch.randint(0, 256, (src, src + 3, 3), generator=g, dtype=torch.uint8).numpy()
+    ours, ours_label = resize_pair(img, label, [dst, dst + 5])
+    assert np.array_equal(ours_label, cv2.resize(label.astype(np.uint8), (dst + 5, dst),
+                                                 interpolation=cv2.INTER_NEAREST))
+    assert np.array_equal(ours, cv2.resize(img, (dst + 5, dst), interpolation=cv2.INTER_LINEAR))
+    assert np.array_equal(nearest_index(4, 8), [0, 0, 1, 1, 2, 2, 3, 3])  # floor, not centres
+
+
+def test_mmseg_resize_does_not_antialias() -> None:
+    stripes = np.zeros((8, 60, 3), np.uint8)
+    stripes[:, ::2] = 255  # 1-pixel stripes: averaged away by antialiasing, not by cv2 bilinear
+    small, _ = resize_pair(stripes, None, [8, 20])  # samples pixels 1, 4, 7, ...: 0, 255, 0, ...
+    assert small.min() == 0 and small.max() == 255
+    old = train_transform(ratio_range=(1 / 3, 1 / 3), flip_prob=0.0)
+    image, _ = old(torch.from_numpy(stripes).permute(2, 0, 1), torch.zeros(8, 60, dtype=torch.long))
+    assert (image * STD + MEAN).mul(255).std() < 20  # antialiased: near uniform grey
+
+
+def test_photometric_ops_truncate_to_uint8_after_each_op() -> None:
+    img = np.array([[[101, 50, 200]]], np.uint8)
+    # brightness +10.7 (coin, value), mode 1 (contrast first), contrast x1.5, no saturation/hue
+    out = photometric_uint8(img, "mmseg", Fixed(1, 10.7, 1, 1, 1.5, 0, 0))
+    assert out.tolist() == [[[166, 90, 255]]]  # 111.7 -> 111 -> 166.5 -> 166 (rounding: 168)
+    # mode 0: saturation, hue, then contrast last
+    out = photometric_uint8(img, "mmseg", Fixed(0, 0, 0, 0, 1, 0.5))
+    assert out.tolist() == [[[50, 25, 100]]]
+    assert photometric_uint8(img, "brightness", Fixed(-3.6)).tolist() == [[[97, 46, 196]]]
+
+
+def test_saturation_and_hue_work_in_opencvs_uint8_hsv() -> None:
+    img = np.array([[[200, 100, 50], [90, 90, 90]]], np.uint8)  # orange, grey
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+    # saturation x0.5 only (coin 0 brightness, mode 0, saturation coin + value, hue 0, contrast 0)
+    out = photometric_uint8(img, "mmseg", Fixed(0, 0, 1, 0.5, 0, 0))
+    expected = hsv.copy()
+    expected[..., 1] = (hsv[..., 1].astype(np.float32) * 0.5).astype(np.uint8)
+    assert np.array_equal(out, cv2.cvtColor(expected, cv2.COLOR_HSV2RGB))
+    assert out[0, 1].tolist() == [90, 90, 90]  # grey has no saturation to scale
+    # hue -18 (an integer, modulo OpenCV's 180)
+    out = photometric_uint8(img, "mmseg", Fixed(0, 0, 0, 1, -18, 0))
+    expected = hsv.copy()
+    expected[..., 0] = (hsv[..., 0].astype(int) - 18) % 180
+    assert np.array_equal(out, cv2.cvtColor(expected, cv2.COLOR_HSV2RGB))
+    assert not np.array_equal(out[0, 0], img[0, 0])
+
+
+def test_mmseg_pipeline_pads_after_normalisation_and_distortion() -> None:
+    label = blocks(20, 30, 5, classes=4, seed=2)
+    image = encode(label)
+    # no resize (no scale, ratio 1: no draw); crop 32x40 at (0, 0); no flip; brightness +30
+    t = MMSegPipeline(crop=(32, 40), ratio_range=(1.0, 1.0), photometric="mmseg",
+                      draws=Fixed(0, 0, False, 1, 30.0, 0, 0, 0, 0))
+    out, mask = t(image, label)
+    assert out.shape == (3, 32, 40) and mask.shape == (32, 40)
+    assert torch.equal(mask[:20, :30], label)
+    assert (mask[20:] == 255).all() and (mask[:, 30:] == 255).all()
+    assert (out[:, 20:] == 0).all() and (out[:, :, 30:] == 0).all()  # the mean colour, undistorted
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (MMSEG_MEAN, MMSEG_STD))
+    brightened = ((image.float() + 30).clamp(max=255) - mean) / std
+    assert torch.allclose(out[:, :20, :30], brightened, atol=1e-5)
+
+
+def test_the_spec_picks_the_pipeline_and_mmseg_eval_resizes_only_the_image() -> None:
+    spec = DataSpec(name="camvid", scale_long=40, scale_short=30, crop_size=16, min_scale=0.5,
+                    max_scale=2.0, photometric="mmseg")
+    assert isinstance(transforms_from_spec(spec, "train"), PairTransform)  # the default
+    mm = DataSpec(**{**spec.__dict__, "pipeline": "mmseg"})
+    train, evaluate = transforms_from_spec(mm, "train"), transforms_from_spec(mm, "val")
+    label = blocks(60, 80, 10, seed=5)
+    torch.manual_seed(3)
+    a = train(encode(label), label)
+    torch.manual_seed(3)
+    b = train(encode(label), label)
+    assert a[0].shape == (3, 16, 16) and torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    image, mask = evaluate(encode(label), label)
+    assert image.shape == (3, 30, 40) and torch.equal(mask, label)
+    expected = cv2.resize(encode(label).permute(1, 2, 0).numpy(), (40, 30),
+                          interpolation=cv2.INTER_LINEAR)
+    assert torch.allclose(decode(image) * 20, torch.from_numpy(expected).float().mean(-1),
+                          atol=1e-3)
+
+
+def test_data_pipeline_is_a_checked_choice() -> None:
+    cell = apply_overrides(Cell("g", "x"), ["data.pipeline=mmseg"])
+    assert cell.data.pipeline == "mmseg" and cell.key != Cell("g", "x").key
+    with pytest.raises(ConfigError, match="data.pipeline"):
+        apply_overrides(Cell("g", "x"), ["data.pipeline=cv2"])
