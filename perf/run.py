@@ -27,7 +27,8 @@ from perf.common import (
     section,
 )
 
-BENCHMARKS = ("train_step", "head_scaling", "inference", "metric", "overhead", "profile_step")
+BENCHMARKS = ("train_step", "head_scaling", "inference", "metric", "overhead", "profile_step",
+              "pipeline")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
