@@ -104,3 +104,29 @@ def test_status_shows_running_runs_with_owner_and_progress(results, run_all, tin
     assert (f"host {socket.gethostname()}, pid {os.getpid()}; step 3/6, 12.5 img/s, "
             f"1m40s left, updated ") in line, line
     assert all(" running " not in ln for row, ln in lines.items() if row != cells[1].row)
+
+
+def test_ranks_above_0_follow_their_rank_0(tmp_path, monkeypatch) -> None:
+    """One process per GPU: rank 0 holds the lock for its group; the other ranks go on when
+    their own rank 0 holds it and skip when another launch's does (no half-joined group)."""
+    import types
+
+    from benchmark.launch.locks import claim
+
+    run = types.SimpleNamespace(lock_path=tmp_path / "seed0.lock", done=False)
+    for name, value in (("WORLD_SIZE", "2"), ("MASTER_ADDR", "node1"), ("MASTER_PORT", "29500"),
+                        ("RANK", "0")):
+        monkeypatch.setenv(name, value)
+    lock, why = claim(run)
+    assert lock is not None and lock.acquired and why == ""
+    assert holder(run.lock_path)["group"] == "node1:29500"
+    monkeypatch.setenv("RANK", "1")
+    follower, why = claim(run)
+    assert follower is not None and follower.acquired and why == ""
+    monkeypatch.setenv("MASTER_PORT", "29501")  # a rank of another launch's group
+    other, why = claim(run)
+    assert other is None and why.startswith("in progress in another process (host ")
+    follower.release()
+    assert holder(run.lock_path) is not None, "a follower's release leaves rank 0's lock"
+    lock.release()
+    assert holder(run.lock_path) is None
