@@ -3,7 +3,7 @@
 Model: ProtoSeg's prototype head (paper convention, no projection MLP) on SegFormer MiT-B2 with
 the all-MLP decoder (768 ch). The paper does not name the ablations' backbone; MiT-B2 is the
 likely one (its MMSeg baseline, about 46.5, matches the ablations' range;
-docs/method.md#hyperparameters, *unverified*). Recipe: `ade20k_transformer_160k`.
+docs/method.md#hyperparameters, *unverified*). Recipe: `ade20k_segformer_160k`.
 
 - ablation_loss: CE only, CE + PPC, CE + PPD, CE + PPC + PPD (K = 10). "CE" is the baseline
   and the full objective "ours" of pair `loss`.
@@ -21,7 +21,7 @@ from experiments.recipes import RECIPES, recipe_specs
 from experiments.paper_models import OURS_HEAD
 
 ABLATION_MODEL = ModelSpec(backbone="mit_b2", decoder="mlp", decoder_channels=768, head=OURS_HEAD)
-RECIPE = RECIPES["ade20k_transformer_160k"]
+RECIPE = RECIPES["ade20k_segformer_160k"]
 COLUMN = "MiT-B2"
 
 # name -> (row label, PPC on, PPD on, tag)

@@ -52,7 +52,7 @@ def paper_table_cells(grid: str, data: str) -> tuple[Cell, ...]:
     cells = []
     for pm in PAPER_MODELS:
         numbers = PAIRS[grid][pm.pair]
-        specs = recipe_specs(recipe_for(data, pm.family), data)
+        specs = recipe_specs(recipe_for(data, pm.pair), data)
         for tag, row, model in (("baseline", numbers.method, pm.model),
                                 ("ours", f"Ours ({numbers.method})", ours(pm.model))):
             params, miou = paper_numbers(grid, pm.pair, tag)

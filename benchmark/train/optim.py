@@ -12,15 +12,17 @@
 A key is found where MMSegmentation's names of the same parameter contain it. The suite's
 names differ, so each key is a rule about what it finds there: `head` every parameter of the
 decode head (the suite's `decoder` and `head`) and of the auxiliary head (`decode_head.*`,
-`auxiliary_head.*`); `norm` every LayerNorm-type layer (MMSeg's backbones name each one
-`*norm*`; its heads' ConvModules name their BatchNorms `bn`); the other keys the parameter
-names they spell (`relative_position_bias_table`; `absolute_pos_embed` and `pos_block`, which
-no paper model has). tests/fidelity/test_training.py checks the result against mmengine's
+`auxiliary_head.*`); `norm` every LayerNorm-type layer whose MMSeg name says `norm`: all of
+Swin's, MiT's but its stage-final norms (MMSeg's `layers.{i}.2`, so they decay under
+SegFormer's keys too), none of the heads' BatchNorms (MMSeg's ConvModules call them `bn`); the
+other keys the parameter names they spell (`relative_position_bias_table`;
+`absolute_pos_embed` and `pos_block`, which no paper model has). tests/fidelity/test_training.py checks the result against mmengine's
 constructor with the source configs' `paramwise_cfg` for every paper model.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +40,8 @@ CUSTOM_KEYS: dict[str, dict[str, tuple[float, float]]] = {
 HEAD_MODULES = ("decoder", "head", "aux")  # MMSeg's decode_head (decoder + head), auxiliary_head
 # LayerNorm-type layers (not BatchNorm: MMSeg's ConvModules call theirs `bn`)
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+# norms MMSeg names without "norm": MixVisionTransformer's stage-final norm `layers.{i}.2`
+NORMS_NAMED_OTHERWISE = re.compile(r"^backbone\.body\.stages\.\d+\.layer_norm\.")
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,15 @@ class ParamInfo:
 
     name: str
     in_head: bool  # decode or auxiliary head
-    in_norm: bool  # a LayerNorm-type layer's weight or bias
+    in_norm: bool  # a LayerNorm-type layer's weight or bias that MMSeg names `*norm*`
 
 
 def param_infos(model: nn.Module) -> list[tuple[ParamInfo, nn.Parameter]]:
     """Every learnable parameter with what the custom keys need to know about it."""
     norms = {id(p) for m in model.modules() if isinstance(m, NORM_TYPES)
              for p in m.parameters(recurse=False)}
-    return [(ParamInfo(name, name.split(".")[0] in HEAD_MODULES, id(p) in norms), p)
+    return [(ParamInfo(name, name.split(".")[0] in HEAD_MODULES,
+                       id(p) in norms and not NORMS_NAMED_OTHERWISE.match(name)), p)
             for name, p in model.named_parameters() if p.requires_grad]
 
 
