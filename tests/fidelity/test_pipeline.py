@@ -12,6 +12,7 @@ labels exactly.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ CASES = {
 # PhotoMetricDistortion's coins in draw order: brightness, mode, then contrast, saturation, hue
 # (mode 1: contrast first) or saturation, hue, contrast (mode 0)
 ALL_ON = [1, 1, 1, 1, 1]
+# MMSeg's own configs set LoadAnnotations(reduce_zero_label=True), which 1.2.2 warns about
+pytestmark = pytest.mark.filterwarnings("ignore:`reduce_zero_label` will be deprecated")
 
 
 class Script:
@@ -118,24 +121,29 @@ def _write_pair(folder: Path, values: int, seed: int, suffix: str) -> tuple[Path
     return image_path, label_path
 
 
-def _mmseg_sample(oracle, dataset: str, model: str, image: Path, label: Path,
-                  reduce_zero_label: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """MMSeg's normalised, padded training input and label of one file pair."""
+@functools.lru_cache(maxsize=None)
+def _mmseg_pipeline(oracle, dataset: str, model: str) -> tuple[Any, Any]:
+    """MMSeg's train pipeline of `dataset` and the data preprocessor of `model` (its crop)."""
     from mmcv.transforms import Compose
     from mmengine.registry import init_default_scope
     from mmseg.models.data_preprocessor import SegDataPreProcessor
 
     init_default_scope("mmseg")
     cfg = oracle._config.fromfile(oracle.configs / "_base_" / "datasets" / f"{dataset}.py")
-    pipeline = Compose(cfg.train_pipeline)
-    packed = pipeline({"img_path": str(image), "seg_map_path": str(label), "seg_fields": [],
-                       "reduce_zero_label": reduce_zero_label})
     pre_cfg = dict(oracle.model_cfg(model).data_preprocessor)
     pre_cfg.pop("type")
-    pre_cfg["size"] = tuple(cfg.crop_size)  # the config sets it to the data set's crop
-    out = SegDataPreProcessor(**pre_cfg)({"inputs": [packed["inputs"]],
-                                          "data_samples": [packed["data_samples"]]},
-                                         training=True)
+    pre_cfg["size"] = tuple(cfg.crop_size)  # the model config sets it to the data set's crop
+    return Compose(cfg.train_pipeline), SegDataPreProcessor(**pre_cfg)
+
+
+def _mmseg_sample(oracle, dataset: str, model: str, image: Path, label: Path,
+                  reduce_zero_label: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """MMSeg's normalised, padded training input and label of one file pair."""
+    pipeline, preprocessor = _mmseg_pipeline(oracle, dataset, model)
+    packed = pipeline({"img_path": str(image), "seg_map_path": str(label), "seg_fields": [],
+                       "reduce_zero_label": reduce_zero_label})
+    out = preprocessor({"inputs": [packed["inputs"]], "data_samples": [packed["data_samples"]]},
+                       training=True)
     return out["inputs"][0], out["data_samples"][0].gt_sem_seg.data[0].long()
 
 

@@ -270,3 +270,23 @@ def test_data_pipeline_is_a_checked_choice() -> None:
     assert cell.data.pipeline == "mmseg" and cell.key != Cell("g", "x").key
     with pytest.raises(ConfigError, match="data.pipeline"):
         apply_overrides(Cell("g", "x"), ["data.pipeline=cv2"])
+
+
+def test_a_paper_recipes_data_set_batches_through_a_dataloader(tmp_path) -> None:
+    from fixtures_data import write_ade20k
+    from torch.utils.data import DataLoader
+
+    from benchmark.datasets import build_dataset
+    from experiments.recipes import recipe_for
+
+    write_ade20k(tmp_path, {"train": 3, "val": 2}, h=40, w=60)
+    spec = recipe_for("ade20k", "fcn").data("ade20k")
+    assert spec.pipeline == "mmseg"
+    spec = DataSpec(**{**spec.__dict__, "root": str(tmp_path / "ADEChallengeData2016"),
+                       "scale_long": 120, "scale_short": 30, "crop_size": 48, "crop_width": 48})
+    train = build_dataset(spec, "train")
+    images, labels = next(iter(DataLoader([train[(i, i)] for i in range(3)], batch_size=3)))
+    assert images.shape == (3, 3, 48, 48) and labels.shape == (3, 48, 48)  # padded to the crop
+    assert (labels == 255).any() and set(labels.unique().tolist()) <= set(range(150)) | {255}
+    image, label = build_dataset(spec, "val")[0]
+    assert image.shape[-2:] == (30, 45) and label.shape == (40, 60)
