@@ -90,10 +90,11 @@ class Recipe:
         opt = (f"SGD lr {t.lr:g} m {t.momentum:g}" if t.optimizer == "sgd"
                else f"AdamW lr {t.lr:g}")
         warm = f"warm-up {t.warmup_iters}" if t.warmup_iters else "no warm-up"
+        style = "mmengine " if t.lr_schedule == "mmengine" else ""
         return (f"{self.name}: crop {self.crop[0]}x{self.crop[1]}, batch {t.batch_size} "
                 f"({self.gpus} GPU x {self.per_gpu_batch}), {t.iters // 1000}k it, {opt}, "
-                f"wd {t.weight_decay:g}, {t.lr_schedule} poly {t.poly_power:g} to "
-                f"{t.min_lr:g}, {warm}, groups {t.param_groups}, CE over {t.ce_average}"
+                f"wd {t.weight_decay:g}, {style}poly {t.poly_power:g} to {t.min_lr:g}, "
+                f"{warm}, groups {t.param_groups}, CE over {t.ce_average}"
                 + (", AMP" if t.amp else "") + f"; source {self.source}")
 
 

@@ -236,3 +236,20 @@ def test_predict_confusion_via_input_equals_mmseg_predictions(mmseg) -> None:
     theirs = _mmseg_whole_postprocess(logits, (64, 85), (47, 63)).argmax(1)
     assert torch.equal(cm, confusion_matrix(theirs, labels, 4, IGNORE))
     assert Cell("g", "x").eval.logit_resize == "direct"  # other grids keep their results
+
+
+def test_every_paper_recipe_names_its_source() -> None:
+    """Sources are MMSeg configs (checked against the package above) or, for the Cityscapes
+    HRNet pair only, the released ProtoSeg config; each pair's cells carry their model's recipe."""
+    from experiments.recipes import recipe_for
+
+    for recipe in RECIPES.values():
+        kind, _, path = recipe.source.partition(":")
+        assert kind in ("mmseg", "protoseg") and path, recipe.name
+        assert (kind == "protoseg") == (recipe.name == "cityscapes_hrnet_80k")
+    for grid, data in (("table1", "ade20k"), ("table2", "cityscapes"), ("table3", "coco_stuff10k")):
+        for cell in get_grid(grid).cells:
+            if cell.pair:
+                assert cell.train.recipe == recipe_for(data, cell.pair).name
+    with pytest.raises(KeyError, match="paper model"):
+        recipe_for("ade20k", "cnn")
