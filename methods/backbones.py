@@ -17,6 +17,7 @@ from collections import OrderedDict
 from typing import Callable
 
 import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
 
 # timm, torchvision and transformers are imported by the builders that need them: importing
@@ -147,7 +148,9 @@ class SwinFeatures(Backbone):
     """torchvision Swin Transformer `features` at its four stages, NHWC -> NCHW.
 
     As in MMSeg's Swin backbone, each output stage gets its own LayerNorm (`norms`, outside the
-    library model); torchvision's final `norm` and classifier are dropped.
+    library model); torchvision's final `norm` and classifier are dropped. Inputs are padded to a
+    multiple of 4 and the window attention is MMSeg's (`MMSegWindowAttention`), as
+    docs/fidelity.md lists.
     """
 
     STAGES = (1, 3, 5, 7)  # indices in `features`: patch embed, stage, merge, stage, ...
@@ -160,6 +163,9 @@ class SwinFeatures(Backbone):
         _set_drop_path(body, drop_path)
         body.norm = nn.Identity()
         body.head = nn.Identity()
+        for block in body.modules():
+            if isinstance(block, torchvision.models.swin_transformer.SwinTransformerBlock):
+                block.attn = MMSegWindowAttention(block.attn)
         self.body = body
         embed = body.features[0][0].out_channels
         self.out_channels = [embed * 2**i for i in range(4)]
@@ -167,6 +173,9 @@ class SwinFeatures(Backbone):
         self.norms = nn.ModuleList(nn.LayerNorm(c) for c in self.out_channels)
 
     def forward(self, x: Tensor) -> list[Tensor]:
+        # MMSeg's PatchEmbed pads the bottom/right to a multiple of the patch size (4);
+        # torchvision's strided conv would drop those rows and columns (docs/fidelity.md)
+        x = F.pad(x, (0, -x.shape[-1] % 4, 0, -x.shape[-2] % 4))
         outs = []
         for i, layer in enumerate(self.body.features):
             x = layer(x)
@@ -174,6 +183,66 @@ class SwinFeatures(Backbone):
                 norm = self.norms[self.STAGES.index(i)]
                 outs.append(norm(x).permute(0, 3, 1, 2).contiguous())
         return outs
+
+
+class MMSegWindowAttention(nn.Module):
+    """torchvision's ShiftedWindowAttention (same tensors and names) computed as MMSeg's
+    ShiftWindowMSA: torchvision skips the shift when the padded map fits one window (inputs under
+    225 px reach that in stage 4), MMSeg always shifts a shifted block (docs/fidelity.md)."""
+
+    def __init__(self, attn: nn.Module) -> None:
+        super().__init__()
+        self.window_size: list[int] = list(attn.window_size)
+        self.shift_size: list[int] = list(attn.shift_size)
+        self.num_heads: int = attn.num_heads
+        self.attention_dropout, self.dropout = attn.attention_dropout, attn.dropout
+        self.qkv, self.proj = attn.qkv, attn.proj
+        self.relative_position_bias_table = attn.relative_position_bias_table
+        self.register_buffer("relative_position_index", attn.relative_position_index)
+
+    def _bias(self) -> Tensor:
+        n = self.window_size[0] * self.window_size[1]
+        table = self.relative_position_bias_table[self.relative_position_index]
+        return table.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, h, w, c = x.shape
+        (wh, ww), (sh, sw) = self.window_size, self.shift_size
+        x = F.pad(x, (0, 0, 0, -w % ww, 0, -h % wh))
+        ph, pw = x.shape[1:3]
+        if sh or sw:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        x = x.view(b, ph // wh, wh, pw // ww, ww, c).permute(0, 1, 3, 2, 4, 5)
+        x = x.reshape(-1, wh * ww, c)  # (B * windows, N, C)
+        qkv = self.qkv(x).reshape(x.shape[0], x.shape[1], 3, self.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attn = (q * (c // self.num_heads) ** -0.5) @ k.transpose(-2, -1) + self._bias()
+        if sh or sw:
+            mask = _shift_mask(ph, pw, (wh, ww), (sh, sw), x)
+            attn = attn.view(b, mask.shape[0], self.num_heads, wh * ww, wh * ww) + mask[None, :, None]
+            attn = attn.view(-1, self.num_heads, wh * ww, wh * ww)
+        attn = F.dropout(attn.softmax(-1), self.attention_dropout, self.training)
+        x = (attn @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], c)
+        x = F.dropout(self.proj(x), self.dropout, self.training)
+        x = x.view(b, ph // wh, pw // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
+        if sh or sw:
+            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+        return x[:, :h, :w].contiguous()
+
+
+def _shift_mask(ph: int, pw: int, window: tuple[int, int], shift: tuple[int, int],
+                like: Tensor) -> Tensor:
+    """(windows, N, N) additive mask: -100 between tokens of different regions after the roll."""
+    regions = like.new_zeros(ph, pw)
+    count = 0
+    for hs in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
+        for ws in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
+            regions[hs[0]:hs[1], ws[0]:ws[1]] = count
+            count += 1
+    regions = regions.view(ph // window[0], window[0], pw // window[1], window[1])
+    regions = regions.permute(0, 2, 1, 3).reshape(-1, window[0] * window[1])
+    diff = regions[:, None, :] - regions[:, :, None]
+    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
 
 
 def _set_drop_path(model: nn.Module, rate: float) -> None:

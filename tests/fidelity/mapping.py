@@ -7,6 +7,7 @@ models is covered. Used by tests/fidelity/test_models.py (docs/fidelity.md).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Callable
 
@@ -114,7 +115,61 @@ def to_mmseg_segformer(state: State) -> State:
     return rename(_mit_backbone(state), rules + CLASSIFIER)
 
 
+SWIN_MERGE = [0, 2, 1, 3]  # Unfold's kernel position (row-major) -> torchvision's x0..x3 block
+SWIN_STAGE_OF_FEATURE = {1: 0, 3: 1, 5: 2, 7: 3}  # torchvision `features` index -> stage
+SWIN_BLOCK: Rules = [(r"\.attn\.", ".attn.w_msa."), (r"\.mlp\.0\.", ".ffn.layers.0.0."),
+                     (r"\.mlp\.3\.", ".ffn.layers.1.")]
+
+
+def swin_merge_order(value: Tensor) -> Tensor:
+    """Patch merging (reduction weight (O, 4C), norm (4C,)): torchvision concatenates the four
+    2x2 offsets block-major, MMSeg's nn.Unfold interleaves them channel-major."""
+    lead, c = value.shape[:-1], value.shape[-1] // 4
+    return value.reshape(*lead, 4, c)[..., SWIN_MERGE, :].transpose(-1, -2).reshape(*lead, 4 * c)
+
+
+def _swin_backbone_key(key: str, value: Tensor) -> tuple[str, Tensor]:
+    """One tensor of the suite's Swin (torchvision `features`, `norms`) -> MMSeg's name."""
+    m = re.fullmatch(r"backbone\.norms\.(\d)\.(\w+)", key)
+    if m:
+        return f"backbone.norm{m[1]}.{m[2]}", value
+    m = re.fullmatch(r"backbone\.body\.features\.0\.(0|2)\.(\w+)", key)
+    if m:
+        return f"backbone.patch_embed.{'projection' if m[1] == '0' else 'norm'}.{m[2]}", value
+    m = re.fullmatch(r"backbone\.body\.features\.([246])\.(reduction|norm)\.(\w+)", key)
+    if m:
+        stage = int(m[1]) // 2 - 1
+        return f"backbone.stages.{stage}.downsample.{m[2]}.{m[3]}", swin_merge_order(value)
+    m = re.fullmatch(r"backbone\.body\.features\.([1357])\.(\d+)\.(.+)", key)
+    if not m:
+        raise KeyError(f"no MMSeg name for the suite's {key!r}")
+    if m[3].endswith("relative_position_index"):  # torchvision keeps it flat: (ws^4,)
+        n = math.isqrt(value.numel())
+        value = value.reshape(n, n)
+    new = f"backbone.stages.{SWIN_STAGE_OF_FEATURE[int(m[1])]}.blocks.{m[2]}.{m[3]}"
+    for pattern, repl in SWIN_BLOCK:
+        new = re.sub(pattern, repl, new)
+    return new, value
+
+
+def to_mmseg_swin_upernet(state: State) -> State:
+    """Swin-B + UPerHead + auxiliary FCNHead (`swin-base-patch4-window7 ... upernet`)."""
+    out: State = dict(_swin_backbone_key(k, v) for k, v in state.items()
+                      if k.startswith("backbone."))
+    rules: Rules = []
+    for i in range(4):
+        rules += _conv_module(f"decoder.ppm.{i}.1", f"decode_head.psp_modules.{i}.1")
+    rules += _conv_module("decoder.bottleneck", "decode_head.bottleneck")
+    for i in range(3):
+        rules += _conv_module(f"decoder.laterals.{i}", f"decode_head.lateral_convs.{i}")
+        rules += _conv_module(f"decoder.fpn_convs.{i}", f"decode_head.fpn_convs.{i}")
+    rules += _conv_module("decoder.fpn_bottleneck", "decode_head.fpn_bottleneck")
+    rest = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+    return out | rename(rest, rules + CLASSIFIER + AUX)
+
+
 MAPPINGS: dict[str, Callable[[State], State]] = {
+    "swin": to_mmseg_swin_upernet,
     "segformer": to_mmseg_segformer,
     "hrnet": to_mmseg_hrnet,
     "fcn": to_mmseg_fcn,

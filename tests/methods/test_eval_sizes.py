@@ -49,9 +49,7 @@ def test_whole_image_logits_cover_an_input_not_divisible_by_32(paper_model) -> N
     with torch.no_grad():
         logits = model(torch.randn(1, 3, h, w)).logits
     s = OUTPUT_STRIDE[pair]
-    # torchvision's Swin patch embedding drops the last h % 4 rows (MMSeg pads them instead)
-    size = math.floor if pair == "swin" else math.ceil
-    assert logits.shape == (1, NUM_CLASSES, size(h / s), size(w / s))
+    assert logits.shape == (1, NUM_CLASSES, math.ceil(h / s), math.ceil(w / s))
     assert torch.isfinite(logits).all()
     cm = _evaluate(model, _samples(h, w), EvalSpec(batch_size=1, mode="whole"))
     assert cm.sum() == h * w  # every pixel predicted: logits upsampled to the input's size
