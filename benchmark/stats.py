@@ -71,7 +71,8 @@ def paired_difference(baseline: Mapping[int, float], ours: Mapping[int, float],
 # 95% Student-t interval of the per-seed values, and every "how many seeds" is the sample size
 # of a two-sided one-sample t-test (paired differences) at 80% power.
 
-SIGMA_PRIOR = 0.5  # mIoU, seed-to-seed standard deviation of one run (docs/method.md#hyperparameters)
+PAPER_SMALLEST_GAIN = 0.6  # mIoU: ProtoSeg's smallest gain in the paper's Tables 1-3
+SIGMA_PRIOR = 0.5  # mIoU: seed-to-seed standard deviation of one run, when not measured
 MIN_SEEDS_FOR_MEASURED_SIGMA = 3  # below this the observed spread is too rough to plan with
 MAX_SEEDS = 200  # search bound for seed counts (a gain below ~0.15 sigma is not worth planning)
 
@@ -95,6 +96,9 @@ class Verdict:
         """One line for tables: the label, and the seeds needed when inconclusive."""
         if self.label == "inconclusive":
             return f"inconclusive: about {self.more_seeds} more seeds would decide"
+        if self.label == "no difference detected":
+            return (f"no difference detected: about {self.more_seeds} more seeds would detect "
+                    f"{self.target:.1f}")
         return self.label
 
 
@@ -136,7 +140,8 @@ def seeds_for_precision(half_width: float, sigma_run: float = SIGMA_PRIOR,
     from scipy import stats as _scipy_stats
 
     for n in range(2, MAX_SEEDS + 1):
-        if _scipy_stats.t.ppf(0.5 + confidence / 2.0, n - 1) * sigma_run / math.sqrt(n) <= half_width:
+        quantile = _scipy_stats.t.ppf(0.5 + confidence / 2.0, n - 1)
+        if quantile * sigma_run / math.sqrt(n) <= half_width:
             return n
     return MAX_SEEDS
 
@@ -190,3 +195,22 @@ def baseline_verdict(values: Sequence[float], paper: float, tolerance: float = 0
     label = ("matches the paper" if low <= paper <= high else
              "below the paper" if high < paper else "above the paper")
     return Verdict(label, low=low, high=high, **base)
+
+
+def difference_verdict(diffs: Sequence[float], detect: float = PAPER_SMALLEST_GAIN,
+                       sigma_prior: float = SIGMA_PRIOR, confidence: float = 0.95) -> Verdict:
+    """Verdict on ours - baseline where the paper gives no gain (grids of our own):
+    higher / lower than the baseline when the interval excludes 0, else no difference detected
+    (inconclusive with one seed), with the seeds that would detect a gain of `detect`."""
+    n = len(diffs)
+    mean, sd = mean_std(diffs)
+    sigma, source = planning_sigma(sd / math.sqrt(2.0) if n >= 2 else None, n, sigma_prior)
+    more = max(1, seeds_for_gain(detect, sigma) - n)
+    base = dict(mean=mean, n=n, target=detect, sigma=sigma, sigma_source=source)
+    if n < 2:
+        return Verdict("inconclusive", low=None, high=None, more_seeds=more, **base)
+    low, high = (float(v) for v in t_interval(diffs, confidence))
+    if low > 0 or high < 0:
+        label = "higher than the baseline" if low > 0 else "lower than the baseline"
+        return Verdict(label, low=low, high=high, **base)
+    return Verdict("no difference detected", low=low, high=high, more_seeds=more, **base)

@@ -18,7 +18,8 @@ import pandas as pd
 
 from benchmark.config import Cell
 from benchmark.report.aggregate import CellResult, baselines, cell_results, per_class_iou
-from benchmark.stats import PairedDifference, paired_difference
+from benchmark.report.verdicts import VERDICT_HEADER, VERDICT_NOTE, verdicts
+from benchmark.stats import PairedDifference, Verdict, paired_difference
 from benchmark.store import Record
 
 DASH = "–"  # shown where there is no number (en dash)
@@ -26,12 +27,14 @@ UP, DOWN, CHECK, REF = "↑", "↓", "✓", " (ref.)"
 LAYOUTS = ("paper", "loss", "k")
 PAIRED_HEADER = "Paired Δ (95% CI)"
 PAPER_LAYOUT_COLUMNS = ["Method", "Backbone", "# Param (M)", "mIoU (%)", "Paper # Param (M)",
-                        "Paper mIoU (%)", "Δ paper", PAIRED_HEADER, "Seeds"]
-LOSS_LAYOUT_COLUMNS = ["CE", "PPC", "PPD", "mIoU (%)", "Paper mIoU (%)", "Δ paper", "Seeds"]
+                        "Paper mIoU (%)", "Δ paper", PAIRED_HEADER, VERDICT_HEADER, "Seeds"]
+LOSS_LAYOUT_COLUMNS = ["CE", "PPC", "PPD", "mIoU (%)", "Paper mIoU (%)", "Δ paper",
+                       VERDICT_HEADER, "Seeds"]
 # Left out of a paper-layout table when the paper has no numbers for any of its rows
 # (grids of our own such as smoke and camvid): columns of dashes only say nothing.
 PAPER_ONLY_COLUMNS = ("Paper # Param (M)", "Paper mIoU (%)", "Δ paper")
-K_LAYOUT_COLUMNS = ["# Prototype", "mIoU (%)", "Paper mIoU (%)", "Δ paper", "Seeds"]
+K_LAYOUT_COLUMNS = ["# Prototype", "mIoU (%)", "Paper mIoU (%)", "Δ paper", VERDICT_HEADER,
+                    "Seeds"]
 LAYOUT_DATA_COLUMNS = ["kind", "status", "cell_key", "params_m", "miou_mean", "miou_std",
                        "n_seeds", "paper_params_m", "paper_miou", "gain", "paired_mean",
                        "paired_low", "paired_high", "paired_n"]
@@ -103,6 +106,10 @@ def _paired_text(diff: PairedDifference | None) -> str:
             f"{_fmt(diff.high, signed=True)}] (n={diff.n})")
 
 
+def _verdict_text(verdict: Verdict | None) -> str:
+    return DASH if verdict is None else verdict.text()
+
+
 def _number(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
@@ -152,7 +159,7 @@ def _reference_row(ref: dict[str, Any]) -> dict[str, Any]:
         "Backbone": ref.get("backbone") or "",
         "# Param (M)": _fmt(ref.get("params_m")), "mIoU (%)": _fmt(ref["miou"]),
         "Paper # Param (M)": DASH, "Paper mIoU (%)": DASH, "Δ paper": DASH,
-        PAIRED_HEADER: DASH, "Seeds": DASH,
+        PAIRED_HEADER: DASH, VERDICT_HEADER: DASH, "Seeds": DASH,
         "paper_params_m": _number(ref.get("params_m")),
         "paper_miou": float(ref["miou"]),
     })
@@ -223,37 +230,45 @@ def paper_table(cells: list[Cell], records: list[Record],
     index: dict[str, int] = {}  # cell_key -> row number
     better: list[str] = []  # cell keys of the better cell of each pair with results
     previous: Cell | None = None
+    judged = verdicts(cells, results)
     for c in cells:
         row, winner = _paper_row(c, results, base_of.get(c.pair) if _kind(c) == "ours" else None,
                                  previous)
+        row[VERDICT_HEADER] = _verdict_text(judged[c.key])
         if winner is not None:
             better.append(winner)
         index[c.key] = len(rows)
         rows.append(row)
         previous = c
     bold = {(index[key], "mIoU (%)") for key in better}
-    columns, align = PAPER_LAYOUT_COLUMNS, ("left", "left") + ("right",) * 7
+    columns, align = PAPER_LAYOUT_COLUMNS, ("left", "left") + ("right",) * 6 + ("left", "right")
     if not refs and all(c.paper_miou is None and c.paper_params_m is None for c in cells):
         keep = [i for i, name in enumerate(columns) if name not in PAPER_ONLY_COLUMNS]
         columns, align = [columns[i] for i in keep], tuple(align[i] for i in keep)
     notes = _paper_notes(cells, refs, bool(base_of), results)
+    if any(judged.values()):
+        notes.append(VERDICT_NOTE)
     return _make_table(rows, columns, align, notes, bold)
 
 
 def _ablation_rows(cells: list[Cell], records: list[Record],
-                   labels: Callable[[Cell], dict[str, str]]) -> tuple[list[dict[str, Any]], bool]:
-    """One row per cell: `labels(cell)` then mIoU, the paper's number, Δ and seeds."""
+                   labels: Callable[[Cell], dict[str, str]]
+                   ) -> tuple[list[dict[str, Any]], bool, bool]:
+    """One row per cell: `labels(cell)` then mIoU, the paper's number, Δ, verdict and seeds;
+    whether any cell has several seeds, and whether any has a verdict."""
     results = cell_results(cells, records)
+    judged = verdicts(cells, results)
     rows = []
     for c in cells:
         res = results[c.key]
         row = _base_row(_kind(c), c, res)
+        row[VERDICT_HEADER] = _verdict_text(judged[c.key])
         delta = row["miou_mean"] - c.paper_miou if res.n and c.paper_miou is not None else None
         row.update(labels(c))
         row.update({"mIoU (%)": _mean_text(res), "Paper mIoU (%)": _fmt(c.paper_miou),
                     "Δ paper": _fmt(delta, signed=True), "Seeds": str(res.n)})
         rows.append(row)
-    return rows, any(r.n > 1 for r in results.values())
+    return rows, any(r.n > 1 for r in results.values()), any(judged.values())
 
 
 def loss_terms(cell: Cell) -> dict[str, str]:
@@ -265,17 +280,22 @@ def loss_terms(cell: Cell) -> dict[str, str]:
 
 def loss_table(cells: list[Cell], records: list[Record]) -> ResultTable:
     """The loss ablation: CE / PPC / PPD checkmarks -> mIoU, beside the paper's numbers."""
-    rows, multi = _ablation_rows(cells, records, loss_terms)
-    return _make_table(rows, LOSS_LAYOUT_COLUMNS, ("center",) * 3 + ("right",) * 4,
-                       [_NOTES["std"]] if multi else [], packages=("booktabs", "amssymb"))
+    rows, multi, judged = _ablation_rows(cells, records, loss_terms)
+    align = ("center",) * 3 + ("right",) * 3 + ("left", "right")
+    return _make_table(rows, LOSS_LAYOUT_COLUMNS, align,
+                       _ablation_notes(multi, judged), packages=("booktabs", "amssymb"))
 
 
 def k_table(cells: list[Cell], records: list[Record]) -> ResultTable:
     """The prototypes-per-class ablation: K -> mIoU, beside the paper's numbers."""
-    rows, multi = _ablation_rows(cells, records, lambda c: {"# Prototype": (
+    rows, multi, judged = _ablation_rows(cells, records, lambda c: {"# Prototype": (
         f"K = {c.model.head.num_prototypes}" if c.model.head.name == "prototype" else c.row)})
-    return _make_table(rows, K_LAYOUT_COLUMNS, ("left",) + ("right",) * 4,
-                       [_NOTES["std"]] if multi else [])
+    return _make_table(rows, K_LAYOUT_COLUMNS, ("left",) + ("right",) * 3 + ("left", "right"),
+                       _ablation_notes(multi, judged))
+
+
+def _ablation_notes(multi_seed: bool, judged: bool) -> list[str]:
+    return ([_NOTES["std"]] if multi_seed else []) + ([VERDICT_NOTE] if judged else [])
 
 
 def _make_table(rows: list[dict[str, Any]], columns: list[str], align: tuple[str, ...],

@@ -75,3 +75,39 @@ def test_baseline_verdicts():
     assert baseline_verdict(values, 37.5).label == "above the paper"
     v = baseline_verdict([39.9], 39.9)
     assert v.label == "inconclusive" and v.more_seeds == 6
+
+
+def test_difference_verdict_without_a_paper_gain():
+    from benchmark.stats import PAPER_SMALLEST_GAIN, difference_verdict
+
+    assert difference_verdict([1.5, 1.0, 2.0]).label == "higher than the baseline"
+    assert difference_verdict([-1.5, -1.0, -2.0]).label == "lower than the baseline"
+    v = difference_verdict([0.5, -0.5, 1.0])  # interval 0.33 +- 4.303*0.764/sqrt(3) holds 0
+    assert v.label == "no difference detected" and v.target == PAPER_SMALLEST_GAIN
+    assert v.more_seeds == seeds_for_gain(PAPER_SMALLEST_GAIN, v.sigma) - 3
+    assert v.text().startswith("no difference detected: about ")
+    one = difference_verdict([2.0])
+    assert one.label == "inconclusive" and one.more_seeds == seeds_for_gain(0.6) - 1
+
+
+def test_cell_verdicts_pick_the_rule_by_row():
+    from benchmark.config import Cell
+    from benchmark.report.aggregate import CellResult
+    from benchmark.report.verdicts import verdicts
+
+    base = Cell(grid="g", row="Base", tag="baseline", pair="p", paper_miou=40.0)
+    ours = Cell(grid="g", row="Ours", tag="ours", pair="p", paper_miou=41.0)
+    other = Cell(grid="g", row="Other", paper_miou=None)
+    results = {base.key: CellResult("done", {0: 40.0, 1: 41.0, 2: 39.5}, 1.0),
+               ours.key: CellResult("done", {0: 41.5, 1: 42.0, 2: 41.5}, 1.0),
+               other.key: CellResult("done", {0: 10.0}, 1.0)}
+    judged = verdicts([base, ours, other], results)
+    assert judged[base.key].label == "matches the paper"  # 40.17 +- 1.90 holds 40.0
+    assert judged[ours.key].label == "reproduced"  # diffs 1.5, 1.0, 2.0 vs the paper's 1.0
+    assert judged[other.key] is None  # no paper number, no pair
+    no_paper = [Cell(grid="g", row="Base", tag="baseline", pair="p"),
+                Cell(grid="g", row="Ours", tag="ours", pair="p")]
+    results = {no_paper[0].key: results[base.key], no_paper[1].key: results[ours.key]}
+    judged = verdicts(no_paper, results)
+    assert judged[no_paper[0].key] is None
+    assert judged[no_paper[1].key].label == "higher than the baseline"

@@ -336,5 +336,5 @@ def test_grid_without_paper_numbers_drops_the_paper_columns():
     table = paper_table(ours, [])
     md = table_markdown(table)
     assert "Paper" not in md and "Δ paper" not in md
-    assert table.columns[-2:] == [PAIRED_HEADER, "Seeds"] and len(table.align) == 6
+    assert table.columns[-3:] == [PAIRED_HEADER, "Verdict", "Seeds"] and len(table.align) == 7
     assert "Paper mIoU (%)" in table_markdown(paper_table(FCN, []))  # kept when there are some
