@@ -59,3 +59,36 @@ def test_apply_lr_sets_each_group_from_its_base_lr() -> None:
     logged = apply_lr(opt, t, 50)
     assert logged == lr_at(50, 0.01, t) == opt.param_groups[0]["lr"]
     assert opt.param_groups[1]["lr"] == lr_at(50, 0.1, t)
+
+
+def test_a_run_uses_the_cells_schedule_groups_loss_and_resize(monkeypatch) -> None:
+    """Wiring: a tiny run logs the mmengine-style lr, builds SegFormer's groups, averages the
+    cross-entropy over all pixels and resizes evaluation logits via the input size."""
+    import torch.nn.functional as F
+
+    import benchmark.train.evaluate as evaluate
+    import benchmark.train.optim as optim
+    from benchmark.config import Cell, DataSpec, EvalSpec, ModelSpec
+    from benchmark.train.engine import train_and_evaluate
+
+    seen: dict[str, list] = {"groups": [], "reduction": [], "resize": []}
+    real_groups, real_ce, real_up = optim.param_groups, F.cross_entropy, evaluate.upsample_logits
+    monkeypatch.setattr(optim, "param_groups", lambda model, cell: (
+        seen["groups"].append(cell.train.param_groups), real_groups(model, cell))[1])
+    monkeypatch.setattr(F, "cross_entropy", lambda *a, **k: (
+        seen["reduction"].append(k.get("reduction", "mean")), real_ce(*a, **k))[1])
+    monkeypatch.setattr(evaluate, "upsample_logits", lambda *a: (
+        seen["resize"].append(a[3]), real_up(*a))[1])
+    train = TrainSpec(iters=3, batch_size=2, optimizer="adamw", lr=1e-3, weight_decay=0.01,
+                      warmup_iters=1, lr_schedule="mmengine", min_lr=1e-5,
+                      param_groups="segformer", ce_average="all_pixels", log_every=1,
+                      num_workers=0)
+    cell = Cell("g", "x", data=DataSpec(num_classes=3, image_size=32, train_images=4,
+                                        val_images=2),
+                model=ModelSpec(backbone="mit_b0", decoder="mlp", decoder_channels=16),
+                train=train, eval=EvalSpec(batch_size=2, logit_resize="via_input"))
+    result = train_and_evaluate(cell, seed=0, progress=False)
+    assert [h["lr"] for h in result.history] == [lr_at(s, 1e-3, train) for s in range(3)]
+    assert seen["groups"] == ["segformer"]
+    assert seen["reduction"] and set(seen["reduction"]) == {"sum"}  # all_pixels: sum / pixels
+    assert seen["resize"] and set(seen["resize"]) == {"via_input"}
