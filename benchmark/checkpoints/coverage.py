@@ -23,7 +23,8 @@ class CheckpointError(ValueError):
     """A checkpoint that is absent, unreadable, or does not fill the model (one-line message)."""
 
 
-PretrainedError = CheckpointError  # the name used before this package existed
+class PretrainedError(CheckpointError):
+    """A backbone weights file (`model.pretrained`) that is absent, unreadable or partial."""
 
 
 def skipped(key: str) -> bool:

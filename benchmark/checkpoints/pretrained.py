@@ -21,7 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.checkpoints import library, mmseg_backbone, original
-from benchmark.checkpoints.coverage import CheckpointError, LoadReport, apply_state
+from benchmark.checkpoints.coverage import (
+    CheckpointError,
+    LoadReport,
+    PretrainedError,
+    apply_state,
+)
 from benchmark.checkpoints.expected import (
     NONE,
     Expected,
@@ -119,7 +124,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
                              optional=lambda k: bool(OPTIONAL.search(k)),
                              ignorable=lambda k: bool(IGNORABLE.search(k)))
     except CheckpointError as err:
-        raise CheckpointError(f"{err}; expected {expected}") from None
+        raise PretrainedError(f"{err}; expected {expected}") from None
     report.prefix = prefix
     return report
 
@@ -129,7 +134,7 @@ def resolve_or_fail(path: str | Path, wanted: Expected | None,
     try:
         return resolve(Path(path).expanduser(), wanted)
     except FileNotFoundError as err:
-        raise CheckpointError(
+        raise PretrainedError(
             f"{what}: no checkpoint at {err.args[0]}; expected {describe(wanted)}"
         ) from None
 
@@ -138,7 +143,7 @@ def read_or_fail(file: Path, expected: str, what: str = "model.pretrained") -> d
     try:
         return read_state_dict(file)
     except Exception as err:  # noqa: BLE001 - any reader failure means the same thing to a user
-        raise CheckpointError(
+        raise PretrainedError(
             f"{what}: cannot read {file} as a torch or safetensors state dict "
             f"({type(err).__name__}); expected {expected}"
         ) from None

@@ -41,9 +41,13 @@ def _weights_file(cell: Cell) -> tuple[Path | None, str]:
 
 def missing_weights(cells: Iterable[Cell]) -> list[str]:
     """One line per backbone that would train from random weights without being asked to:
-    the backbone, the file it expects and where that comes from, and how to pass it."""
+    the backbone, the file it expects and where that comes from, and how to pass it. (A
+    `model.pretrained` path that does not exist at all is benchmark/launch/checks.py's line.)"""
     lines: dict[str, str] = {}
     for cell in cells:
+        path = cell.model.pretrained
+        if path and path != NONE and not Path(path).expanduser().exists():
+            continue
         file, problem = _weights_file(cell)
         if problem and cell.model.backbone not in lines:
             lines[cell.model.backbone] = (f"{cell.model.backbone}: {problem}; {HOW}, or "
@@ -56,6 +60,8 @@ def weights_column(cell: Cell) -> str:
     file exists; 'MISSING ...' when a paper cell has none; what was asked for otherwise."""
     if cell.model.pretrained == NONE:
         return "none (random init, asked for)"
+    if cell.grid == "zoo":
+        return "a published whole-model checkpoint (evaluated, not trained)"
     file, problem = _weights_file(cell)
     if problem:
         return f"MISSING: {problem}"

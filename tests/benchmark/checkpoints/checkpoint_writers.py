@@ -244,7 +244,8 @@ def to_mmseg_zoo(net: nn.Module, decoder: str) -> dict:
     return {"meta": {"mmseg_version": "1.2.2", "dataset_meta": {}}, "state_dict": out}
 
 
-OPENSEG_BACK = [(r"backbone\.body\.(.+)", r"backbone.\1"), (r"decoder\.fuse\.0\.(\w+)", r"cls_head.0.\1"),
+OPENSEG_BACK = [(r"backbone\.body\.(.+)", r"backbone.\1"),
+                (r"decoder\.fuse\.0\.(\w+)", r"cls_head.0.\1"),
                 (r"decoder\.fuse\.1\.(\w+)", r"cls_head.1.0.\1"),
                 (r"head\.feat_norm\.(\w+)", r"feat_norm.\1"),
                 (r"head\.score_norm\.(\w+)", r"mask_norm.\1"), (r"head\.prototypes", "prototypes")]

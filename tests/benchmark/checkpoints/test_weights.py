@@ -43,6 +43,9 @@ def test_none_trains_from_scratch_explicitly(tmp_path, capsys) -> None:
     args = ["--grid", "table1", "--results", str(tmp_path), "--set", "model.pretrained=none"]
     assert main([*args, "--dry-run"]) == 0
     assert "weights none (random init, asked for)" in capsys.readouterr().out
+    from benchmark.launch.checks import pretrained_problem
+
+    assert pretrained_problem(cells[0]) is None  # 'none' is not a path that must exist
     report = load_pretrained(torch.nn.Linear(2, 2), NONE)
     assert report.loaded == 0 and "as requested" in report.summary()
 
