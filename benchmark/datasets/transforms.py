@@ -219,17 +219,18 @@ def eval_transform(scale: tuple[int, int] | None = None) -> PairTransform:
 
 
 # --------------------------------------------------------------------------- MMSeg pipeline
-
 MMSEG_MEAN, MMSEG_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)  # RGB, 0-255
 
 
 def _cv2() -> Any:
-    """OpenCV, imported on first use: only data.pipeline=mmseg needs it."""
+    """OpenCV, imported on first use (only data.pipeline=mmseg needs it), on one thread like
+    torch in a DataLoader worker (mmengine turns OpenCV's threads off for the same reason)."""
     try:
         import cv2
     except ImportError as err:  # e.g. no libGL: opencv-python-headless of the same version
-        raise ImportError(f"data.pipeline=mmseg needs OpenCV ({err}); `pip install -e .` "
-                          f"installs it") from None
+        raise ImportError(f"data.pipeline=mmseg needs OpenCV ({err}); `pip install -e .`") from None
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
     return cv2
 
 
@@ -253,11 +254,10 @@ def nearest_index(src: int, dst: int) -> np.ndarray:
 def resize_pair(img: np.ndarray, label: np.ndarray | None,
                 size: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
     """HWC uint8 image by cv2 bilinear (no antialiasing), label by cv2's nearest rule."""
-    h, w = size
-    if img.shape[:2] != (h, w):
-        img = _cv2().resize(img, (w, h), interpolation=_cv2().INTER_LINEAR)
+    if img.shape[:2] != tuple(size):
+        img = _cv2().resize(img, (size[1], size[0]), interpolation=_cv2().INTER_LINEAR)
         if label is not None:
-            ys, xs = nearest_index(label.shape[0], h), nearest_index(label.shape[1], w)
+            ys, xs = nearest_index(label.shape[0], size[0]), nearest_index(label.shape[1], size[1])
             label = label[ys[:, None], xs[None, :]]
     return img, label
 
