@@ -9,6 +9,7 @@ with its path) and counts as not done, so the run is made again; it never crashe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -18,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 RECORD_SCHEMA = 2  # 2: provenance nested under "provenance"; 1 (still read): at top level
 STATUSES = ("done", "failed")
@@ -78,16 +79,13 @@ def clean_stale_temps(folder: Path, older_than_s: float = STALE_TEMP_S) -> None:
     write in progress in another process is never touched)."""
     now = time.time()
     try:
-        entries = list(os.scandir(folder))
+        stale = [e.path for e in os.scandir(folder) if e.name.startswith(".")
+                 and e.name.endswith(".tmp") and now - e.stat().st_mtime > older_than_s]
     except OSError:
         return
-    for entry in entries:
-        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-            try:
-                if now - entry.stat().st_mtime > older_than_s:
-                    os.unlink(entry.path)
-            except OSError:
-                pass
+    for path in stale:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def jsonable(value: Any) -> Any:
@@ -219,22 +217,17 @@ class Record:
             if key in data and key not in prov:
                 prov[key] = data[key]
         values["provenance"] = prov
-        values = {k: v for k, v in values.items() if v is not None or k in _NULLABLE}
+        values = {k: v for k, v in values.items() if v is not None}  # null: the default
         return cls(**values)
 
     def summary(self) -> Record:
         """This record without its bulk (SUMMARY_DROPS): what tables and reports read."""
         return dataclasses.replace(self, cell={}, history=[], confusion=[], traceback=None)
 
-_NULLABLE = frozenset({"error", "traceback", "started", "finished", "weights_sha256",
-                       "checkpoint"})
-_TYPES: dict[str, tuple[type, ...]] = {
-    "grid": (str,), "cell_key": (str,), "seed": (int,), "kind": (str,), "cell": (dict,),
-    "metrics": (dict,), "params": (dict,), "timings": (dict,), "memory": (dict,),
-    "history": (list,), "confusion": (list,), "provenance": (dict,), "error": (str,),
-    "traceback": (str,), "started": (str,), "finished": (str,), "weights_sha256": (str,),
-    "world_size": (int,), "checkpoint": (dict,), "schema": (int,),
-}
+
+# the JSON type of each field, from its annotation ("dict", "str | None", ...)
+_TYPES = {f.name: {"dict": dict, "list": list, "str": str, "int": int}[f.type.split(" |")[0]]
+          for f in dataclasses.fields(Record)}
 _REQUIRED = {"done": ("metrics", "params", "timings"), "failed": ("error",)}
 
 
@@ -248,10 +241,10 @@ def _problem(data: Any) -> str | None:
     missing = [k for k in ("cell_key", "seed") + _REQUIRED[status] if data.get(k) is None]
     if missing:
         return f"{status} record lacks {', '.join(missing)}"
-    for key, types in _TYPES.items():
+    for key, kind in _TYPES.items():
         value = data.get(key)
-        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
-            return f"{key} is a {type(value).__name__}, expected {types[0].__name__}"
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            return f"{key} is a {type(value).__name__}, expected {kind.__name__}"
     if data.get("kind", "trained") not in KINDS:
         return f"kind {data['kind']!r}, expected one of {', '.join(KINDS)}"
     if status == "done":
@@ -396,11 +389,10 @@ def _record_paths(layout: ResultsLayout, grid: str) -> list[Path]:
     except (FileNotFoundError, NotADirectoryError):
         return []
     clean_stale_temps(folder)
-    return [path for cell in cells for path in _seed_files(folder / cell)]
-
-
-def _seed_files(folder: Path) -> Iterator[Path]:
-    names = os.listdir(folder)
-    if any(n.endswith(".tmp") for n in names):
-        clean_stale_temps(folder)
-    yield from (folder / n for n in sorted(names) if n.startswith("seed") and n.endswith(".json"))
+    paths = []
+    for cell in cells:
+        names = sorted(os.listdir(folder / cell))
+        if any(n.endswith(".tmp") for n in names):
+            clean_stale_temps(folder / cell)
+        paths += [folder / cell / n for n in names if n.startswith("seed") and n.endswith(".json")]
+    return paths
