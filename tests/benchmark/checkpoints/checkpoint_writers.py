@@ -263,3 +263,31 @@ def to_openseg(net: nn.Module) -> dict:
         new = next(re.sub(f"^{p}$", r, key) for p, r in OPENSEG_BACK if re.fullmatch(p, key))
         out[f"module.{new}"] = value
     return {"config_dict": {"network": {"model_name": "hrnet_w48_proto"}}, "state_dict": out}
+
+
+# ----------------------------------------------------------------------------- README demo
+
+# A tiny variant of the zoo's SegFormer ADE20K cell on generated data (README, "Check the suite
+# against published checkpoints first"; tests/benchmark/checkpoints/test_zoo.py).
+TINY_ZOO = ("model.backbone=mit_b0", "model.decoder_channels=16", "data.name=synthetic",
+            "data.num_classes=4", "data.image_size=32", "data.val_images=4",
+            "data.train_images=4")
+TINY_ZOO_ROW = "segformer_mit-b4_8xb2-160k_ade20k-512x512"
+
+
+def write_tiny_zoo(folder: str = "demo_checkpoints") -> str:
+    """Write an MMSeg-zoo file for the tiny SegFormer zoo cell into `folder` (random weights:
+    the point is the round trip through the loader and the evaluation, not the score)."""
+    from pathlib import Path
+
+    from benchmark.config import apply_overrides
+    from experiments import get_grid
+
+    cell = next(c for c in get_grid("zoo").cells if c.row == TINY_ZOO_ROW)
+    cell = apply_overrides(cell, list(TINY_ZOO))
+    torch.manual_seed(0)
+    net = build_model(cell.model, cell.data.num_classes).eval()
+    path = Path(folder) / "segformer_mit-b4_512x512_160k_ade20k_tiny-demo.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(to_mmseg_zoo(net, "mlp_mmseg"), path)
+    return str(path)

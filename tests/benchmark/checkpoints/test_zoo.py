@@ -5,8 +5,10 @@ exit 0; a broken file is a failed row and exit 1."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
-from checkpoint_writers import to_mmseg_zoo
+from checkpoint_writers import TINY_ZOO, TINY_ZOO_ROW, write_tiny_zoo
 
 from benchmark.checkpoints import sha256_of
 from benchmark.cli import main
@@ -18,9 +20,9 @@ from experiments import get_grid
 from experiments.zoo import PUBLISHED, published_for
 from methods import build_model
 
-TINY = ["model.backbone=mit_b0", "model.decoder_channels=16", "data.name=synthetic",
-        "data.num_classes=4", "data.image_size=32", "data.val_images=4", "data.train_images=4"]
-SEGFORMER_ADE = "segformer_mit-b4_8xb2-160k_ade20k-512x512"
+TINY = list(TINY_ZOO)
+SEGFORMER_ADE = TINY_ZOO_ROW
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def _args(folder, results) -> list[str]:
@@ -49,11 +51,9 @@ def test_zoo_lists_every_published_checkpoint_of_the_issue() -> None:
 
 def test_one_present_checkpoint_is_evaluated_the_rest_are_missing_rows(tmp_path, capsys) -> None:
     cell = apply_overrides(next(c for c in get_grid("zoo").cells if c.row == SEGFORMER_ADE), TINY)
+    file = write_tiny_zoo(str(tmp_path / "zoo"))  # what the README's demo writes
     torch.manual_seed(0)
-    source = build_model(cell.model, 4)
-    (tmp_path / "zoo").mkdir()
-    file = tmp_path / "zoo" / "segformer_mit-b4_512x512_160k_ade20k_20220620_112216-4fa4f58f.pth"
-    torch.save(to_mmseg_zoo(source, "mlp_mmseg"), file)
+    source = build_model(cell.model, 4).eval()  # the same weights
     assert main(_args(tmp_path / "zoo", tmp_path / "results")) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
@@ -80,3 +80,12 @@ def test_a_broken_checkpoint_is_a_failed_row_and_exit_1(tmp_path, capsys) -> Non
     captured = capsys.readouterr()
     assert "| failed: CheckpointError: --checkpoint: cannot read" in captured.out
     assert "error: 1 checkpoint(s) failed" in captured.err
+
+
+def test_readme_demo_uses_the_tested_commands() -> None:
+    """The README section runs what this file tests: the same writer and overrides."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Check the suite against published checkpoints first"):]
+    section = section[:section.index("\n## ", 5)]
+    assert "write_tiny_zoo" in section and "--grid zoo --checkpoint demo_checkpoints" in section
+    assert all(f"--set {o}" in section for o in TINY)
