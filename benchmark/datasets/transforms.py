@@ -291,11 +291,10 @@ def _on_hsv(img: np.ndarray, channel: int, fn: Any) -> np.ndarray:
 
 
 def photometric_uint8(img: np.ndarray, mode: str, draws: Any) -> np.ndarray:
-    """MMSeg's PhotoMetricDistortion (mode "mmseg"; same draws in the same order) or the
-    released ProtoSeg code's brightness shift (+-10, rounded) on an HWC uint8 RGB image."""
+    """MMSeg's PhotoMetricDistortion (mode "mmseg"; same draws in the same order) or the released
+    ProtoSeg code's RandomBrightness (openseg: an integer shift in [-10, 10]) on HWC uint8 RGB."""
     if mode == "brightness":
-        shift = draws.uniform(-10, 10)
-        return np.clip(np.around(img.astype(np.float32) + shift), 0, 255).astype(np.uint8)
+        return np.clip(img.astype(np.int16) + draws.randint(-10, 11), 0, 255).astype(np.uint8)
 
     def contrast(x: np.ndarray) -> np.ndarray:
         return _convert(x, alpha=draws.uniform(0.5, 1.5)) if draws.randint(0, 2) else x

@@ -209,7 +209,8 @@ def test_photometric_ops_truncate_to_uint8_after_each_op() -> None:
     # mode 0: saturation, hue, then contrast last
     out = photometric_uint8(img, "mmseg", Fixed(0, 0, 0, 0, 1, 0.5))
     assert out.tolist() == [[[50, 25, 100]]]
-    assert photometric_uint8(img, "brightness", Fixed(-3.6)).tolist() == [[[97, 46, 196]]]
+    assert photometric_uint8(img, "brightness", Fixed(-4)).tolist() == [[[97, 46, 196]]]
+    assert photometric_uint8(img, "brightness", Fixed(60)).tolist() == [[[161, 110, 255]]]
 
 
 def test_saturation_and_hue_work_in_opencvs_uint8_hsv() -> None:
