@@ -28,14 +28,16 @@ from benchmark.datasets.transforms import MMSEG_STD, MMSegPipeline
 from experiments.recipes import recipe_for
 
 H, W = 97, 131
-# data set -> (MMSeg dataset config, a model config of its recipe, LUT of its label files,
-# number of label values in the files); COCO-Stuff-10K files as MMSeg's converter writes them
-# (0 = unlabelled, reduce_zero_label), ADE20K's own, Cityscapes' labelTrainIds
+# case -> (data set, paper model whose recipe it is, MMSeg dataset config, LUT of the label
+# files, number of label values in them); COCO-Stuff-10K files as MMSeg's converter writes them
+# (0 = unlabelled, reduce_zero_label), ADE20K's own, Cityscapes' labelTrainIds. The model config
+# (its data preprocessor) is the recipe's source.
 CASES = {
-    "ade20k": ("ade20k", "fcn/fcn_r101-d8_4xb4-160k_ade20k-512x512", ADE20K.luts["raw"], 151),
-    "cityscapes": ("cityscapes", "fcn/fcn_r101-d8_4xb2-80k_cityscapes-512x1024",
-                   CITYSCAPES.luts["train_ids"], 19),
-    "coco_stuff10k": ("coco-stuff10k", "fcn/fcn_r101-d8_4xb4-160k_ade20k-512x512",
+    "ade20k": ("ade20k", "fcn", "ade20k", ADE20K.luts["raw"], 151),
+    "cityscapes": ("cityscapes", "fcn", "cityscapes", CITYSCAPES.luts["train_ids"], 19),
+    "cityscapes_1024": ("cityscapes", "segformer", "cityscapes_1024x1024",
+                        CITYSCAPES.luts["train_ids"], 19),
+    "coco_stuff10k": ("coco_stuff10k", "fcn", "coco-stuff10k",
                       make_lut({i: i - 1 for i in range(1, 172)}, ignore=(0,)), 172),
 }
 # PhotoMetricDistortion's coins in draw order: brightness, mode, then contrast, saturation, hue
@@ -149,15 +151,16 @@ def _mmseg_sample(oracle, dataset: str, model: str, image: Path, label: Path,
 
 def _compare(oracle, monkeypatch, tmp_path: Path, name: str, seed: int, suffix: str = ".png",
              coins: list[int] | None = None, flip: bool | None = None) -> dict[str, Any]:
-    dataset, model, lut, values = CASES[name]
+    data, paper_model, dataset, lut, values = CASES[name]
+    recipe = recipe_for(data, paper_model)
     image_path, label_path = _write_pair(tmp_path, values, seed, suffix)
     script = Script(seed, coins, flip)
     for fn in ("random_sample", "randint", "uniform", "choice"):
         monkeypatch.setattr(np.random, fn, getattr(script, fn))
-    theirs, their_label = _mmseg_sample(oracle, dataset, model, image_path, label_path,
-                                        reduce_zero_label=name != "cityscapes")
+    theirs, their_label = _mmseg_sample(oracle, dataset, recipe.mmseg_config, image_path,
+                                        label_path, reduce_zero_label=data != "cityscapes")
     monkeypatch.undo()
-    spec = recipe_for(name, "fcn").data(name)
+    spec = recipe.data(data)
     assert spec.pipeline == "mmseg", "the paper recipes use MMSeg's pipeline"
     replay = Replay(script.log)
     suite = MMSegPipeline((spec.scale_long, spec.scale_short), (spec.min_scale, spec.max_scale),
