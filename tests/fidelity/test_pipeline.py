@@ -208,3 +208,28 @@ def test_each_photometric_op_equals_mmsegs(mmseg, monkeypatch, tmp_path, coins, 
     hue = [entry for entry in out["log"] if entry[0] == "randint" and entry[1] == -18]
     expected = sum(coins) - coins[1]  # ops switched on (the mode draw is not an op)
     assert len(uniforms) + len(hue) == expected
+
+
+@pytest.mark.parametrize("name", ["ade20k", "cityscapes"])
+def test_evaluation_input_equals_mmsegs_test_pipeline(mmseg, tmp_path, name) -> None:
+    """Resize to the scale (cv2 bilinear, no antialiasing) and normalisation; no draws."""
+    from mmcv.transforms import Compose
+    from mmengine.registry import init_default_scope
+
+    data, paper_model, dataset, lut, values = CASES[name]
+    recipe = recipe_for(data, paper_model)
+    image_path, label_path = _write_pair(tmp_path, values, 11, ".jpg")
+    init_default_scope("mmseg")
+    cfg = mmseg._config.fromfile(mmseg.configs / "_base_" / "datasets" / f"{dataset}.py")
+    packed = Compose(cfg.test_pipeline)({"img_path": str(image_path),
+                                         "seg_map_path": str(label_path), "seg_fields": [],
+                                         "reduce_zero_label": data != "cityscapes"})
+    _, preprocessor = _mmseg_pipeline(mmseg, dataset, recipe.mmseg_config)
+    theirs = preprocessor({"inputs": [packed["inputs"]], "data_samples": [packed["data_samples"]]},
+                          training=False)["inputs"][0]
+    spec = recipe.data(data)
+    suite = MMSegPipeline((spec.scale_long, spec.scale_short), train=False)
+    label = torch.zeros(H, W, dtype=torch.long)
+    ours, our_label = suite(read_image(image_path), label)
+    assert ours.shape == theirs.shape and our_label is label
+    assert ((ours - theirs).abs() * torch.tensor(MMSEG_STD).view(-1, 1, 1)).max() <= 1.0 + 1e-3
