@@ -2,8 +2,8 @@
 
 `load_checkpoint(model, path, names)` finds the file (a folder is searched for the cell's file
 names), recognises its format (MMSegmentation 1.x model zoo: benchmark/checkpoints/mmseg_zoo.py;
-the released ProtoSeg HRNet: benchmark/checkpoints/openseg.py), converts it to the Segmentor's
-names and loads it strictly: every tensor of the model filled, every tensor of the file used
+the released ProtoSeg HRNet: benchmark/checkpoints/openseg.py; this suite's own `final.pt`),
+converts it to the Segmentor's names and loads it strictly: every tensor of the model filled, every tensor of the file used
 (buffers the suite computes itself aside), else a one-line CheckpointError.
 """
 
@@ -49,6 +49,17 @@ def _names_of(model: nn.Module) -> tuple[str, str, str]:
     return getattr(model.backbone, "name", ""), decoder, head
 
 
+def _unprefixed(state: dict) -> dict:
+    """Without the `module.` prefix DataParallel/DDP saves."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def _is_suite(state: dict, model: nn.Module) -> bool:
+    """This suite's own weights (a run's `final.pt`): every tensor of the model by its name."""
+    own = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
+    return bool(own) and own <= set(_unprefixed(state))
+
+
 def load_checkpoint(model: nn.Module, path: str | Path,
                     names: tuple[str, ...] = ()) -> LoadReport:
     """Load a whole-model checkpoint into `model` (a Segmentor), strictly; the report carries
@@ -60,15 +71,17 @@ def load_checkpoint(model: nn.Module, path: str | Path,
         raise CheckpointError(f"{WHAT}: cannot read {file} as a torch or safetensors state "
                               f"dict ({type(err).__name__})") from None
     backbone, decoder, head = _names_of(model)
-    if is_openseg(state):
+    if _is_suite(state, model):
+        fmt, converted = "suite", _unprefixed(state)
+    elif is_openseg(state):
         fmt, converted = "openseg", convert_openseg_hrnet(state)
     elif is_mmseg_zoo(state):
         fmt, converted = "mmseg-zoo", convert_mmseg_zoo(state, backbone, decoder, head)
     else:
         raise CheckpointError(f"{WHAT}: {file} is not a whole-model checkpoint (no "
                               f"decode_head.* of MMSegmentation's zoo, no cls_head/prototypes "
-                              f"of the released ProtoSeg); backbone-only files go to "
-                              f"--set model.pretrained=FILE")
+                              f"of the released ProtoSeg, not this suite's own final.pt); "
+                              f"backbone-only files go to --set model.pretrained=FILE")
     report = apply_state(model, converted, str(file), fmt,
                          optional=lambda k: bool(COMPUTED.search(k)),
                          ignorable=lambda k: bool(COMPUTED.search(k)) or k.startswith(ALIAS),

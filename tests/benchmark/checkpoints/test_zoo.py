@@ -89,3 +89,25 @@ def test_readme_demo_uses_the_tested_commands() -> None:
     section = section[:section.index("\n## ", 5)]
     assert "write_tiny_zoo" in section and "--grid zoo --checkpoint demo_checkpoints" in section
     assert all(f"--set {o}" in section for o in TINY)
+
+
+def test_checkpoint_flag_evaluates_any_grid_from_the_suites_own_weights(tmp_path, capsys) -> None:
+    """`--checkpoint DIR` on a grid that is not the zoo: each cell's file is found by its row
+    (or key); the suite's own state dict (a run's final.pt) is a whole-model format too."""
+    overrides = ["data.image_size=32", "data.val_images=4", "data.train_images=4"]
+    cell = apply_overrides(get_grid("smoke").cells[0], overrides)  # "Softmax"
+    torch.manual_seed(0)
+    source = build_model(cell.model, cell.data.num_classes).eval()
+    (tmp_path / "mine").mkdir()
+    torch.save({"module." + k: v for k, v in source.state_dict().items()},
+               tmp_path / "mine" / "Softmax.pth")
+    args = ["--grid", "smoke", "--checkpoint", str(tmp_path / "mine"), "--results",
+            str(tmp_path / "results"), "--no-progress"]
+    assert main(args + [a for o in overrides for a in ("--set", o)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| evaluated Softmax.pth") == 1 and out.count("| missing: no ") == 4
+    (record,) = load_records(tmp_path / "results", "smoke")
+    assert record.kind == "published-checkpoint" and record.checkpoint["format"] == "suite"
+    cm = predict_confusion(source, build_dataset(cell.data, cell.data.val_split),
+                           cell.data.num_classes, 255, 1, progress=False)
+    assert record.miou == metrics_from_confusion(cm)["miou"]
