@@ -16,8 +16,9 @@ decode head (the suite's `decoder` and `head`) and of the auxiliary head (`decod
 Swin's, MiT's but its stage-final norms (MMSeg's `layers.{i}.2`, so they decay under
 SegFormer's keys too), none of the heads' BatchNorms (MMSeg's ConvModules call them `bn`); the
 other keys the parameter names they spell (`relative_position_bias_table`;
-`absolute_pos_embed` and `pos_block`, which no paper model has). tests/fidelity/test_training.py checks the result against mmengine's
-constructor with the source configs' `paramwise_cfg` for every paper model.
+`absolute_pos_embed` and `pos_block`, which no paper model has). tests/fidelity/test_training.py
+checks the result against mmengine's constructor, with the source configs' `paramwise_cfg`, on
+MMSeg's own names of every paper backbone's parameters.
 """
 
 from __future__ import annotations
