@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"grid to run (repeatable): {', '.join(grid_names())}")
     p.add_argument("--seeds", type=int, default=None,
                    help="number of seeds (0..N-1); default: the grid's own")
+    p.add_argument("--sigma", type=float, default=None, metavar="MIOU",
+                   help="seed-to-seed sd of one run for the dry run's seed plan "
+                        "(default: measured from the grid's records, else 0.5)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of every cell, e.g. train.iters=2000 (repeatable)")
     p.add_argument("--data-root", default=None,
@@ -43,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", default="results", metavar="DIR",
                    help="results folder (records, checkpoints, tables, reports); default results")
     p.add_argument("--executor", default="inline", help=f"where runs execute: {', '.join(EXECUTORS)}")
+    p.add_argument("--checkpoint", default=None, metavar="FILE_OR_DIR",
+                   help="evaluate each cell from a published whole-model checkpoint (MMSeg "
+                        "model zoo or the released ProtoSeg; a folder is searched for each "
+                        "cell's file) instead of training; --grid zoo always does, default "
+                        "folder $PROTOSEG_CHECKPOINTS or ./checkpoints")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     p.add_argument("--preflight", action="store_true",
                    help="build every cell's model, run one training step and one evaluation "
@@ -214,10 +222,14 @@ def pending_runs(grid: Grid, cells: list[Cell], args: argparse.Namespace,
 def dry_run(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) -> int:
     """Print the plan of every grid; trains and writes nothing."""
     from benchmark.launch.plan import describe_plan
+    from benchmark.launch.seeds import seed_plan
+    from benchmark.store import load_summaries
     from experiments.recipes import RECIPES
 
     for grid, cells in grids:
         print(describe_plan(grid, grid_runs(grid, cells, args, results), RECIPES))
+        records = load_summaries(results, grid.name)
+        print("\n".join(seed_plan(cells, records, args.seeds or grid.seeds, args.sigma)))
     return 0
 
 
@@ -304,11 +316,13 @@ Mode = Callable[[argparse.Namespace, ResultsLayout, GridCells], int]
 
 def choose_mode(args: argparse.Namespace, grids: GridCells) -> Mode:
     """The function that serves the flags (the first of dry run, preflight, status, tables;
-    else runs made here or submitted)."""
+    else published checkpoints are evaluated, or runs made here or submitted)."""
     for flag, mode in (("dry_run", dry_run), ("preflight", preflight), ("status", status),
                        ("tables_only", tables_only)):
         if getattr(args, flag):
             return mode
+    if args.checkpoint or any(grid.name == "zoo" for grid, _ in grids):
+        return evaluate_published
     return run_here if args.executor == "inline" else run_submitted
 
 
@@ -337,6 +351,16 @@ def load_grids(args: argparse.Namespace) -> GridCells:
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError("--seeds must be >= 1")
     return [load_grid(name, overrides) for name in args.grid]
+
+
+def evaluate_published(args: argparse.Namespace, results, grids) -> int:
+    """`--checkpoint` and the zoo grid: evaluate published checkpoints instead of training
+    (benchmark/checkpoints/published.py); missing files are table rows, not errors."""
+    from benchmark.checkpoints.published import run_published
+    from experiments.zoo import published_for
+
+    return run_published(grids, args.checkpoint, results, published_for,
+                         progress=not args.no_progress)
 
 
 def weights_refused(grids: GridCells) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from benchmark.config import Cell, HeadSpec, ModelSpec
+from benchmark.launch.seeds import planned_seeds
 from experiments import Grid
 from experiments.paper import ABLATION_K, ABLATION_LOSS
 from experiments.recipes import RECIPES, recipe_specs
@@ -46,7 +47,7 @@ def ablation_loss() -> Grid:
                        ppd_weight=OURS_HEAD.ppd_weight if ppd else 0.0)
         cells.append(_cell("ablation_loss", row, head, ABLATION_LOSS[name], tag))
     return Grid("ablation_loss", "paper loss ablation: CE, +PPC, +PPD, both (ADE20K, MiT-B2)",
-                tuple(cells), seeds=1, layout="loss")
+                tuple(cells), seeds=planned_seeds(cells), layout="loss")
 
 
 def ablation_k() -> Grid:
@@ -55,4 +56,4 @@ def ablation_k() -> Grid:
         for k, miou in ABLATION_K.items()
     )
     return Grid("ablation_k", "paper ablation of K prototypes per class (ADE20K, MiT-B2)",
-                cells, seeds=1, layout="k")
+                cells, seeds=planned_seeds(cells), layout="k")

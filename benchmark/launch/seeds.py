@@ -1,0 +1,99 @@
+"""Seed planning before GPU-hours: how many seeds detect the paper's gains, and what they cost.
+
+ProtoSeg's gains (+0.6 to +1.5 mIoU) are the size of seed-to-seed noise, so one seed per cell
+cannot tell a reproduction from noise. For each baseline/ours pair with paper numbers, the seeds
+per cell that detect its gain at 80% power (paired two-sided t-test, 5%) given a per-run sigma:
+`--sigma`, else measured from the grid's records (cells with 3 or more seeds), else the prior.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from benchmark.config import Cell
+from benchmark.stats import (MIN_SEEDS_FOR_MEASURED_SIGMA, PAPER_SMALLEST_GAIN, SIGMA_PRIOR,
+                             mean_std, seeds_for_gain)
+from benchmark.store import Record
+
+
+@dataclass(frozen=True)
+class PairGain:
+    """A baseline/ours pair and the paper's gain of ours over the baseline."""
+
+    pair: str
+    row: str
+    gain: float
+
+
+def paper_gains(cells: list[Cell] | tuple[Cell, ...]) -> list[PairGain]:
+    """Each pair's paper gain (ours - baseline), grid order; pairs without numbers left out."""
+    base = {c.pair: c for c in cells if c.tag == "baseline" and c.pair}
+    gains = []
+    for c in cells:
+        b = base.get(c.pair)
+        if c.tag == "ours" and b is not None and None not in (c.paper_miou, b.paper_miou):
+            gains.append(PairGain(c.pair, f"{b.row} / {b.column}", c.paper_miou - b.paper_miou))
+    return gains
+
+
+def measured_sigma(records: list[Record]) -> tuple[float, int] | None:
+    """Pooled per-run sd of mIoU over cells with >= 3 done seeds, and how many runs it used."""
+    by_cell: dict[str, list[float]] = {}
+    for r in records:
+        if r.status == "done" and r.miou is not None:
+            by_cell.setdefault(r.cell_key, []).append(float(r.miou))
+    squares, dof, runs = 0.0, 0, 0
+    for values in by_cell.values():
+        if len(values) >= MIN_SEEDS_FOR_MEASURED_SIGMA:
+            sd = mean_std(values)[1]
+            squares += sd ** 2 * (len(values) - 1)
+            dof += len(values) - 1
+            runs += len(values)
+    return (math.sqrt(squares / dof), runs) if dof else None
+
+
+def planned_seeds(cells: list[Cell] | tuple[Cell, ...], sigma: float = SIGMA_PRIOR) -> int:
+    """Seeds per cell that detect the grid's smallest paper gain (or, without paper gains,
+    the paper's smallest gain of all tables) at 80% power."""
+    gains = [g.gain for g in paper_gains(cells) if g.gain > 0]
+    return seeds_for_gain(min(gains) if gains else PAPER_SMALLEST_GAIN, sigma)
+
+
+def _run_hours(records: list[Record]) -> float | None:
+    """Median GPU- (or CPU-process-) hours of the grid's done runs: (train + eval) x processes."""
+    hours = sorted((r.timings.get("train_s", 0) + r.timings.get("eval_s", 0))
+                   * max(1, r.world_size) / 3600 for r in records
+                   if r.status == "done" and r.timings.get("train_s"))
+    return hours[len(hours) // 2] if hours else None
+
+
+def seed_plan(cells: list[Cell] | tuple[Cell, ...], records: list[Record], grid_seeds: int,
+              sigma: float | None = None) -> list[str]:
+    """The `--dry-run` lines: sigma used, seeds per pair and for the grid, and their cost."""
+    if sigma is not None:
+        used, source = sigma, "--sigma"
+    elif (measured := measured_sigma(records)) is not None:
+        used, source = measured[0], f"measured from {measured[1]} runs"
+    else:
+        used, source = SIGMA_PRIOR, "prior"
+    lines = [f"seed plan: 80% power, two-sided 5%, per-run sigma {used:.2f} mIoU ({source})"]
+    gains = paper_gains(cells)
+    for g in gains:
+        lines.append(f"  {g.row:<34} paper gain {g.gain:+.1f} -> {seeds_for_gain(g.gain, used)}"
+                     " seeds per cell" if g.gain > 0 else
+                     f"  {g.row:<34} paper gain {g.gain:+.1f}: nothing to detect")
+    if not gains:
+        lines.append(f"  no paper gains in this grid: planned for the paper's smallest gain "
+                     f"{PAPER_SMALLEST_GAIN:+.1f}")
+    need = planned_seeds(cells, used)
+    runs = need * len(cells)
+    hours = _run_hours(records)
+    cost = (f"about {runs * hours:,.0f} device-hours at the measured {hours:.2f} h per run"
+            if hours is not None else
+            "device-hours unknown until a run of this grid finishes (--preflight on a GPU "
+            "times one step)")
+    lines.append(f"  grid: {need} seeds per cell detect its smallest gain ({runs} runs, {cost}); "
+                 f"the grid's default is {grid_seeds}" + ("" if grid_seeds >= need else
+                                                          f", {need - grid_seeds} short of it"))
+    return lines
