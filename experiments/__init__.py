@@ -11,7 +11,8 @@ from benchmark.config import Cell, ConfigError
 @dataclass(frozen=True)
 class Grid:
     """A named list of cells, how many seeds each gets by default, and how its table looks:
-    `layout` (`paper`: Tables 1-3; `loss` / `k`: the two ablations) and `reference_rows`, the
+    `layout` (`paper`: Tables 1-3; `loss` / `k`: the two ablations; `switches`: one setting
+    changed per cell, experiments/discrepancies.py) and `reference_rows`, the
     paper's rows this suite quotes without reproducing (experiments/paper.py REFERENCE_ROWS)."""
 
     name: str
@@ -25,6 +26,7 @@ class Grid:
 def _registry() -> dict[str, Callable[[], Grid]]:
     from experiments.ablations import ablation_k, ablation_loss
     from experiments.camvid import camvid
+    from experiments.discrepancies import discrepancies, discrepancies_camvid
     from experiments.smoke import smoke
     from experiments.table1 import table1
     from experiments.table2 import table2
@@ -32,7 +34,8 @@ def _registry() -> dict[str, Callable[[], Grid]]:
     from experiments.zoo import zoo
 
     return {"smoke": smoke, "table1": table1, "table2": table2, "table3": table3,
-            "ablation_loss": ablation_loss, "ablation_k": ablation_k, "camvid": camvid, "zoo": zoo}
+            "ablation_loss": ablation_loss, "ablation_k": ablation_k, "camvid": camvid, "zoo": zoo,
+            "discrepancies": discrepancies, "discrepancies_camvid": discrepancies_camvid}
 
 
 def grid_names() -> list[str]:

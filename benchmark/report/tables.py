@@ -24,7 +24,7 @@ from benchmark.store import Record
 
 DASH = "–"  # shown where there is no number (en dash)
 UP, DOWN, CHECK, REF = "↑", "↓", "✓", " (ref.)"
-LAYOUTS = ("paper", "loss", "k")
+LAYOUTS = ("paper", "loss", "k", "switches")
 PAIRED_HEADER = "Paired Δ (95% CI)"
 PAPER_LAYOUT_COLUMNS = ["Method", "Backbone", "# Param (M)", "mIoU (%)", "Paper # Param (M)",
                         "Paper mIoU (%)", "Δ paper", PAIRED_HEADER, VERDICT_HEADER, "Seeds"]
@@ -311,13 +311,18 @@ def _make_table(rows: list[dict[str, Any]], columns: list[str], align: tuple[str
 def grid_table(cells: list[Cell], records: list[Record],
                reference_rows: Iterable[dict[str, Any]] | None = None,
                layout: str = "paper") -> ResultTable:
-    """A grid's main table in its layout (`paper`, `loss` or `k`: the grid's `layout`)."""
+    """A grid's main table in its layout (`paper`, `loss`, `k` or `switches`: the grid's
+    `layout`)."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown table layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if layout == "loss":
         return loss_table(cells, records)
     if layout == "k":
         return k_table(cells, records)
+    if layout == "switches":
+        from benchmark.report.switch_table import switch_table  # it builds on this module
+
+        return switch_table(cells, records)
     return paper_table(cells, records, reference_rows)
 
 

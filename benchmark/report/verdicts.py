@@ -1,6 +1,6 @@
 """Each cell's verdict against the paper (benchmark/stats.py holds the statistics).
 
-"Ours" rows: the paired per-seed differences to their baseline against the paper's gain (or,
+"Ours" rows (and a `switches` grid's rows): the paired per-seed differences to their baseline against the paper's gain (or,
 where the paper has none, against zero). Other rows with a paper number (baselines, ablation
 rows): their per-seed mIoU against that number. Rows without results or a reference: none.
 """
@@ -29,7 +29,7 @@ def cell_verdict(cell: Cell, results: dict[str, CellResult],
     res = results[cell.key]
     if not res.n:
         return None
-    base = base_of.get(cell.pair) if cell.tag == "ours" else None
+    base = base_of.get(cell.pair) if cell.tag in ("ours", "switch") else None
     if base is not None:
         diffs = _paired_diffs(res, results[base.key])
         if not diffs:

@@ -143,7 +143,10 @@ def test_grids_carry_their_table_layout_and_reference_rows() -> None:
     layouts = {name: get_grid(name).layout for name in grid_names()}
     assert {"ablation_loss": "loss", "ablation_k": "k"}.items() <= layouts.items()
     assert all(layouts[name] == "paper" for name in ("smoke", "camvid", *TABLES))
-    assert set(layouts.values()) <= {"paper", "loss", "k"}
+    assert layouts["discrepancies"] == layouts["discrepancies_camvid"] == "switches"
+    from benchmark.report.tables import LAYOUTS
+
+    assert set(layouts.values()) <= set(LAYOUTS)
     for name in TABLES:
         assert list(get_grid(name).reference_rows) == REFERENCE_ROWS[name]
     for name in ("smoke", "camvid", "ablation_loss", "ablation_k"):
