@@ -53,6 +53,7 @@ class LoadReport:
             return "pretrained: none (random initialisation, as requested)"
         fmt = f" ({self.format})" if self.format else ""
         parts = [f"pretrained: loaded {self.loaded}/{self.expected} tensors from {self.path}{fmt}"
+                 + (f", sha256 {self.sha256[:12]}" if self.sha256 else "")
                  + (f", prefix {self.prefix!r} stripped" if self.prefix else "")]
         for name, keys in (("missing", self.missing), ("unexpected", self.unexpected),
                            ("shape mismatch", self.mismatched), ("ignored", self.ignored)):

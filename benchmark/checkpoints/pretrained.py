@@ -33,6 +33,7 @@ from benchmark.checkpoints.expected import (
     describe,
     expected_checkpoint,
     resolve,
+    sha256_of,
 )
 
 
@@ -125,7 +126,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
                              ignorable=lambda k: bool(IGNORABLE.search(k)))
     except CheckpointError as err:
         raise PretrainedError(f"{err}; expected {expected}") from None
-    report.prefix = prefix
+    report.prefix, report.sha256 = prefix, sha256_of(file)
     return report
 
 

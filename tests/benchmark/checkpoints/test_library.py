@@ -31,6 +31,7 @@ def test_torchvision_checkpoint_in_a_container_with_prefix(tmp_path) -> None:
     assert report.unexpected == [] and sorted(report.ignored) == ["body.fc.bias", "body.fc.weight"]
     assert report.loaded == report.expected == 100
     assert "loaded 100/100 tensors" in report.summary()
+    assert f"sha256 {report.sha256[:12]}" in report.summary() and len(report.sha256) == 64
 
 
 def test_timm_safetensors_checkpoint_restores_hrnet(tmp_path) -> None:
