@@ -23,6 +23,28 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
     )
 
 
+def init_like_mmseg(module: nn.Module) -> None:
+    """MMSeg's initialisation of its heads' ConvModules (docs/fidelity.md): every conv + BN
+    block (`conv_bn_relu` and the like) gets Kaiming-normal weights (fan_out, ReLU) and a zero
+    bias, its BN weight 1 and bias 0. Other layers (e.g. the all-MLP decoder's linear layers,
+    plain nn.Linear in SegFormer) keep PyTorch's default."""
+    for m in module.modules():
+        if (isinstance(m, nn.Sequential) and len(m) >= 2 and isinstance(m[0], nn.Conv2d)
+                and isinstance(m[1], nn.BatchNorm2d)):
+            nn.init.kaiming_normal_(m[0].weight, mode="fan_out", nonlinearity="relu")
+            if m[0].bias is not None:
+                nn.init.zeros_(m[0].bias)
+            nn.init.ones_(m[1].weight)
+            nn.init.zeros_(m[1].bias)
+
+
+def init_classifier_like_mmseg(conv: nn.Conv2d) -> None:
+    """MMSeg's `conv_seg` initialisation: normal with std 0.01, bias 0."""
+    nn.init.normal_(conv.weight, std=0.01)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
 class FCNDecoder(nn.Module):
     """MMSeg FCNHead without `conv_seg`: num_convs 3x3 convs on the last level, concat input."""
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.backbones import build_backbone
-from methods.decoders import build_decoder, conv_bn_relu
+from methods.decoders import (build_decoder, conv_bn_relu, init_classifier_like_mmseg,
+                              init_like_mmseg)
 from methods.heads import HeadOutput, SegHead, build_head
 
 AUX_CHANNELS = 256  # MMSeg's auxiliary FCNHead width (FCN-R101-D8, UperNet-Swin)
@@ -83,7 +84,19 @@ def build_model(spec: Any, num_classes: int, ignore_index: int = 255) -> Segment
             raise ValueError(f"aux_weight > 0 needs a backbone with >= 2 levels; "
                              f"{spec.backbone} has {len(backbone.out_channels)}")
         aux = AuxFCNHead(backbone.out_channels[-2], num_classes)
+    init_heads_like_mmseg(decoder, head, aux)
     return Segmentor(backbone, decoder, head, aux, aux_weight, ignore_index)
+
+
+def init_heads_like_mmseg(decoder: nn.Module, head: nn.Module, aux: nn.Module | None) -> None:
+    """MMSeg's head initialisation (docs/fidelity.md): conv + BN blocks Kaiming (fan_out), the
+    softmax classifiers (`conv_seg`) normal std 0.01, bias 0. Other heads keep their own."""
+    for part in (decoder, aux):
+        if part is not None:
+            init_like_mmseg(part)
+    for classifier in (getattr(head, "classifier", None), getattr(aux, "classifier", None)):
+        if isinstance(classifier, nn.Conv2d):
+            init_classifier_like_mmseg(classifier)
 
 
 def count_params(model: nn.Module) -> dict[str, int]:

@@ -93,3 +93,26 @@ def test_swin_b_upernet_equals_mmseg_upernet_swin_base(mmseg) -> None:
     47.99 model. At these small sizes stage 3 fits one window, where torchvision would not shift."""
     config = "swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512"
     assert compare(mmseg, "swin", config, UPERNET_SWIN_B) <= TOL
+
+
+def test_head_initialisation_follows_mmseg(mmseg) -> None:
+    """Decoder and auxiliary head as MMSeg initialises them: ConvModules Kaiming-normal
+    (fan_out), BN 1 / 0, `conv_seg` normal std 0.01 with bias 0 (same distributions, tensor by
+    tensor; the backbone comes from ImageNet weights and is not compared)."""
+    torch.manual_seed(0)
+    ours = MAPPINGS["fcn"](build_model(BASELINES["fcn"].model, NUM_CLASSES).state_dict())
+    theirs = mmseg.build(mmseg.model_cfg("fcn/fcn_r101-d8_4xb4-160k_ade20k-512x512"))
+    theirs.decode_head.init_weights()
+    theirs.auxiliary_head.init_weights()
+    compared = 0
+    for name, b in theirs.state_dict().items():
+        if not name.startswith(("decode_head.", "auxiliary_head.")) or b.dtype != torch.float32:
+            continue
+        a = ours[name]
+        if name.endswith(("running_mean", "running_var")) or b.numel() < 1000:
+            assert torch.equal(a, b), name  # BN, biases: constants
+        else:
+            assert abs(a.std().item() / b.std().item() - 1) < 0.05, name
+            assert abs(a.mean().item()) < 0.1 * b.std().item(), name
+        compared += 1
+    assert compared == 24  # 3 + 1 decoder ConvModules x 5, classifier x 2, twice
