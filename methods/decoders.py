@@ -70,7 +70,14 @@ class FCNDecoder(nn.Module):
 
 
 class AllMLPDecoder(nn.Module):
-    """SegFormer decoder without the classifier: per-level linear, upsample to 1/4, fuse."""
+    """SegFormer's own decoder without the classifier: per-level linear, upsample to 1/4, fuse.
+
+    At 768 channels it gives the paper's counts for MiT-B4 (64.1M) and Swin-B (90.6M), so the
+    grid uses it; MMSeg has no such head (docs/fidelity.md). MMSeg's model-zoo variants are
+    `--set model.decoder=mlp_mmseg --set model.decoder_channels=256` (SegFormer) and
+    `--set model.decoder=upernet --set model.decoder_channels=512 --set model.aux_weight=0.4`
+    (Swin, Table 1's UperNet row), both tested equal to MMSeg (tests/fidelity/test_models.py).
+    """
 
     def __init__(self, in_channels: list[int], channels: int, dropout: float = 0.1) -> None:
         super().__init__()
