@@ -42,6 +42,7 @@ def test_recipe_follows_its_mmseg_config(mmseg, name: str) -> None:
     assert (opt.type.lower(), opt.lr, opt.weight_decay) == (t.optimizer, t.lr, t.weight_decay)
     assert opt.get("momentum", t.momentum) == t.momentum
     assert tuple(opt.get("betas", (0.9, 0.999))) == (0.9, 0.999)  # torch AdamW's defaults
+    assert (cfg.optim_wrapper.type == "AmpOptimWrapper") == t.amp  # fp32 unless the source's AMP
     keys = cfg.optim_wrapper.get("paramwise_cfg", {}).get("custom_keys", {})
     assert {k: (v.get("lr_mult", 1.0), v.get("decay_mult", 1.0)) for k, v in keys.items()} \
         == CUSTOM_KEYS[t.param_groups]
