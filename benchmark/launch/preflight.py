@@ -16,6 +16,7 @@ import gc
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -85,8 +86,8 @@ def expected_losses(cell: Cell) -> list[str]:
 def preflight_cell(cell: Cell, device: torch.device | str = "cpu", batch: int = 1,
                    seed: int = 0) -> PreflightResult:
     """One training step and one evaluation forward of `cell` on random images (see module)."""
-    from benchmark.train.engine import build_optimizer
     from benchmark.checkpoints import load_pretrained
+    from benchmark.train.optim import build_optimizer
 
     device = torch.device(device)
     h, w = crop_size(cell)
@@ -95,8 +96,7 @@ def preflight_cell(cell: Cell, device: torch.device | str = "cpu", batch: int = 
     try:
         torch.manual_seed(seed)
         reset_peak(device)
-        c, ignore = cell.data.num_classes, cell.data.ignore_index
-        model = build_model(cell.model, c, ignore)
+        model = build_model(cell.model, cell.data.num_classes, cell.data.ignore_index)
         if cell.model.pretrained:
             result.pretrained = load_pretrained(model, cell.model.pretrained).summary()
         params = count_params(model)
@@ -104,54 +104,8 @@ def preflight_cell(cell: Cell, device: torch.device | str = "cpu", batch: int = 
         model.to(device).train()
         optimizer = build_optimizer(model, cell)
         images = torch.randn(batch, 3, h, w, device=device)
-        protos = getattr(model.head, "prototypes", None)
-        before = protos.detach().clone() if protos is not None else None
-
-        amp = cell.train.amp and device.type == "cuda"  # as the engine: bf16 autocast on a GPU
-
-        # labels = the model's own predictions under the same dropout draw, an ignore band on top
-        cuda = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda), torch.no_grad(), \
-                torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = model(images).logits.argmax(1, keepdim=True).float()
-        labels = F.interpolate(pred, size=(h, w), mode="nearest")[:, 0].long()
-        labels[:, : max(1, h // 8)] = ignore
-
-        _sync(device)
-        t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(images, labels)
-            logits = F.interpolate(out.logits, size=(h, w), mode="bilinear",
-                                   align_corners=False)
-            losses = {"ce": F.cross_entropy(logits.float(), labels, ignore_index=ignore),
-                      **out.losses}
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        _sync(device)
-        result.step_s = time.perf_counter() - t0
-        result.losses = sorted(losses)
-        missing = [n for n in expected_losses(cell) if n not in losses]
-        if missing:
-            raise RuntimeError(f"training step lacks loss terms {missing}")
-        if before is not None:
-            result.prototypes_moved = not torch.equal(before, model.head.prototypes)
-            if not result.prototypes_moved:
-                raise RuntimeError("prototypes did not move in the training step")
-
-        model.eval()
-        _sync(device)
-        t1 = time.perf_counter()
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(images)
-        _sync(device)
-        result.eval_s = time.perf_counter() - t1
-        if out.logits.shape[:2] != (batch, c) or out.losses:
-            raise RuntimeError(f"evaluation output {tuple(out.logits.shape)} with losses "
-                               f"{sorted(out.losses)}; expected ({batch}, {c}, h, w) and none")
+        _check_training_step(cell, model, optimizer, images, result)
+        _check_evaluation(cell, model, images, result)
         result.peak_bytes = peak_bytes(device)
     except Exception as err:  # noqa: BLE001 - every failure is reported in the table
         result.error = f"{type(err).__name__}: {err}".splitlines()[0]
@@ -161,6 +115,61 @@ def preflight_cell(cell: Cell, device: torch.device | str = "cpu", batch: int = 
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return result
+
+
+def _autocast(cell: Cell, device: torch.device) -> Callable[[], Any]:
+    """As the engine: bf16 autocast on a GPU when `train.amp`, nothing on the CPU."""
+    amp = cell.train.amp and device.type == "cuda"
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+
+def _check_training_step(cell: Cell, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                         images: torch.Tensor, result: PreflightResult) -> None:
+    """The engine's training step (benchmark/train/step.py) on labels that are the model's own
+    predictions under the same dropout draw, an ignore band on top; times it and checks the
+    loss terms and that prototypes move."""
+    from benchmark.train.step import training_step
+
+    device, (h, w), ignore = images.device, images.shape[-2:], cell.data.ignore_index
+    protos = getattr(model.head, "prototypes", None)
+    before = protos.detach().clone() if protos is not None else None
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.no_grad(), _autocast(cell, device)():
+        pred = model(images).logits.argmax(1, keepdim=True).float()
+    labels = F.interpolate(pred, size=(h, w), mode="nearest")[:, 0].long()
+    labels[:, : max(1, h // 8)] = ignore
+
+    _sync(device)
+    t0 = time.perf_counter()
+    step = training_step(model, optimizer, images, labels, ignore,
+                         autocast=_autocast(cell, device), ce_average=cell.train.ce_average)
+    _sync(device)
+    result.step_s = time.perf_counter() - t0
+    losses = {"ce": step.ce, **step.out.losses}
+    result.losses = sorted(losses)
+    missing = [n for n in expected_losses(cell) if n not in losses]
+    if missing:
+        raise RuntimeError(f"training step lacks loss terms {missing}")
+    if before is not None:
+        result.prototypes_moved = not torch.equal(before, model.head.prototypes)
+        if not result.prototypes_moved:
+            raise RuntimeError("prototypes did not move in the training step")
+
+
+def _check_evaluation(cell: Cell, model: torch.nn.Module, images: torch.Tensor,
+                      result: PreflightResult) -> None:
+    """One evaluation forward: timed; logits of the right shape and no loss terms."""
+    batch, c, device = images.shape[0], cell.data.num_classes, images.device
+    model.eval()
+    _sync(device)
+    t1 = time.perf_counter()
+    with torch.no_grad(), _autocast(cell, device)():
+        out = model(images)
+    _sync(device)
+    result.eval_s = time.perf_counter() - t1
+    if out.logits.shape[:2] != (batch, c) or out.losses:
+        raise RuntimeError(f"evaluation output {tuple(out.logits.shape)} with losses "
+                           f"{sorted(out.losses)}; expected ({batch}, {c}, h, w) and none")
 
 
 def _m(n: float | None, signed: bool = False) -> str:

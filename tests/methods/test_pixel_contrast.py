@@ -354,7 +354,7 @@ def test_memory_variant_resumes_bitwise_equal(tmp_path, monkeypatch) -> None:
 
     ckpt = tmp_path / "ckpt"
     with monkeypatch.context() as m:
-        m.setattr(engine, "set_lr", set_lr)
+        m.setattr("benchmark.train.loop.set_lr", set_lr)  # the loop's step (train/loop.py)
         with pytest.raises(Interrupted):
             engine.train_and_evaluate(cell, seed=2, progress=False, checkpoint_dir=ckpt)
     resumed = engine.train_and_evaluate(cell, seed=2, progress=False, checkpoint_dir=ckpt)

@@ -29,16 +29,16 @@ def prototype_cell(*extra: str):
 
 def interrupt_at(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
     """Deliver a real signal to this process while step `step` is being computed."""
-    import benchmark.train.engine as engine
+    import benchmark.train.loop as loop
 
-    real_set_lr = engine.set_lr
+    real_set_lr = loop.set_lr
 
     def set_lr(optimizer, cell, s):
         if s == step:
             os.kill(os.getpid(), signum)
         return real_set_lr(optimizer, cell, s)
 
-    monkeypatch.setattr(engine, "set_lr", set_lr)
+    monkeypatch.setattr(loop, "set_lr", set_lr)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2])

@@ -1,0 +1,35 @@
+"""Building a run: the Accelerator, the model (pretrained weights, SyncBN) and its optimizer."""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+
+from benchmark.checkpoints import load_pretrained
+from benchmark.config import Cell
+from benchmark.datasets import DatasetInfo
+from benchmark.train.optim import build_optimizer
+from benchmark.train.state import RunContext, TrainState
+from methods import build_model, count_params
+
+
+def make_accelerator(cell: Cell) -> Accelerator:
+    """Accelerate picks up 1..N processes from the environment; AMP only on a GPU."""
+    use_gpu = torch.cuda.is_available()
+    precision = "bf16" if (cell.train.amp and use_gpu) else "no"
+    return Accelerator(cpu=not use_gpu, mixed_precision=precision)
+
+
+def build_state(ctx: RunContext, info: DatasetInfo) -> TrainState:
+    """The cell's model with its pretrained weights and its optimizer, prepared for the run's
+    processes (SyncBN across GPUs, as the released recipes train), at step 0."""
+    cell, accelerator = ctx.cell, ctx.accelerator
+    model = build_model(cell.model, info.num_classes, cell.data.ignore_index)
+    if cell.model.pretrained:  # local file only; a missing file is a one-line PretrainedError
+        ctx.say(load_pretrained(model, cell.model.pretrained).summary())
+    params = count_params(model)
+    if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = build_optimizer(model, cell)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return TrainState(model=model, optimizer=optimizer, params=params)

@@ -1,0 +1,84 @@
+"""What a run carries from stage to stage: `RunContext` (fixed for the run) and `TrainState`
+(what training changes, what a checkpoint keeps besides the tensors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from benchmark.config import Cell
+from benchmark.train.interrupts import DeferredSignals, interrupted_message
+
+
+@dataclass
+class RunContext:
+    """One run's fixed inputs: the cell and seed, the processes, the signal watch and paths."""
+
+    cell: Cell
+    seed: int
+    accelerator: Accelerator
+    signals: DeferredSignals
+    checkpoint_dir: Path | None = None
+    progress: bool = True
+
+    @property
+    def total(self) -> int:
+        return self.cell.train.iters
+
+    @property
+    def show(self) -> bool:
+        """Progress bars and messages: on the main process only."""
+        return self.progress and self.accelerator.is_main_process
+
+    def say(self, text: str) -> None:
+        """Print on the main process."""
+        if self.accelerator.is_main_process:
+            print(text, flush=True)
+
+    def agreed_signal(self) -> int:
+        """The signal any process received (0 if none), the same on every process."""
+        signals, accelerator = self.signals, self.accelerator
+        received = signals.received or 0
+        if accelerator.num_processes > 1:
+            flag = torch.tensor([received], device=accelerator.device)
+            received = int(accelerator.reduce(flag, reduction="max").item())
+        if received and signals.received is None:
+            signals.received = received
+        return received
+
+    def stop_point(self, step: int, saved: bool, during: str = "", signum: int | None = None
+                   ) -> None:
+        """A safe point: if any process got a signal (`signum`, when the caller has already
+        agreed on it), hand it on: submitit's handler, or `Interrupted` in a plain run."""
+        signum = self.agreed_signal() if signum is None else signum
+        if signum:
+            self.signals.forward(interrupted_message(signum, step, self.total,
+                                                     self.checkpoint_dir, saved, during))
+
+
+@dataclass
+class TrainState:
+    """The model and optimizer (prepared by Accelerate) and the progress of training."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    params: dict[str, int]
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_s: float = 0.0
+    step_times: list[float] = field(default_factory=list)
+    resumed_from: int = 0
+
+    def extra(self) -> dict[str, Any]:
+        """What a checkpoint keeps besides model, optimizer and RNG states."""
+        return {"history": self.history, "train_s": self.train_s, "step_times": self.step_times}
+
+    def restore(self, step: int, extra: dict[str, Any]) -> None:
+        """Take back what `extra` saved at `step`."""
+        self.step = self.resumed_from = step
+        self.history, self.train_s = extra["history"], extra["train_s"]
+        self.step_times = extra["step_times"]
