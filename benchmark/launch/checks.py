@@ -157,7 +157,8 @@ def keep_unsaved(path: Path, record: dict[str, Any], err: OSError) -> str:
     text = json.dumps(jsonable(record), indent=2, sort_keys=True, allow_nan=False)
     print(text, file=sys.stderr)
     parts = Path(path).parts[-3:]  # <grid>/<key>/seed<k>.json
-    candidates = [Path(path).with_name(f"{Path(path).stem}.unsaved-{os.getpid()}.json"),
+    # not `seed*.json`: the store would read a fallback beside the record as a second record
+    candidates = [Path(path).with_name(f"unsaved-{Path(path).stem}-{os.getpid()}.json"),
                   Path(tempfile.gettempdir()) / "protoseg-unsaved" / Path(*parts)]
     for fallback in candidates:
         try:

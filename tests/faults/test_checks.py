@@ -124,7 +124,7 @@ def test_failed_record_write_keeps_the_result(smoke_reference, results, tiny_smo
     monkeypatch.setattr(store, "atomic_write", atomic_write)
     assert main(["--grid", "smoke", "--results", str(results)] + tiny_smoke) == 1
     err = capsys.readouterr().err
-    fallback = victim.with_name(next(p.name for p in victim.parent.glob("seed0.unsaved-*.json")))
+    fallback = next(victim.parent.glob("unsaved-seed0-*.json"))
     line = next(ln for ln in err.splitlines() if "failed:" in ln)
     assert f"cannot write record {victim}" in line and f"kept in {fallback}" in line, line
     kept = json.loads(fallback.read_text())
@@ -132,6 +132,9 @@ def test_failed_record_write_keeps_the_result(smoke_reference, results, tiny_smo
     assert kept["weights_sha256"] == reference["weights_sha256"]
     assert '"weights_sha256": "' + reference["weights_sha256"] in err  # the JSON on stderr
     assert not victim.exists()
+    from benchmark.store import load_records  # the fallback beside it is not a second record
+
+    assert len(load_records(results, "smoke")) == 4
 
 
 def test_a_job_checks_its_run_before_building_the_model(tmp_path, monkeypatch) -> None:
@@ -153,3 +156,29 @@ def test_a_job_checks_its_run_before_building_the_model(tmp_path, monkeypatch) -
     assert str(info.value).startswith(f"pretrained weights {missing} do not exist")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "results").exists()
+
+
+def test_unwritable_results_folder_keeps_the_record_in_tmpdir(tmp_path, monkeypatch,
+                                                             capsys) -> None:
+    """When nothing can be written beside the record either, $TMPDIR takes the result."""
+    import benchmark.store as store
+
+    record_path = tmp_path / "results" / "runs" / "smoke" / "softmax-0123456789" / "seed0.json"
+    real = store.atomic_write
+
+    def atomic_write(path, data, *args, **kwargs):
+        if Path(path).is_relative_to(tmp_path / "results"):
+            raise OSError(errno.EROFS, f"cannot write {path}: Read-only file system")
+        return real(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(store, "atomic_write", atomic_write)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    record = {"status": "done", "metrics": {"miou": 12.5}, "weights_sha256": "ab" * 32}
+    line = checks.keep_unsaved(record_path, record,
+                               OSError(errno.EROFS, "Read-only file system"))
+    kept = tmp_path / "tmp" / "protoseg-unsaved" / "smoke" / "softmax-0123456789" / "seed0.json"
+    assert line == (f"cannot write record {record_path} (Read-only file system); the result is "
+                    f"kept in {kept} and printed above: move it to {record_path} once the "
+                    f"folder is writable")
+    assert json.loads(kept.read_text()) == record
+    assert json.loads(capsys.readouterr().err) == record

@@ -52,6 +52,8 @@ def test_a_killed_owner_leaves_no_stale_lock(tmp_path) -> None:
 
 
 def test_two_launches_train_each_run_once(smoke_reference, tmp_path, tiny_smoke) -> None:
+    """The first launch is paused (SIGSTOP) while it trains the first run, so the second
+    meets that run in progress whatever the machine's speed; then both finish."""
     results = tmp_path / "results"
     shutil.copytree(smoke_reference, results)
     reference = {row: json.loads(p.read_text()) for row, p in _records(results).items()}
@@ -63,18 +65,21 @@ def test_two_launches_train_each_run_once(smoke_reference, tmp_path, tiny_smoke)
     a = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while holder(first_lock) is None and a.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)  # the first launch is training the first run
-    b = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        time.sleep(0.005)
+    a.send_signal(signal.SIGSTOP)  # holding the first run's lock
+    try:
+        b = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    finally:
+        a.send_signal(signal.SIGCONT)
     out_a, err_a = a.communicate(timeout=600)
     assert a.returncode == 0 and b.returncode == 0, (err_a[-2000:], b.stderr[-2000:])
+    assert (f"skipped {REDO[0]} seed 0: in progress in another process "
+            f"(host {socket.gethostname()}, pid {a.pid}); see --status") in b.stdout, b.stdout
+    assert f"skipped {REDO[1]} seed 0: finished by another process meanwhile" in out_a, out_a
     both = out_a + b.stdout
     for row in REDO:  # trained exactly once, by one of the two
         assert both.count(f"training {row} seed 0:") == 1, both
-    skipped = [ln for ln in both.splitlines() if ln.strip().startswith("skipped ")]
-    assert len(skipped) == len(REDO), both  # each launch skips what the other one did
-    first = next(ln for ln in b.stdout.splitlines() if f"skipped {REDO[0]} seed 0:" in ln)
-    assert (f"in progress in another process (host {socket.gethostname()}, pid {a.pid})"
-            in first or "finished by another process meanwhile" in first), first
+    assert sum(ln.strip().startswith("skipped ") for ln in both.splitlines()) == len(REDO)
     for row, record in _records(results).items():  # and exactly as an uninterrupted run
         done = json.loads(record.read_text())
         assert done["weights_sha256"] == reference[row]["weights_sha256"], row
