@@ -20,6 +20,7 @@ from typing import Any
 
 RETRY_S = 1.0  # a `--status` reader holds a lock for microseconds: retry this long before skipping
 FOLLOW_S = 300.0  # how long ranks > 0 wait for rank 0 to take (or skip) the lock
+FIX = "make the results folder writable and run the same command again"
 
 
 def _group() -> str:
@@ -127,7 +128,11 @@ def claim(run: Any, force: bool = False) -> tuple[RunLock | None, str]:
     if int(os.environ.get("RANK", "0")) > 0:
         return _follow(run, path)
     lock = RunLock(path)
-    if not lock.acquire():
+    try:
+        acquired = lock.acquire()
+    except OSError as err:  # the folder turned unwritable after the checks before compute
+        return None, f"cannot take its lock {path} ({err.strerror or err}); {FIX}"
+    if not acquired:
         owner = holder(path) or {}
         return None, f"in progress in another process ({describe(owner)}); see --status"
     if not force and run.done:

@@ -135,3 +135,16 @@ def test_ranks_above_0_follow_their_rank_0(tmp_path, monkeypatch) -> None:
     assert holder(run.lock_path) is not None, "a follower's release leaves rank 0's lock"
     lock.release()
     assert holder(run.lock_path) is None
+
+
+def test_a_lock_that_cannot_be_taken_skips_the_run_with_one_line(tmp_path) -> None:
+    import types
+
+    from benchmark.launch.locks import claim
+
+    (tmp_path / "locks").write_text("a file where the lock folder goes")
+    run = types.SimpleNamespace(lock_path=tmp_path / "locks" / "seed0.lock", done=False)
+    lock, why = claim(run)
+    assert lock is None
+    assert why.startswith(f"cannot take its lock {run.lock_path} (") and "\n" not in why
+    assert why.endswith("make the results folder writable and run the same command again")
