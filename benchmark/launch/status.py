@@ -16,8 +16,8 @@ from benchmark.launch.locks import describe, holder
 
 
 def read_heartbeat(path: Path) -> dict[str, Any] | None:
-    """The heartbeat JSON ({step, total, img_per_s, eta_s, updated}), None when absent or
-    unreadable (a run that has not reached its first step)."""
+    """The heartbeat JSON (benchmark/train/progress.py: step, total, phase, images_per_s,
+    eta_s, updated), None when absent or unreadable (a run before its first beat)."""
     try:
         beat = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -46,13 +46,17 @@ def _age(updated: Any, now: dt.datetime) -> str:
 
 
 def progress_text(beat: dict[str, Any] | None, now: dt.datetime | None = None) -> str:
-    """'step 120/800, 35.2 img/s, 4m10s left, updated 12s ago' (what the heartbeat holds)."""
+    """'step 120/800, 35.2 img/s, 4m10s left, updated 12s ago' (what the heartbeat holds;
+    a phase other than training comes first, e.g. 'evaluating, step 800/800, ...')."""
     if not beat:
         return "starting (no heartbeat yet)"
     now = now or dt.datetime.now(dt.timezone.utc)
-    parts = [f"step {beat.get('step', '?')}/{beat.get('total', '?')}"]
-    if isinstance(beat.get("img_per_s"), (int, float)):
-        parts.append(f"{beat['img_per_s']:.1f} img/s")
+    phase = beat.get("phase")
+    parts = [phase] if isinstance(phase, str) and phase != "training" else []
+    parts.append(f"step {beat.get('step', '?')}/{beat.get('total', '?')}")
+    rate = beat.get("images_per_s", beat.get("img_per_s"))
+    if isinstance(rate, (int, float)):
+        parts.append(f"{rate:.1f} img/s")
     if isinstance(beat.get("eta_s"), (int, float)):
         parts.append(f"{duration(beat['eta_s'])} left")
     return ", ".join(parts) + _age(beat.get("updated"), now)

@@ -94,8 +94,8 @@ def test_status_shows_running_runs_with_owner_and_progress(results, run_all, tin
     _, cells = load_grid("smoke", [a for a in tiny_smoke if "=" in a])
     layout = ResultsLayout(results)
     key = cells[1].key
-    beat = {"step": 3, "total": 6, "img_per_s": 12.5, "eta_s": 100,
-            "updated": dt.datetime.now(dt.timezone.utc).isoformat()}
+    beat = {"step": 3, "total": 6, "phase": "training", "images_per_s": 12.5, "eta_s": 100,
+            "updated": dt.datetime.now(dt.timezone.utc).isoformat()}  # train/progress.py's
     heartbeat = layout.heartbeat("smoke", key, 0)
     heartbeat.parent.mkdir(parents=True)
     heartbeat.write_text(json.dumps(beat))
@@ -148,3 +148,16 @@ def test_a_lock_that_cannot_be_taken_skips_the_run_with_one_line(tmp_path) -> No
     assert lock is None
     assert why.startswith(f"cannot take its lock {run.lock_path} (") and "\n" not in why
     assert why.endswith("make the results folder writable and run the same command again")
+
+
+def test_progress_lines_from_heartbeats() -> None:
+    from benchmark.launch.status import progress_text
+
+    now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+    beat = {"step": 800, "total": 800, "phase": "evaluating", "images_per_s": 35.25,
+            "eta_s": None, "updated": "2026-01-01T11:58:30+00:00"}
+    assert progress_text(beat, now) == "evaluating, step 800/800, 35.2 img/s, updated 1m30s ago"
+    beat = {"step": 10, "total": 5000, "img_per_s": 2.0, "eta_s": 7465.0,
+            "updated": "2026-01-01T12:00:00+00:00"}
+    assert progress_text(beat, now) == "step 10/5000, 2.0 img/s, 2h04m left, updated 0s ago"
+    assert progress_text(None, now) == "starting (no heartbeat yet)"
