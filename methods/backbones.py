@@ -219,8 +219,9 @@ class MMSegWindowAttention(nn.Module):
         attn = (q * (c // self.num_heads) ** -0.5) @ k.transpose(-2, -1) + self._bias()
         if sh or sw:
             mask = _shift_mask(ph, pw, (wh, ww), (sh, sw), x)
-            attn = attn.view(b, mask.shape[0], self.num_heads, wh * ww, wh * ww) + mask[None, :, None]
-            attn = attn.view(-1, self.num_heads, wh * ww, wh * ww)
+            n = wh * ww
+            attn = attn.view(b, mask.shape[0], self.num_heads, n, n) + mask[None, :, None]
+            attn = attn.view(-1, self.num_heads, n, n)
         attn = F.dropout(attn.softmax(-1), self.attention_dropout, self.training)
         x = (attn @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], c)
         x = F.dropout(self.proj(x), self.dropout, self.training)

@@ -46,7 +46,8 @@ def _conv_module(prefix: str, target: str) -> Rules:
 def to_mmseg_hrnet(state: State) -> State:
     """HRNetV2-W48 + FCNHead (`fcn_hr48`): timm keeps HRNet's original names; the decoder's
     1x1 fusion is FCNHead's single conv (`convs.0`)."""
-    rules = [(r"^backbone\.body\.", "backbone.")] + _conv_module("decoder.fuse", "decode_head.convs.0")
+    rules = [(r"^backbone\.body\.", "backbone.")]
+    rules += _conv_module("decoder.fuse", "decode_head.convs.0")
     return rename(state, rules + CLASSIFIER)
 
 
@@ -65,11 +66,12 @@ def to_mmseg_fcn(state: State) -> State:
     return rename(state, rules + CLASSIFIER + AUX)
 
 
+STAGE = r"^backbone\.body\.stages\.(\d)\."
 MIT_RULES: Rules = [  # the suite's MiT (transformers) -> MMSeg's MixVisionTransformer
-    (r"^backbone\.body\.stages\.(\d)\.patch_embeddings\.proj\.", r"backbone.layers.\1.0.projection."),
-    (r"^backbone\.body\.stages\.(\d)\.patch_embeddings\.layer_norm\.", r"backbone.layers.\1.0.norm."),
-    (r"^backbone\.body\.stages\.(\d)\.layer_norm\.", r"backbone.layers.\1.2."),
-    (r"^backbone\.body\.stages\.(\d)\.blocks\.(\d+)\.", r"backbone.layers.\1.1.\2."),
+    (STAGE + r"patch_embeddings\.proj\.", r"backbone.layers.\1.0.projection."),
+    (STAGE + r"patch_embeddings\.layer_norm\.", r"backbone.layers.\1.0.norm."),
+    (STAGE + r"layer_norm\.", r"backbone.layers.\1.2."),
+    (STAGE + r"blocks\.(\d+)\.", r"backbone.layers.\1.1.\2."),
 ]
 MIT_BLOCK: Rules = [
     (r"\.layernorm_before\.", ".norm1."), (r"\.layernorm_after\.", ".norm2."),
