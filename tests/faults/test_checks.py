@@ -182,3 +182,13 @@ def test_unwritable_results_folder_keeps_the_record_in_tmpdir(tmp_path, monkeypa
                     f"folder is writable")
     assert json.loads(kept.read_text()) == record
     assert json.loads(capsys.readouterr().err) == record
+
+
+def test_pretrained_none_is_random_init_on_purpose_not_a_missing_file() -> None:
+    from benchmark.config import apply_overrides
+    from experiments import get_grid
+
+    cell = get_grid("smoke").cells[0]
+    assert checks.pretrained_problem(apply_overrides(cell, ["model.pretrained=none"])) is None
+    missing = checks.pretrained_problem(apply_overrides(cell, ["model.pretrained=/no/such.pth"]))
+    assert missing.startswith("pretrained weights /no/such.pth do not exist (model.pretrained")
