@@ -2,8 +2,10 @@
 an optional extra row: ContrastiveSeg (ICCV 2021), ProtoSeg's predecessor, which the paper lists
 as a reference (ResNet-101, 79.2).
 
-Same networks as Table 1 (experiments/paper_models.py); CNNs use the released ProtoSeg recipe
-(512x1024 crops, 80K iterations), transformers MMSeg's SegFormer recipe (1024x1024, 160K).
+Same networks as Table 1 (experiments/paper_models.py). Recipes (docs/fidelity.md): FCN
+MMSeg's fcn_r101-d8 Cityscapes config (512x1024, 80K), HRNet the released ProtoSeg recipe
+(512x1024, 80K), the transformers MMSeg's SegFormer Cityscapes recipe (1024x1024, 160K,
+sliding windows).
 The ContrastiveSeg row is the FCN pair's network and recipe with the `pixel_contrast` head
 (in-batch contrast, the released defaults): it belongs to no pair (its own tag), so the pairs'
 comparisons are unchanged, and it shows the loss on the same network as FCN and Ours (FCN).
