@@ -156,6 +156,7 @@ def keep_unsaved(path: Path, record: dict[str, Any], err: OSError) -> str:
 
     text = json.dumps(jsonable(record), indent=2, sort_keys=True, allow_nan=False)
     print(text, file=sys.stderr)
+    reason = os.strerror(err.errno) if err.errno else str(err)  # the store's text repeats path
     parts = Path(path).parts[-3:]  # <grid>/<key>/seed<k>.json
     # not `seed*.json`: the store would read a fallback beside the record as a second record
     candidates = [Path(path).with_name(f"unsaved-{Path(path).stem}-{os.getpid()}.json"),
@@ -165,7 +166,7 @@ def keep_unsaved(path: Path, record: dict[str, Any], err: OSError) -> str:
             atomic_write(fallback, text + "\n")
         except OSError:
             continue
-        return (f"cannot write record {path} ({err.strerror or err}); the result is kept in "
+        return (f"cannot write record {path} ({reason}); the result is kept in "
                 f"{fallback} and printed above: move it to {path} once the folder is writable")
-    return (f"cannot write record {path} ({err.strerror or err}); the result is printed above "
+    return (f"cannot write record {path} ({reason}); the result is printed above "
             f"as JSON: save it as {path} once the folder is writable")

@@ -126,7 +126,8 @@ def test_failed_record_write_keeps_the_result(smoke_reference, results, tiny_smo
     err = capsys.readouterr().err
     fallback = next(victim.parent.glob("unsaved-seed0-*.json"))
     line = next(ln for ln in err.splitlines() if "failed:" in ln)
-    assert f"cannot write record {victim}" in line and f"kept in {fallback}" in line, line
+    assert f"cannot write record {victim} (No space left on device); the result is kept in " \
+        f"{fallback} and printed above: move it to {victim}" in line, line
     kept = json.loads(fallback.read_text())
     assert kept["metrics"] == reference["metrics"]
     assert kept["weights_sha256"] == reference["weights_sha256"]
