@@ -179,7 +179,7 @@ class SegformerHeadDecoder(nn.Module):
 class OpensegHRNetDecoder(nn.Module):
     """The released ProtoSeg HRNet's `cls_head` (openseg `HRNet_W48_Proto`), the classifier
     left to the head: branches upsampled with align_corners=True and concatenated, one 3x3 conv
-    (with bias) + BN + ReLU, dropout 0.1 (docs/method.md, paper vs released options)."""
+    (with bias) + BN + ReLU, dropout 0.1 (docs/method.md#paper-vs-released-code)."""
 
     def __init__(self, in_channels: list[int], channels: int, dropout: float = 0.1) -> None:
         super().__init__()

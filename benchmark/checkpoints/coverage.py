@@ -5,8 +5,8 @@ tensors are matched by name and shape, and the `LoadReport` says what was loaded
 module still lacks (missing), what the file holds that nothing took (unexpected, or ignored
 when it is a part the suite never builds, such as an ImageNet classifier), and which shapes
 disagree. A required tensor left random, or a shape mismatch, is a `CheckpointError`: one line
-naming the file, the format and the parts that are missing (docs/design.md, "no accidental
-random init").
+naming the file, the format and the parts that are missing: no model starts from random
+weights by accident (README, "Check the suite against published checkpoints first").
 """
 
 from __future__ import annotations

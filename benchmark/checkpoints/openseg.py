@@ -6,7 +6,7 @@ bias, `BNReLU` = Sequential(BN, ReLU), dropout) = the suite's `hrnetv2_openseg` 
 `proj_head.proj` (Conv1x1, ReLU, Conv1x1; the same module is also registered as
 `proj_head.mlp2`, so the file holds it twice) = the prototype head's `projection`,
 `feat_norm` = `feat_norm`, `mask_norm` = `score_norm`, `prototypes` (C, K, 720) = `prototypes`.
-The released options are `projection=mlp` and `proj_norm_axis=width` (docs/method.md).
+The released options are `projection=mlp` and `proj_norm_axis=width` (docs/method.md#paper-vs-released-code).
 """
 
 from __future__ import annotations
