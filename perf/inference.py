@@ -19,13 +19,13 @@ from perf.common import (
     Report,
     Table,
     alternate,
-    count_flops,
     fmt,
     paired_ratio,
     ratio_spread,
     standalone,
     verdict,
 )
+from perf.measure import count_flops
 from perf.train_step import Setup, build, inputs, setups_for
 
 TARGET_GPU = 1.02

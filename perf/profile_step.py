@@ -11,7 +11,7 @@ range covers is the loop's own bookkeeping (learning rate, logging, progress bar
 checks). Suite overhead = data loading + bookkeeping; target <= 5% of the step.
 
 Second table: the step's wall time with 0, 1 and 2 DataLoader worker processes and with the
-default (`train.num_workers=-1`: `benchmark.train.engine.loader_workers` decides), without the
+default (`train.num_workers=-1`: `benchmark.train.data.loader_workers` decides), without the
 profiler (median of the per-step times), against the same run whose training images were all
 generated before it started: the difference is everything loading costs, including what worker
 processes take away from the compute threads, which the profile of the main process cannot see.
@@ -161,10 +161,11 @@ def pregenerated_training_data() -> Iterator[None]:
 
 @contextlib.contextmanager
 def timed_batches(waits: list[float]) -> Iterator[None]:
-    """Record how long the training loop waits for each batch (ms), in the main process."""
-    import benchmark.train.engine as engine
+    """Record how long the training loop waits for each batch (ms), in the main process
+    (the loop, benchmark/train/loop.py, is where the batches are fetched)."""
+    import benchmark.train.loop as loop
 
-    real = engine.labelled_batches
+    real = loop.labelled_batches
 
     def timed(loader: Any) -> Iterator[Any]:
         batches = real(loader)
@@ -177,11 +178,11 @@ def timed_batches(waits: list[float]) -> Iterator[None]:
             waits.append((time.perf_counter() - t0) * 1e3)
             yield batch
 
-    engine.labelled_batches = timed
+    loop.labelled_batches = timed
     try:
         yield
     finally:
-        engine.labelled_batches = real
+        loop.labelled_batches = real
 
 
 def step_times_ms(cell: Any, steps: int, pregenerated: bool = False
@@ -223,14 +224,8 @@ def run_overhead(first: float, later: float, reference: tuple[float, float], epo
     return 100 * (total - free) / total
 
 
-def run(quick: bool = False, device: Any = None) -> Report:
-    """Where the time of a CPU training step goes (torch.profiler), and DataLoader workers."""
-    from benchmark.train.engine import loader_workers
-
-    torch_device = "cpu"  # the smoke grid is a CPU grid
-    skip, active = (1, 3) if quick else (5, 20)
-    cell = smoke_cell()
-    times = profile_steps(cell, skip, active)
+def phase_table(times: dict[str, float]) -> Table:
+    """Milliseconds and share of one profiled step per phase, each marked model or suite."""
     step = times["step"]
     rows = []
     for name, label in PHASES + [("other", "loop bookkeeping (lr, logging, progress bar)")]:
@@ -241,13 +236,13 @@ def run(quick: bool = False, device: Any = None) -> Report:
     rows.append(["**step (one loop iteration)**", "", f"{step:.1f}", "100%"])
     rows.append(["suite overhead seen by the main process (data wait + bookkeeping)", "suite",
                  f"{sum(times[n] for n in SUITE_PHASES):.1f}", f"{suite:.1f}%"])
+    return Table(["Phase", "Kind", "ms / step", "Share"], rows)
 
-    auto = loader_workers(-1)
-    # one epoch in which every item is generated, then steps that find the items cached
-    epoch_steps = -(-cell.data.train_images // cell.train.batch_size)
-    later_steps, rounds = (4, 1) if quick else (30, 2)
-    if quick:
-        epoch_steps = 4
+
+def worker_runs(epoch_steps: int, later_steps: int, rounds: int
+                ) -> tuple[dict[Any, list[list[float]]], dict[Any, list[list[float]]]]:
+    """(step walls, batch waits) of a fresh run per DataLoader setting and round, ms: 0, 1, 2
+    workers, the default (-1) and data generated up front ("memory")."""
     settings: list[Any] = ["memory", 0, 1, 2, -1]
     walls: dict[Any, list[list[float]]] = {s: [] for s in settings}
     waits: dict[Any, list[list[float]]] = {s: [] for s in settings}
@@ -258,6 +253,16 @@ def run(quick: bool = False, device: Any = None) -> Report:
                                        epoch_steps + later_steps, pregenerated=setting == "memory")
             walls[setting].append(wall)
             waits[setting].append(wait)
+    return walls, waits
+
+
+def worker_table(cell: Any, epoch_steps: int, later_steps: int, rounds: int) -> Table:
+    """Batch wait and step wall time with 0, 1, 2 and the default number of DataLoader
+    workers, against the same run with its data generated up front; whole-run shares."""
+    from benchmark.train.data import loader_workers
+
+    auto = loader_workers(-1)
+    walls, waits = worker_runs(epoch_steps, later_steps, rounds)
 
     def median_of(runs: list[list[float]], part: slice) -> float:
         return statistics.median(statistics.median(r[part]) for r in runs)
@@ -279,12 +284,28 @@ def run(quick: bool = False, device: Any = None) -> Report:
                             verdict(share, TARGET_SHARE) if judged else "–"])
     worker_rows.append(["0, data generated up front (no loading cost)",
                         f"{reference[0]:.1f} / {reference[1]:.1f}", "–", "–", "0", "–", "–"])
-    workers_table = Table(["train.num_workers", "Step wall, 1st epoch / later (ms)",
-                           "Batch wait, 1st epoch / later (ms)", "Wait share, whole run",
-                           "Wall vs data up front, whole run", "Target", "Verdict"],
-                          worker_rows,
-                          "DataLoader workers: what the loop waits for its batches, and the step "
-                          "wall time against the same run with its data generated up front")
+    return Table(["train.num_workers", "Step wall, 1st epoch / later (ms)",
+                  "Batch wait, 1st epoch / later (ms)", "Wait share, whole run",
+                  "Wall vs data up front, whole run", "Target", "Verdict"],
+                 worker_rows,
+                 "DataLoader workers: what the loop waits for its batches, and the step "
+                 "wall time against the same run with its data generated up front")
+
+
+def run(quick: bool = False, device: Any = None) -> Report:
+    """Where the time of a CPU training step goes (torch.profiler), and DataLoader workers."""
+    from benchmark.train.data import loader_workers
+
+    torch_device = "cpu"  # the smoke grid is a CPU grid
+    skip, active = (1, 3) if quick else (5, 20)
+    cell = smoke_cell()
+    phases = phase_table(profile_steps(cell, skip, active))
+    # one epoch in which every item is generated, then steps that find the items cached
+    epoch_steps = -(-cell.data.train_images // cell.train.batch_size)
+    later_steps, rounds = (4, 1) if quick else (30, 2)
+    if quick:
+        epoch_steps = 4
+    workers_table = worker_table(cell, epoch_steps, later_steps, rounds)
     notes = [f"{cell.row} of the smoke grid on the {torch_device}, {torch.get_num_threads()} "
              f"torch threads, default DataLoader setting (train.num_workers="
              f"{cell.train.num_workers} -> {loader_workers(cell.train.num_workers)} worker(s)); "
@@ -304,8 +325,7 @@ def run(quick: bool = False, device: Any = None) -> Report:
              "compute threads, but differences of a few percent are within this machine's noise",
              "pin_memory is on only when batches go to a GPU; workers persist for the run"]
     return Report("profile_step", "6. Where the time goes: one CPU training step (smoke)",
-                  [Table(["Phase", "Kind", "ms / step", "Share"], rows), workers_table], notes)
-
+                  [phases, workers_table], notes)
 
 if __name__ == "__main__":
     raise SystemExit(standalone("profile_step", run))

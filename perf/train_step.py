@@ -1,6 +1,6 @@
 """Figure 1: one training step, prototype head vs softmax head, same backbone, decoder, batch.
 
-The step is the engine's own (`benchmark.train.engine.training_step`: forward, upsampled
+The step is the engine's own (`benchmark.train.step.training_step`: forward, upsampled
 cross-entropy + the head's PPC/PPD, backward, optimizer step; for ProtoSeg also Sinkhorn and
 the momentum update). Both models are built from the same seed, so they differ only in the
 head: a 1x1 convolution (C x D) vs K = 10 prototypes per class in the grids' "Ours"
@@ -26,16 +26,13 @@ from perf.common import (
     Table,
     alternate,
     blocky_labels,
-    count_flops,
     fmt,
-    memory_note,
     paired_ratio,
-    peak_memory,
     ratio_spread,
     standalone,
-    training_state,
     verdict,
 )
+from perf.measure import count_flops, memory_note, peak_memory, training_state
 
 IGNORE = 255
 NUM_PROTOTYPES = 10
@@ -103,7 +100,7 @@ def build(setup: Setup, head: str, device: torch.device, seed: int = 0) -> torch
 def make_optimizer(model: torch.nn.Module, setup: Setup) -> torch.optim.Optimizer:
     """The engine's optimizer (no weight decay on norms and biases) for the recipe family."""
     from benchmark.config import Cell, TrainSpec
-    from benchmark.train.engine import build_optimizer
+    from benchmark.train.optim import build_optimizer
 
     train = (TrainSpec(optimizer="adamw", lr=6e-5, weight_decay=0.01) if setup.optimizer == "adamw"
              else TrainSpec(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4))
@@ -119,7 +116,7 @@ def inputs(setup: Setup, device: torch.device) -> tuple[torch.Tensor, torch.Tens
 
 def step_fn(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
             labels: torch.Tensor):
-    from benchmark.train.engine import training_step
+    from benchmark.train.step import training_step
 
     model.train()
 

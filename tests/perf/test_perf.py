@@ -18,11 +18,8 @@ from perf.common import (
     Table,
     Timings,
     alternate,
-    count_flops,
     paired_ratio,
-    peak_memory,
     round_order,
-    tensor_bytes,
     verdict,
 )
 from perf.head_scaling import (
@@ -33,6 +30,7 @@ from perf.head_scaling import (
     make_head,
     per_class_reference,
 )
+from perf.measure import count_flops, peak_memory, tensor_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,7 +214,7 @@ def test_memory_estimate_is_cached_on_disk(tmp_path, monkeypatch) -> None:
 
 
 def test_loader_workers_and_labelled_batches() -> None:
-    from benchmark.train.engine import labelled_batches, loader_workers
+    from benchmark.train.data import labelled_batches, loader_workers
 
     assert loader_workers(0) == 0 and loader_workers(3) == 3
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
