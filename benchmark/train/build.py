@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from accelerate import Accelerator
 
@@ -13,11 +15,15 @@ from benchmark.train.state import RunContext, TrainState
 from methods import build_model, count_params
 
 
-def make_accelerator(cell: Cell) -> Accelerator:
-    """Accelerate picks up 1..N processes from the environment; AMP only on a GPU."""
+def make_accelerator(cell: Cell, log_dir: Path | None = None) -> Accelerator:
+    """Accelerate picks up 1..N processes from the environment; AMP only on a GPU. With
+    `log_dir`, its TensorBoard tracker writes there (benchmark/train/progress.py)."""
     use_gpu = torch.cuda.is_available()
     precision = "bf16" if (cell.train.amp and use_gpu) else "no"
-    return Accelerator(cpu=not use_gpu, mixed_precision=precision)
+    if log_dir is None:
+        return Accelerator(cpu=not use_gpu, mixed_precision=precision)
+    return Accelerator(cpu=not use_gpu, mixed_precision=precision, log_with="tensorboard",
+                       project_dir=str(log_dir))
 
 
 def build_state(ctx: RunContext, info: DatasetInfo) -> TrainState:

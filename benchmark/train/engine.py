@@ -29,6 +29,7 @@ from benchmark.train.interrupts import DeferredSignals
 from benchmark.train.loop import train_loop
 from benchmark.train.memory import peak_record, reset_peak
 from benchmark.train.optim import build_optimizer
+from benchmark.train.progress import Heartbeat, TrainLog
 from benchmark.train.resume import resume
 from benchmark.train.state import RunContext, TrainState
 from benchmark.train.step import NonFiniteLossError, StepOutput, set_lr, training_step
@@ -76,7 +77,9 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
                        accelerator: Accelerator | None = None,
                        checkpoint_dir: Path | None = None,
                        weights_path: Path | None = None,
-                       on_step: Callable[[int], None] | None = None) -> RunResult:
+                       on_step: Callable[[int], None] | None = None,
+                       heartbeat_path: Path | None = None,
+                       log_dir: Path | None = None) -> RunResult:
     """Train `cell` with `seed` for `cell.train.iters` steps, then evaluate on the val split.
 
     With `checkpoint_dir`, state is saved every `train.checkpoint_every` steps, at the end of
@@ -85,15 +88,21 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
     result is bitwise identical to an uninterrupted run (on the CPU). Signals are honoured from
     the first line on: at step boundaries, between evaluation batches and after the weights are
     saved. `weights_path` receives the final state dict. `on_step(step)` is called after every
-    training step (e.g. a profiler's `step`, perf/profile_step.py).
+    training step (e.g. a profiler's `step`, perf/profile_step.py). `heartbeat_path` is a JSON
+    file rewritten every few seconds (step, images/s, time left; train/progress.py); `log_dir`
+    receives TensorBoard scalars (losses, lr, throughput, evaluation mIoU).
     """
     with DeferredSignals() as signals:  # first: a signal during start-up is not lost
-        ctx = RunContext(cell, seed, accelerator or make_accelerator(cell), signals,
-                         checkpoint_dir, progress)
-        return _run(ctx, weights_path, on_step)
+        accelerator = accelerator or make_accelerator(cell, log_dir)
+        ctx = RunContext(cell, seed, accelerator, signals, checkpoint_dir, progress,
+                         tracker=TrainLog(accelerator, log_dir))
+        try:
+            return _run(ctx, weights_path, heartbeat_path, on_step)
+        finally:
+            ctx.tracker.close()
 
 
-def _run(ctx: RunContext, weights_path: Path | None,
+def _run(ctx: RunContext, weights_path: Path | None, heartbeat_path: Path | None,
          on_step: Callable[[int], None] | None) -> RunResult:
     """Build, resume, train, evaluate, save the weights; see `train_and_evaluate`."""
     cell, accelerator = ctx.cell, ctx.accelerator
@@ -105,6 +114,9 @@ def _run(ctx: RunContext, weights_path: Path | None,
     val_set = build_dataset(cell.data, cell.data.val_split)
     state = build_state(ctx, info)
     folder = resume(ctx, state)
+    ctx.heartbeat = Heartbeat(heartbeat_path if accelerator.is_main_process else None,
+                              ctx.total, cell.train.batch_size, state.step)
+    ctx.beat(state.step, force=True)
     ctx.stop_point(state.step, saved=folder is not None)
 
     sampler = GlobalBatchSampler(len(train_set), cell.train.batch_size, ctx.total, ctx.seed,
@@ -118,14 +130,18 @@ def _run(ctx: RunContext, weights_path: Path | None,
         for buffer in accelerator.unwrap_model(state.model).buffers():
             torch.distributed.broadcast(buffer, src=0)
 
+    ctx.beat(ctx.total, "evaluating", force=True)
     t1 = time.perf_counter()
     cm = _confusion(ctx, state, val_set, info, workers)
     eval_s = time.perf_counter() - t1
+    metrics = metrics_from_confusion(cm.cpu(), info.class_names)
+    ctx.log({"eval/miou": metrics["miou"], "eval/aacc": metrics["aacc"]}, ctx.total)
     final_model = accelerator.unwrap_model(state.model)
     if weights_path is not None and accelerator.is_main_process:
         atomic_write(weights_path, lambda f: torch.save(final_model.state_dict(), f))
     ctx.stop_point(ctx.total, saved=ctx.checkpoint_dir is not None, during="after evaluation")
-    return RunResult(metrics=metrics_from_confusion(cm.cpu(), info.class_names),
+    ctx.beat(ctx.total, "finished", force=True)
+    return RunResult(metrics=metrics,
                      params=state.params, timings=_timings(ctx, state, eval_s, len(val_set)),
                      memory=peak_record(device, peak_was_reset), history=state.history,
                      confusion=cm.cpu().tolist(), weights_sha256=weights_sha256(final_model))

@@ -45,10 +45,13 @@ def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
             entry.update({k: v.item() for k, v in result.out.losses.items()})
             state.history.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}")
+            ctx.log({f"train/{k}": v for k, v in entry.items() if k != "step"}
+                    | {"train/images_per_s": cell.train.batch_size / state.step_times[-1]}, step)
         bar.update(1)
         if on_step is not None:
             on_step(step)
         state.step, state.train_s = step + 1, train_s + time.perf_counter() - t0
+        ctx.beat(state.step)
         step_boundary(ctx, state)
     bar.close()
     state.train_s = train_s + time.perf_counter() - t0

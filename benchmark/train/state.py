@@ -12,11 +12,13 @@ from accelerate import Accelerator
 
 from benchmark.config import Cell
 from benchmark.train.interrupts import DeferredSignals, interrupted_message
+from benchmark.train.progress import Heartbeat, TrainLog
 
 
 @dataclass
 class RunContext:
-    """One run's fixed inputs: the cell and seed, the processes, the signal watch and paths."""
+    """One run's fixed inputs: the cell and seed, the processes, the signal watch, paths and
+    the live-progress outputs (heartbeat file, TensorBoard)."""
 
     cell: Cell
     seed: int
@@ -24,6 +26,8 @@ class RunContext:
     signals: DeferredSignals
     checkpoint_dir: Path | None = None
     progress: bool = True
+    heartbeat: Heartbeat | None = None  # set once the start step is known
+    tracker: TrainLog | None = None
 
     @property
     def total(self) -> int:
@@ -38,6 +42,16 @@ class RunContext:
         """Print on the main process."""
         if self.accelerator.is_main_process:
             print(text, flush=True)
+
+    def beat(self, step: int, phase: str = "training", force: bool = False) -> None:
+        """Update the heartbeat file (when due, or `force`)."""
+        if self.heartbeat is not None:
+            self.heartbeat.beat(step, phase, force)
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        """TensorBoard scalars at `step` (when the run has a log folder)."""
+        if self.tracker is not None:
+            self.tracker.log(values, step)
 
     def agreed_signal(self) -> int:
         """The signal any process received (0 if none), the same on every process."""

@@ -1,0 +1,96 @@
+"""Live progress of a long run: a heartbeat file and TensorBoard scalars.
+
+The heartbeat is a small JSON file rewritten atomically every few seconds (step, total,
+images/s, estimated seconds left, pid, host, time of the update) so that `--status` can show a
+running run's progress without touching the process (benchmark/launch/status.py reads it). TensorBoard scalars (loss terms, lr,
+throughput, evaluation mIoU) go through Accelerate's trackers, written by the main process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from accelerate import Accelerator
+
+from benchmark.store import atomic_write
+
+HEARTBEAT_EVERY_S = 5.0
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Heartbeat:
+    """Writes `path` at most every `every_s` seconds (always when forced); a no-op without a
+    path or off the main process. Throughput counts only the steps this process trained."""
+
+    def __init__(self, path: Path | None, total: int, batch_size: int, start_step: int,
+                 every_s: float = HEARTBEAT_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path, self.total, self.batch_size = path, total, batch_size
+        self.start_step, self.every_s, self.clock = start_step, every_s, clock
+        self.t_start = clock()
+        self.last: float | None = None
+        self.started = _utc_now()
+
+    def content(self, step: int, phase: str) -> dict[str, Any]:
+        """What the file holds at `step` (`phase`: training, evaluating or finished)."""
+        elapsed = self.clock() - self.t_start
+        trained = step - self.start_step
+        rate = trained * self.batch_size / elapsed if trained > 0 and elapsed > 0 else None
+        eta = (self.total - step) * self.batch_size / rate if rate else None
+        return {"step": step, "total": self.total, "phase": phase,
+                "img_per_s": rate, "eta_s": eta if phase == "training" else None,
+                "pid": os.getpid(), "host": socket.gethostname(),
+                "started": self.started, "updated": _utc_now(), "updated_unix": time.time()}
+
+    def beat(self, step: int, phase: str = "training", force: bool = False) -> None:
+        """Rewrite the file if it is due (or `force`)."""
+        if self.path is None:
+            return
+        now = self.clock()
+        if not force and self.last is not None and now - self.last < self.every_s:
+            return
+        self.last = now
+        atomic_write(self.path, json.dumps(self.content(step, phase)) + "\n")
+
+
+class TrainLog:
+    """TensorBoard scalars through Accelerate's trackers, into `log_dir`; a no-op without one.
+
+    An Accelerator made by `make_accelerator(cell, log_dir)` already carries the TensorBoard
+    tracker (`log_with="tensorboard"`, `project_dir=log_dir`); one made elsewhere gets it
+    added here, before `init_trackers`.
+    """
+
+    def __init__(self, accelerator: Accelerator, log_dir: Path | None) -> None:
+        self.accelerator, self.active = accelerator, log_dir is not None
+        if log_dir is None:
+            return
+        from accelerate.tracking import TensorBoardTracker
+
+        if not any(str(t) == "tensorboard" or getattr(t, "name", "") == "tensorboard"
+                   for t in accelerator.log_with):
+            accelerator.log_with.append(TensorBoardTracker(".", log_dir))
+        accelerator.init_trackers(".")
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        """Scalars at `step` (main process only, as Accelerate does)."""
+        if self.active:
+            self.accelerator.log(values, step=step)
+
+    def close(self) -> None:
+        """Flush and close the event files. Not `end_training()`: that would also end the
+        process group, which the caller may still use."""
+        if self.active:
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
+            self.accelerator.trackers.clear()
+            self.active = False
