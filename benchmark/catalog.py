@@ -13,7 +13,7 @@ from typing import Any
 from methods.heads.options import HEAD_OPTIONS
 
 BACKBONE_NAMES = ("resnet101_d8", "hrnetv2_w48", "swin_b", "mit_b4", "mit_b2", "resnet18_d8",
-                  "hrnetv2_w18_small", "swin_t", "mit_b0")
+                  "hrnetv2_w18_small", "swin_t", "mit_b0", "hrnetv2_w48_openseg")
 DECODER_NAMES = ("fcn", "mlp", "hrnetv2", "upernet", "mlp_mmseg", "hrnetv2_openseg")
 HEAD_NAMES = tuple(HEAD_OPTIONS)  # each head names itself next to its options (torch-free)
 

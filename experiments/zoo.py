@@ -46,9 +46,9 @@ HRNET = ModelSpec(backbone="hrnetv2_w48", decoder="hrnetv2", decoder_channels=72
 SWIN = ModelSpec(backbone="swin_b", decoder="upernet", decoder_channels=512, aux_weight=0.4)
 # MMSeg's SegformerHead: conv + BN + ReLU per level, 256 channels (*unverified* for MiT-B4)
 SEGFORMER = ModelSpec(backbone="mit_b4", decoder="mlp_mmseg", decoder_channels=256)
-# released ProtoSeg: openseg cls_head, projection MLP, L2 over the width axis
+# released ProtoSeg: openseg fuse and cls_head, projection MLP, L2 over the width axis
 # (docs/method.md#paper-vs-released-code)
-PROTOSEG_HRNET = ModelSpec(backbone="hrnetv2_w48", decoder="hrnetv2_openseg",
+PROTOSEG_HRNET = ModelSpec(backbone="hrnetv2_w48_openseg", decoder="hrnetv2_openseg",
                            decoder_channels=720,
                            head=HeadSpec(name="prototype", projection="mlp",
                                          proj_norm_axis="width"))

@@ -57,23 +57,26 @@ class HRNetFeatures(TimmFeatures):
     then resizes to the target branch's size. `BilinearFuse` does that (docs/fidelity.md).
     """
 
-    def __init__(self, name: str, **kwargs) -> None:
+    def __init__(self, name: str, align_corners: bool = False, **kwargs) -> None:
         super().__init__(name, **kwargs)
         from timm.models.hrnet import HighResolutionModule
 
         for parent in list(self.body.modules()):
             for child_name, child in parent.named_children():
                 if isinstance(child, HighResolutionModule):
-                    setattr(parent, child_name, BilinearFuse(child))
+                    setattr(parent, child_name, BilinearFuse(child, align_corners))
 
 
 class BilinearFuse(nn.Module):
     """A timm `HighResolutionModule` (same submodules, same parameter names) whose fuse step is
     MMSeg's: branch j > i is 1x1 conv + BN, bilinear x2^(j-i), then resized to branch i's size.
+    `align_corners=True`: the released ProtoSeg's (openseg) fuse, conv + BN resized straight to
+    branch i's size with align_corners=True (the zoo's ProtoSeg cell, benchmark/checkpoints).
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, align_corners: bool = False) -> None:
         super().__init__()
+        self.align_corners = align_corners
         self.num_branches: int = module.num_branches
         self.branches = module.branches
         self.fuse_layers = module.fuse_layers
@@ -90,7 +93,11 @@ class BilinearFuse(nn.Module):
         for i, layers in enumerate(self.fuse_layers):
             y = None
             for j, layer in enumerate(layers):  # summed in branch order, as MMSeg does
-                z = layer(x[j])
+                if j > i and self.align_corners:
+                    z = F.interpolate(layer[1](layer[0](x[j])), size=x[i].shape[-2:],
+                                      mode="bilinear", align_corners=True)
+                else:
+                    z = layer(x[j])
                 if j > i and z.shape[-2:] != x[i].shape[-2:]:
                     z = F.interpolate(z, size=x[i].shape[-2:], mode="bilinear",
                                       align_corners=False)
@@ -304,6 +311,13 @@ def hrnetv2_w48() -> Backbone:
     return HRNetFeatures("hrnet_w48", feature_location="", out_indices=(1, 2, 3, 4))
 
 
+def hrnetv2_w48_openseg() -> Backbone:
+    """HRNetV2-W48 as the released ProtoSeg code (openseg) runs it: the same parameters as
+    `hrnetv2_w48`, fuse layers resized with align_corners=True (the zoo's ProtoSeg cell)."""
+    return HRNetFeatures("hrnet_w48", align_corners=True, feature_location="",
+                         out_indices=(1, 2, 3, 4))
+
+
 def swin_b() -> Backbone:
     """Swin-Base, window 7 (86.7M): torchvision `swin_b`."""
     return SwinFeatures("swin_b", drop_path=0.3)
@@ -358,6 +372,7 @@ BACKBONES: dict[str, Callable[[], Backbone]] = {
     "hrnetv2_w18_small": hrnetv2_w18_small,
     "swin_t": swin_t,
     "mit_b0": mit_b0,
+    "hrnetv2_w48_openseg": hrnetv2_w48_openseg,
 }
 
 

@@ -71,3 +71,26 @@ def test_partial_wrong_or_mismatched_whole_model_file(tmp_path) -> None:
 def _save(tmp_path, net) -> str:
     torch.save(to_mmseg_zoo(net, "fcn"), tmp_path / "full.pth")
     return str(tmp_path / "full.pth")
+
+
+def test_openseg_hrnet_fuse_resizes_straight_to_the_branch_with_align_corners() -> None:
+    """The zoo's ProtoSeg backbone (`hrnetv2_w48_openseg`) fuses as openseg's
+    HighResolutionModule: conv + BN, then bilinear to branch i's size, align_corners=True."""
+    import torch.nn.functional as F
+
+    from methods.backbones import HRNetFeatures
+
+    torch.manual_seed(0)
+    net = HRNetFeatures("hrnet_w18_small_v2", align_corners=True, feature_location="",
+                        out_indices=(1, 2, 3, 4)).eval()
+    fuse = net.body.stage2[0]
+    x = [torch.randn(1, 18, 9, 11), torch.randn(1, 36, 5, 6)]  # 2 x 5 != 9: sizes that differ
+    with torch.no_grad():
+        got = fuse([t.clone() for t in x])
+        b = [fuse.branches[k](x[k]) for k in range(2)]
+        up = fuse.fuse_layers[0][1]
+        y0 = b[0] + F.interpolate(up[1](up[0](b[1])), size=(9, 11), mode="bilinear",
+                                  align_corners=True)
+        y1 = fuse.fuse_layers[1][0](b[0]) + b[1]
+    torch.testing.assert_close(got[0], y0.relu(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(got[1], y1.relu(), atol=1e-6, rtol=0)
