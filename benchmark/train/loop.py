@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 from tqdm import tqdm
 
 from benchmark.train.data import labelled_batches
+from benchmark.train.progress import prototype_scalars
 from benchmark.train.resume import save
 from benchmark.train.state import RunContext, TrainState
 from benchmark.train.step import set_lr, training_step
@@ -45,8 +46,8 @@ def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
             entry.update({k: v.item() for k, v in result.out.losses.items()})
             state.history.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}")
-            ctx.log({f"train/{k}": v for k, v in entry.items() if k != "step"}
-                    | {"train/images_per_s": cell.train.batch_size / state.step_times[-1]}, step)
+            if ctx.logging:
+                log_scalars(ctx, state, entry)
         bar.update(1)
         if on_step is not None:
             on_step(step)
@@ -65,3 +66,11 @@ def step_boundary(ctx: RunContext, state: TrainState) -> None:
     if ctx.checkpoint_dir is not None and due:
         save(ctx, state)
     ctx.stop_point(state.step, saved=True, signum=signum)
+
+
+def log_scalars(ctx: RunContext, state: TrainState, entry: dict[str, float]) -> None:
+    """TensorBoard scalars of a logged step: loss terms, lr, throughput, prototype statistics."""
+    values = {f"train/{k}": v for k, v in entry.items() if k != "step"}
+    values["train/images_per_s"] = ctx.cell.train.batch_size / state.step_times[-1]
+    values.update(prototype_scalars(ctx.accelerator.unwrap_model(state.model)))
+    ctx.log(values, int(entry["step"]))

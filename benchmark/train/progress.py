@@ -3,7 +3,8 @@
 The heartbeat is a small JSON file rewritten atomically every few seconds (step, total,
 images/s, estimated seconds left, pid, host, time of the update) so that `--status` can show a
 running run's progress without touching the process (benchmark/launch/status.py reads it). TensorBoard scalars (loss terms, lr,
-throughput, evaluation mIoU) go through Accelerate's trackers, written by the main process.
+throughput, evaluation mIoU, prototype statistics) go through Accelerate's trackers, written
+by the main process.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from accelerate import Accelerator
 
 from benchmark.store import atomic_write
+from methods.prototype_health import pairwise_cosine
 
 HEARTBEAT_EVERY_S = 5.0
 
@@ -94,3 +97,13 @@ class TrainLog:
                 tracker.finish()
             self.accelerator.trackers.clear()
             self.active = False
+
+
+def prototype_scalars(model: torch.nn.Module) -> dict[str, float]:
+    """Prototype statistics for the logs (docs/method.md#momentum-update): the mean cosine
+    between a class's prototypes (1 = collapsed into one); none for heads without prototypes."""
+    head = getattr(model, "head", None)
+    vectors = head.prototype_vectors() if head is not None else None
+    if vectors is None or vectors.shape[1] < 2:
+        return {}
+    return {"prototypes/pairwise_cosine": float(pairwise_cosine(vectors).mean())}

@@ -48,9 +48,14 @@ class RunContext:
         if self.heartbeat is not None:
             self.heartbeat.beat(step, phase, force)
 
+    @property
+    def logging(self) -> bool:
+        """Whether the run writes TensorBoard scalars (skip computing them otherwise)."""
+        return self.tracker is not None and self.tracker.active
+
     def log(self, values: dict[str, float], step: int) -> None:
         """TensorBoard scalars at `step` (when the run has a log folder)."""
-        if self.tracker is not None:
+        if self.logging:
             self.tracker.log(values, step)
 
     def agreed_signal(self) -> int:

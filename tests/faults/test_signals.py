@@ -93,6 +93,15 @@ def test_signal_during_evaluation_resumes_without_training(tmp_path, monkeypatch
     assert_resumes_equal(ckpt, reference, from_step=TOTAL)  # evaluates only, no retraining
 
 
+def test_a_finished_run_keeps_its_final_checkpoint_for_the_record_write(tmp_path,
+                                                                       reference) -> None:
+    """A kill while the caller writes the record (after the engine returned) loses no
+    training: the final checkpoint stays until the caller deletes it, the rerun evaluates."""
+    done = train_and_evaluate(tiny_cell(), seed=5, progress=False, checkpoint_dir=tmp_path)
+    assert done.weights_sha256 == reference.weights_sha256
+    assert_resumes_equal(tmp_path, reference, from_step=TOTAL)
+
+
 def test_signal_during_start_up_is_not_lost(tmp_path, monkeypatch, reference) -> None:
     import benchmark.train.engine as engine
 

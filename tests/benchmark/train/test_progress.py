@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from benchmark.config import apply_overrides
 from benchmark.train.engine import train_and_evaluate
-from benchmark.train.progress import Heartbeat
+from benchmark.train.progress import Heartbeat, prototype_scalars
 from experiments.smoke import smoke
 
 TINY = ["train.iters=6", "train.batch_size=4", "data.train_images=16", "data.val_images=4",
@@ -75,6 +75,29 @@ def test_run_writes_heartbeat_and_tensorboard_scalars(tmp_path) -> None:
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     terms = {f"train/{k}" for k in result.history[-1] if k not in ("step", "lr")}
-    assert {"train/lr", "train/images_per_s", "eval/miou", "eval/aacc"} | terms <= tags, tags
+    expected = {"train/lr", "train/images_per_s", "eval/miou", "eval/aacc",
+                "prototypes/pairwise_cosine"}
+    assert expected | terms <= tags, tags
     assert [e.step for e in acc.Scalars("train/loss")] == [0, 2, 4, 5]  # log_every=2 + last
     assert acc.Scalars("eval/miou")[0].value == pytest.approx(result.metrics["miou"], rel=1e-6)
+
+
+def test_prototype_scalars_only_for_heads_with_several_prototypes() -> None:
+    import torch
+
+    assert prototype_scalars(torch.nn.Linear(2, 2)) == {}  # no head at all
+
+    class Head(torch.nn.Module):
+        def __init__(self, vectors):
+            super().__init__()
+            self.vectors = vectors
+
+        def prototype_vectors(self):
+            return self.vectors
+
+    model = torch.nn.Module()
+    same = torch.nn.functional.normalize(torch.ones(3, 2, 4), dim=-1)
+    model.head = Head(same)  # two identical prototypes per class: collapsed
+    assert prototype_scalars(model) == {"prototypes/pairwise_cosine": pytest.approx(1.0)}
+    model.head = Head(same[:, :1])  # one prototype per class: nothing to compare
+    assert prototype_scalars(model) == {}
