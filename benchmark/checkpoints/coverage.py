@@ -11,7 +11,6 @@ weights by accident (README, "Check the suite against published checkpoints firs
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -119,17 +118,3 @@ def apply_state(module: nn.Module, state: dict[str, Tensor], path: str, fmt: str
         for key, value in loadable.items():
             own[key].copy_(value.to(own[key].dtype))
     return report
-
-
-def rename(state: dict[str, Tensor], rules: list[tuple[str, str]]) -> dict[str, Tensor]:
-    """Apply the first matching regex rule (pattern, replacement) to each key; keys no rule
-    matches are kept as they are (they end up unexpected or ignored, never silently lost)."""
-    compiled = [(re.compile(p), r) for p, r in rules]
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        for pattern, repl in compiled:
-            if pattern.search(key):
-                key = pattern.sub(repl, key, count=1)
-                break
-        out[key] = value
-    return out

@@ -8,6 +8,7 @@ through `from_pretrained`, which knows their legacy key names (`segformer.encode
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from benchmark.checkpoints.coverage import skipped
@@ -55,13 +56,6 @@ def convert_hf(body: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
     absent = set(info["missing_keys"]) | {k for k, _, _ in info["mismatched_keys"]}
     out = {f"body.{k}": v for k, v in loaded_model.state_dict().items() if k not in absent}
     out.update({k: state[k] for k in info["unexpected_keys"] if k in state})
-    for key, got, want in info["mismatched_keys"]:  # reported as a shape mismatch
-        out[f"body.{key}"] = _shaped(got)
+    for key, got, _ in info["mismatched_keys"]:  # a placeholder of the file's shape, so
+        out[f"body.{key}"] = torch.empty(tuple(got))  # that the strict load names the mismatch
     return out
-
-
-def _shaped(shape: tuple[int, ...]) -> Tensor:
-    """A placeholder of the file's shape, so that the strict load names the mismatch."""
-    import torch
-
-    return torch.empty(tuple(shape))
