@@ -23,6 +23,7 @@ from experiments.smoke import smoke
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 8
+SIGNALS = [signal.SIGTERM, signal.SIGUSR2, signal.SIGINT]
 TINY = [f"train.iters={TOTAL}", "train.batch_size=4", "data.train_images=16",
         "data.val_images=4", "data.image_size=32", "train.log_every=1", "eval.batch_size=1"]
 
@@ -56,9 +57,8 @@ def assert_resumes_equal(ckpt: Path, reference: RunResult, from_step: int) -> No
     assert resumed.history == reference.history
 
 
-@pytest.mark.parametrize("step,signum", [(3, signal.SIGTERM), (3, signal.SIGUSR2),
-                                         (3, signal.SIGINT), (TOTAL - 1, signal.SIGUSR2)],
-                         ids=["middle-SIGTERM", "middle-SIGUSR2", "middle-SIGINT", "last-SIGUSR2"])
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+@pytest.mark.parametrize("step", [3, TOTAL - 1], ids=["middle", "last"])
 def test_signal_at_a_step_checkpoints_and_resumes(tmp_path, reference, signum, step) -> None:
     ckpt = tmp_path / "ckpt"
     with pytest.raises(Interrupted) as err:
@@ -71,8 +71,7 @@ def test_signal_at_a_step_checkpoints_and_resumes(tmp_path, reference, signum, s
     assert_resumes_equal(ckpt, reference, from_step=step + 1)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT],
-                         ids=lambda s: signal.Signals(s).name)
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_signal_during_evaluation_resumes_without_training(tmp_path, monkeypatch, reference,
                                                           signum) -> None:
     calls = []
