@@ -55,3 +55,27 @@ def test_mmseg_saved_zoo_file_gives_mmsegs_logits(mmseg_oracle, config, tmp_path
     with torch.no_grad():
         for a, b in zip(fresh.backbone(X), theirs.extract_feat(X)):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_mmseg_fcn_r50_v1c_zoo_file_fills_the_deep_stem(mmseg_oracle, tmp_path) -> None:
+    """FCN on ResNetV1c (deep stem `stem.{0..7}`, contract dilation) with its auxiliary head:
+    MMSeg's fcn_r50-d8 saved, loaded into the suite's dilated ResNet-50 with the V1c stem."""
+    from methods.backbones import DilatedResNet
+    from methods.decoders import FCNDecoder
+    from methods.heads import SoftmaxHead
+    from methods.segmentor import AuxFCNHead, Segmentor
+
+    theirs = _theirs(mmseg_oracle, "fcn/fcn_r50-d8_4xb4-160k_ade20k-512x512")
+    torch.save({"meta": {}, "state_dict": theirs.state_dict()}, tmp_path / "fcn.pth")
+    backbone = DilatedResNet("resnet50", deep_stem=True)
+    backbone.name = "resnet50_d8"
+    ours = Segmentor(backbone, FCNDecoder([1024, 2048], 512), SoftmaxHead(512, 150),
+                     AuxFCNHead(1024, 150), aux_weight=0.4).eval()
+    report = load_checkpoint(ours, tmp_path / "fcn.pth")
+    assert report.missing == report.unexpected == [] and report.loaded == report.expected
+    with torch.no_grad():
+        torch.testing.assert_close(ours(X).logits, mmseg_oracle.logits(theirs, X),
+                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(ours.aux(ours.backbone(X)[-2]),
+                                   theirs.auxiliary_head(theirs.extract_feat(X)),
+                                   atol=1e-4, rtol=1e-4)
