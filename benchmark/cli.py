@@ -277,7 +277,7 @@ def run_submitted(args: argparse.Namespace, results: ResultsLayout, grids: GridC
     unless --wait), then the tables of the grids whose jobs have ended."""
     failures = 0
     for grid, cells in grids:
-        pending = pending_runs(grid, cells, args, results)
+        pending = locks.skip_held(pending_runs(grid, cells, args, results))  # no wasted job
         if args.executor == "slurm" and not args.force:
             pending = skip_live_jobs(pending)
         submit(pending, args.executor, results, cluster_options(args), wait=args.wait)

@@ -154,3 +154,17 @@ def _follow(run: Any, path: Path) -> tuple[RunLock | None, str]:
             return None, "finished by another process meanwhile"
         time.sleep(0.2)
     return _Follower(path), ""
+
+
+def skip_held(runs: list[Any]) -> list[Any]:
+    """The runs no live process holds, saying which are left out (submitting a job for a run
+    another launch is doing would only start a job that skips it)."""
+    kept = []
+    for run in runs:
+        owner = holder(run.lock_path)
+        if owner is None:
+            kept.append(run)
+        else:
+            print(f"  skipped {run.cell.row} seed {run.seed}: in progress in another process "
+                  f"({describe(owner)}); see --status")
+    return kept

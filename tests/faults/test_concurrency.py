@@ -161,3 +161,19 @@ def test_progress_lines_from_heartbeats() -> None:
             "updated": "2026-01-01T12:00:00+00:00"}
     assert progress_text(beat, now) == "step 10/5000, 2.0 img/s, 2h04m left, updated 0s ago"
     assert progress_text(None, now) == "starting (no heartbeat yet)"
+
+
+def test_runs_held_by_another_launch_are_not_submitted(results, tiny_smoke, capsys) -> None:
+    from benchmark.cli import load_grid
+    from benchmark.launch.executors import plan
+    from benchmark.launch.locks import skip_held
+
+    _, cells = load_grid("smoke", [a for a in tiny_smoke if "=" in a])
+    runs = plan(cells, [0], results)
+    with RunLock(runs[2].lock_path) as lock:
+        assert lock.acquire()
+        assert skip_held(runs) == runs[:2] + runs[3:]
+    out = capsys.readouterr().out
+    assert out == (f"  skipped {runs[2].cell.row} seed 0: in progress in another process "
+                   f"(host {socket.gethostname()}, pid {os.getpid()}); see --status\n")
+    assert skip_held(runs) == runs
