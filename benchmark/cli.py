@@ -359,8 +359,11 @@ def evaluate_published(args: argparse.Namespace, results, grids) -> int:
     from benchmark.checkpoints.published import run_published
     from experiments.zoo import published_for
 
-    return run_published(grids, args.checkpoint, results, published_for,
+    code = run_published(grids, args.checkpoint, results, published_for,
                          progress=not args.no_progress)
+    for grid, cells in grids:
+        print(write_tables(grid, cells, results))
+    return code
 
 
 def weights_refused(grids: GridCells) -> bool:

@@ -115,4 +115,4 @@ def published_for(cell: Cell) -> Published | None:
 def zoo() -> Grid:
     return Grid("zoo", "published checkpoints of the paper's baselines (and the released "
                 "ProtoSeg HRNet) evaluated by this suite: published vs this suite",
-                tuple(_cell(*entry) for entry in ENTRIES), seeds=1)
+                tuple(_cell(*entry) for entry in ENTRIES), seeds=1, layout="published")

@@ -137,37 +137,19 @@ def evaluate_cells(cells: Iterable[Cell], folder: str | Path, layout: ResultsLay
     return rows, failures
 
 
-def format_rows(grid: str, rows: list[dict]) -> str:
-    """Markdown table "published vs this suite"."""
-
-    def num(x: float | None, signed: bool = False) -> str:
-        return "-" if x is None else (f"{x:+.2f}" if signed else f"{x:.2f}")
-
-    lines = [f"## {grid}: published vs this suite (mIoU %, single scale)", "",
-             "| Checkpoint | Data | Published | This suite | Difference | Status |",
-             "|---|---|---:|---:|---:|---|"]
-    lines += [f"| {r['checkpoint']} | {r['data']} | {num(r['published'])} | {num(r['suite'])} "
-              f"| {num(r['diff'], True)} | {r['status']} |" for r in rows]
-    return "\n".join(lines)
-
-
 def run_published(grids: list[tuple[Any, list[Cell]]], folder: str | Path | None,
                   layout: ResultsLayout, lookup: Lookup, progress: bool = False) -> int:
-    """The `--checkpoint` / zoo mode: evaluate, write records and the table of each grid.
-    Exit code 0 when every present checkpoint was evaluated (missing files are rows), else 1."""
+    """The `--checkpoint` / zoo mode: evaluate and write a record per present checkpoint, one
+    line per cell (evaluated, missing with the download, or failed). The caller regenerates the
+    tables from the records. Exit code 0 when every present checkpoint was evaluated."""
     folder = folder or default_folder()
     layout = layout if isinstance(layout, ResultsLayout) else ResultsLayout(layout)
     failures = 0
     for grid, cells in grids:
         rows, failed = evaluate_cells(cells, folder, layout, lookup, progress)
         failures += failed
-        table = format_rows(grid.name, rows)
-        path = layout.tables() / f"{grid.name}_published.md"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(table + "\n", encoding="utf-8")
-        print(table)
-        print(f"table: {path}")
+        for r in rows:
+            print(f"{grid.name}: {r['checkpoint']}: {r['status']}")
     if failures:
-        print(f"error: {failures} checkpoint(s) failed to evaluate; see the Status column",
-              file=sys.stderr)
+        print(f"error: {failures} checkpoint(s) failed to evaluate", file=sys.stderr)
     return 1 if failures else 0

@@ -54,11 +54,13 @@ def params_m(done: list[Record]) -> float:
 
 @dataclass(frozen=True)
 class CellResult:
-    """What the records say about one cell: status, mIoU per seed, params."""
+    """What the records say about one cell: status, mIoU per seed, params, and whether any
+    result was evaluated from a checkpoint instead of trained here."""
 
     status: str
     miou_by_seed: dict[int, float]
     params_m: float
+    from_checkpoint: bool = False
 
     @property
     def mean_std(self) -> tuple[float, float]:
@@ -78,7 +80,8 @@ def cell_results(cells: list[Cell], records: list[Record]) -> dict[str, CellResu
         seeds = done.get(c.key, {})
         out[c.key] = CellResult(cell_status(len(seeds), by_key.get(c.key, [])),
                                 {s: r.miou for s, r in seeds.items()},
-                                params_m(list(seeds.values())))
+                                params_m(list(seeds.values())),
+                                any(r.kind == "published-checkpoint" for r in seeds.values()))
     return out
 
 

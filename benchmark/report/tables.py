@@ -24,7 +24,8 @@ from benchmark.store import Record
 
 DASH = "–"  # shown where there is no number (en dash)
 UP, DOWN, CHECK, REF = "↑", "↓", "✓", " (ref.)"
-LAYOUTS = ("paper", "loss", "k", "switches")
+CHECKPOINT = " (checkpoint)"  # a result evaluated from a checkpoint (--checkpoint), not trained
+LAYOUTS = ("paper", "loss", "k", "switches", "published")
 PAIRED_HEADER = "Paired Δ (95% CI)"
 PAPER_LAYOUT_COLUMNS = ["Method", "Backbone", "# Param (M)", "mIoU (%)", "Paper # Param (M)",
                         "Paper mIoU (%)", "Δ paper", PAIRED_HEADER, VERDICT_HEADER, "Seeds"]
@@ -45,6 +46,7 @@ _NOTES = {
     "paired": ("Paired Δ: mean over the n seeds both ran of (ours - baseline), with a 95% "
                "Student-t interval (n - 1 degrees of freedom); n = 1 gives no interval."),
     "std": "mean ± sample standard deviation over seeds.",
+    "checkpoint": "(checkpoint): evaluated from a checkpoint file (--checkpoint), not trained here.",
 }
 
 
@@ -188,7 +190,8 @@ def _paper_row(c: Cell, results: dict[str, CellResult], base: Cell | None,
     delta = mean - c.paper_miou if res.n and c.paper_miou is not None else None
     same_backbone = base is not None and previous is base and base.column == c.column
     row.update({
-        "Method": c.row, "Backbone": "" if same_backbone else c.column,
+        "Method": c.row + (CHECKPOINT if res.from_checkpoint else ""),
+        "Backbone": "" if same_backbone else c.column,
         "# Param (M)": _fmt(res.params_m), "mIoU (%)": _mean_text(res) + _gain_text(gain),
         "Paper # Param (M)": _fmt(c.paper_params_m),
         "Paper mIoU (%)": _fmt(c.paper_miou) + _gain_text(paper_gain),
@@ -208,6 +211,8 @@ def _paper_notes(cells: list[Cell], refs: list[dict[str, Any]], paired: bool,
                  results: dict[str, CellResult]) -> list[str]:
     """The notes under a paper-layout table: only those its rows need."""
     notes = [_NOTES["reference"]] if refs else []
+    if any(r.from_checkpoint for r in results.values()):
+        notes.append(_NOTES["checkpoint"])
     notes += list(dict.fromkeys(r["note"] for r in refs if r.get("note")))
     if paired and any(c.tag == "ours" for c in cells):
         notes += [_NOTES["gain"], _NOTES["paired"]]
@@ -311,8 +316,8 @@ def _make_table(rows: list[dict[str, Any]], columns: list[str], align: tuple[str
 def grid_table(cells: list[Cell], records: list[Record],
                reference_rows: Iterable[dict[str, Any]] | None = None,
                layout: str = "paper") -> ResultTable:
-    """A grid's main table in its layout (`paper`, `loss`, `k` or `switches`: the grid's
-    `layout`)."""
+    """A grid's main table in its layout (`paper`, `loss`, `k`, `switches` or `published`:
+    the grid's `layout`)."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown table layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if layout == "loss":
@@ -323,6 +328,10 @@ def grid_table(cells: list[Cell], records: list[Record],
         from benchmark.report.switch_table import switch_table  # it builds on this module
 
         return switch_table(cells, records)
+    if layout == "published":
+        from benchmark.report.published_table import published_table
+
+        return published_table(cells, records)
     return paper_table(cells, records, reference_rows)
 
 
