@@ -104,7 +104,8 @@ def execute_run(run: Run, progress: bool = True) -> Record:
     try:
         result = train_and_evaluate(run.cell, run.seed, progress=progress, accelerator=accelerator,
                                     checkpoint_dir=run.checkpoint_dir,
-                                    weights_path=run.weights_path)
+                                    weights_path=run.weights_path,
+                                    heartbeat_path=run.heartbeat_path, log_dir=run.log_dir)
     except Interrupted:
         raise  # resumable: no record, the checkpoint is on disk
     except Exception as err:  # noqa: BLE001 - any failure becomes a failed record, then re-raised

@@ -6,6 +6,7 @@ evaluation, start-up), never after a delay, so the tests do not depend on the ma
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -142,3 +143,7 @@ def test_ctrl_c_in_run_all_prints_one_line_and_exits_3(tmp_path) -> None:
     assert lines[0].startswith("interrupted by SIGINT at step ")
     assert lines[0].endswith(": run the same command again to resume")
     assert list((tmp_path / "results" / "checkpoints").rglob("meta.json"))
+    # live progress of the interrupted run: its heartbeat and its TensorBoard events file
+    beats = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("heartbeat.json")]
+    assert [(b["phase"], b["pid"], b["total"]) for b in beats] == [("training", proc.pid, 100000)]
+    assert list((tmp_path / "results").rglob("events.out.tfevents.*"))
