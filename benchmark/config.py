@@ -169,6 +169,8 @@ class Cell:
         payload = {s: dataclasses.asdict(getattr(self, s)) for s in RESULT_SECTIONS}
         for dotted in EXECUTION_ONLY:
             _pop_path(payload, dotted)
+        if payload["model"]["pretrained"] not in ("", "none"):  # which weights, not where they are:
+            payload["model"]["pretrained"] = "file"  # records name the file and its sha256
         for dotted, value_when_added in ADDED_SETTINGS.items():
             if _get_path(self, dotted) == value_when_added:
                 _pop_path(payload, dotted)
@@ -191,21 +193,13 @@ EXECUTION_ONLY = ("train.num_workers", "train.log_every", "train.checkpoint_ever
 # tests/benchmark/test_config.py fails when a new setting is missing here.
 ADDED_SETTINGS: dict[str, Any] = {
     "model.head.sinkhorn_scope": "process",
-    "model.head.contrast_variant": "in_batch",
-    "model.head.contrast_weight": None,
-    "model.head.contrast_tau": None,
-    "model.head.contrast_base_tau": 0.07,
-    "model.head.contrast_warmup_iters": 5000,
-    "model.head.contrast_max_anchors": 1024,
-    "model.head.contrast_max_views": 100,
-    "model.head.contrast_min_class_pixels": 100,
-    "model.head.contrast_queue_size": 5000,
-    "model.head.contrast_queue_pixels": 10,
+    "model.head.contrast_variant": "in_batch", "model.head.contrast_weight": None,
+    "model.head.contrast_tau": None, "model.head.contrast_base_tau": 0.07,
+    "model.head.contrast_warmup_iters": 5000, "model.head.contrast_max_anchors": 1024,
+    "model.head.contrast_max_views": 100, "model.head.contrast_min_class_pixels": 100,
+    "model.head.contrast_queue_size": 5000, "model.head.contrast_queue_pixels": 10,
     "model.head.contrast_proj_dim": 256,
-    "eval.window_h": 0,
-    "eval.window_w": 0,
-    "eval.stride_h": 0,
-    "eval.stride_w": 0,
+    "eval.window_h": 0, "eval.window_w": 0, "eval.stride_h": 0, "eval.stride_w": 0,
     "eval.logit_resize": "direct", "train.lr_schedule": "poly", "train.min_lr": 0.0,
     "train.param_groups": "no_decay_1d", "train.ce_average": "labelled",  # docs/fidelity.md
     "data.pipeline": "torchvision",

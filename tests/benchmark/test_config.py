@@ -220,3 +220,16 @@ def test_allowed_head_values_are_the_options_declared_choices() -> None:
     with pytest.raises(ConfigError, match="bad value for model.head.score_norm: 'batchnorm'; "
                                           "choose one of layernorm, none"):
         apply_overrides(Cell(grid="g", row="x"), ["model.head.score_norm=batchnorm"])
+
+
+def test_the_key_names_which_weights_not_where_they_are() -> None:
+    """Two users with the same checkpoint in different folders share cell keys (the record
+    names the file and its SHA-256); from scratch (`none`) and no weights stay distinct."""
+    from experiments import get_grid
+
+    cell = get_grid("table1").cells[0]
+    here = apply_overrides(cell, ["model.pretrained=/ckpt/a/resnet101_v1c.pth"])
+    there = apply_overrides(cell, ["model.pretrained=/other/place/resnet101_v1c.pth"])
+    scratch = apply_overrides(cell, ["model.pretrained=none"])
+    assert here.key == there.key
+    assert len({here.key, scratch.key, cell.key}) == 3
