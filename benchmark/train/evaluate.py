@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from benchmark.train.data import ignore_stop_signals
+
 
 class LabelRangeError(ValueError):
     """A label value that is neither a class id nor the ignore value."""
@@ -102,7 +104,8 @@ def predict_confusion(
     model.eval()
     part = shard(dataset, rank, world_size)
     loader = DataLoader(part, batch_size=batch_size, num_workers=num_workers,
-                        pin_memory=torch.device(device).type == "cuda")
+                        pin_memory=torch.device(device).type == "cuda",
+                        worker_init_fn=ignore_stop_signals if num_workers > 0 else None)
     # rank 0 holds the largest shard: every process calls between_batches() that many times
     rounds = math.ceil(math.ceil(len(dataset) / world_size) / batch_size)
     batches = iter(tqdm(loader, desc="eval", disable=not progress, leave=False))

@@ -12,8 +12,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 import benchmark.train.evaluate as evaluate
 from benchmark.config import apply_overrides
@@ -147,3 +149,30 @@ def test_ctrl_c_in_run_all_prints_one_line_and_exits_3(tmp_path) -> None:
     beats = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("heartbeat.json")]
     assert [(b["phase"], b["pid"], b["total"]) for b in beats] == [("training", proc.pid, 100000)]
     assert list((tmp_path / "results").rglob("events.out.tfevents.*"))
+
+
+class SignalledInWorker(torch.utils.data.Dataset):
+    """Two evaluation samples; loading one in a DataLoader worker sends SLURM's signals to that
+    worker (SLURM signals every process of a job step)."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.utils.data.get_worker_info() is not None:
+            for signum in SIGNALS:
+                os.kill(os.getpid(), signum)
+        return torch.zeros(3, 8, 8), torch.zeros(8, 8, dtype=torch.long)
+
+
+def test_evaluation_workers_leave_signals_to_the_main_process() -> None:
+    """A worker killed by SIGTERM would fail the run; the main process handles the signal."""
+    conv = torch.nn.Conv2d(3, 2, 1)
+
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            return SimpleNamespace(logits=conv(x))
+
+    cm = evaluate.predict_confusion(Model(), SignalledInWorker(), 2, 255, batch_size=1,
+                                    progress=False, num_workers=1)
+    assert int(cm.sum()) == 2 * 8 * 8
