@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -62,7 +63,11 @@ class Heartbeat:
         if not force and self.last is not None and now - self.last < self.every_s:
             return
         self.last = now
-        atomic_write(self.path, json.dumps(self.content(step, phase)) + "\n")
+        try:
+            atomic_write(self.path, json.dumps(self.content(step, phase)) + "\n")
+        except OSError as err:  # progress display only: never worth failing a run for
+            print(f"warning: heartbeat off: {err}", file=sys.stderr, flush=True)
+            self.path = None
 
 
 class TrainLog:

@@ -52,6 +52,16 @@ def test_heartbeat_rate_limits_and_estimates(tmp_path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["heartbeat.json"]
 
 
+def test_an_unwritable_heartbeat_warns_once_and_the_run_goes_on(tmp_path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    beat = Heartbeat(blocker / "heartbeat.json", total=10, batch_size=2, start_step=0)
+    beat.beat(0, force=True)  # its folder is a file: the write fails
+    beat.beat(1, force=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: heartbeat off: ") and str(blocker) in err[0]
+
+
 def test_run_writes_heartbeat_and_tensorboard_scalars(tmp_path) -> None:
     cell = apply_overrides(smoke().cells[-1], TINY)  # prototype head: its own loss terms
     hb, logs = tmp_path / "heartbeat.json", tmp_path / "logs"
