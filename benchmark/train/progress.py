@@ -2,9 +2,9 @@
 
 The heartbeat is a small JSON file rewritten atomically every few seconds (step, total,
 images/s, estimated seconds left, pid, host, time of the update) so that `--status` can show a
-running run's progress without touching the process (benchmark/launch/status.py reads it). TensorBoard scalars (loss terms, lr,
-throughput, evaluation mIoU, prototype statistics) go through Accelerate's trackers, written
-by the main process.
+running run's progress without touching the process (benchmark/launch/status.py reads it).
+TensorBoard scalars (loss terms, lr, throughput, evaluation mIoU, prototype statistics) go
+through Accelerate's trackers, written by the main process.
 """
 
 from __future__ import annotations
