@@ -119,7 +119,7 @@ def execute_run(run: Run, progress: bool = True) -> Record:
         status="done", **base, metrics=result.metrics, params=result.params,
         timings=result.timings, memory=result.memory, history=result.history,
         confusion=result.confusion, weights_sha256=result.weights_sha256, finished=_now(),
-        provenance=provenance(),
+        provenance={**provenance(), "pretrained": result.pretrained},
     )
     if accelerator.is_main_process:
         save_record(run.path, record)

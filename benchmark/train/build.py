@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 
 from benchmark.checkpoints import load_pretrained
+from benchmark.train.health import HealthMonitor
 from benchmark.config import Cell
 from benchmark.datasets import DatasetInfo
 from benchmark.train.optim import build_optimizer
@@ -31,11 +33,17 @@ def build_state(ctx: RunContext, info: DatasetInfo) -> TrainState:
     processes (SyncBN across GPUs, as the released recipes train), at step 0."""
     cell, accelerator = ctx.cell, ctx.accelerator
     model = build_model(cell.model, info.num_classes, cell.data.ignore_index)
+    pretrained: dict[str, Any] = {}
     if cell.model.pretrained:  # local file only; a missing file is a one-line PretrainedError
-        ctx.say(load_pretrained(model, cell.model.pretrained).summary())
+        report = load_pretrained(model, cell.model.pretrained)
+        ctx.say(report.summary())
+        pretrained = {"file": report.path, "sha256": report.sha256, "format": report.format,
+                      "tensors_loaded": report.loaded, "tensors_expected": report.expected}
+    health = HealthMonitor(model)  # before resuming: it keeps the initial prototypes
     params = count_params(model)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(model, cell)
     model, optimizer = accelerator.prepare(model, optimizer)
-    return TrainState(model=model, optimizer=optimizer, params=params)
+    return TrainState(model=model, optimizer=optimizer, params=params, health=health,
+                      pretrained=pretrained)

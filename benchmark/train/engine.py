@@ -52,6 +52,7 @@ class RunResult:
     history: list[dict[str, float]] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
     weights_sha256: str = ""
+    pretrained: dict[str, Any] = field(default_factory=dict)  # backbone file, sha256, tensors
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -135,6 +136,9 @@ def _run(ctx: RunContext, weights_path: Path | None, heartbeat_path: Path | None
     cm = _confusion(ctx, state, val_set, info, workers)
     eval_s = time.perf_counter() - t1
     metrics = metrics_from_confusion(cm.cpu(), info.class_names)
+    final_health = state.health.final(accelerator.unwrap_model(state.model), accelerator)
+    if final_health is not None:  # prototype heads: usage, collapse, movement per class
+        metrics["prototype_health"] = final_health
     ctx.log({"eval/miou": metrics["miou"], "eval/aacc": metrics["aacc"]}, ctx.total)
     final_model = accelerator.unwrap_model(state.model)
     if weights_path is not None and accelerator.is_main_process:
@@ -144,7 +148,8 @@ def _run(ctx: RunContext, weights_path: Path | None, heartbeat_path: Path | None
     return RunResult(metrics=metrics,
                      params=state.params, timings=_timings(ctx, state, eval_s, len(val_set)),
                      memory=peak_record(device, peak_was_reset), history=state.history,
-                     confusion=cm.cpu().tolist(), weights_sha256=weights_sha256(final_model))
+                     confusion=cm.cpu().tolist(), weights_sha256=weights_sha256(final_model),
+                     pretrained=state.pretrained)
 
 
 def _confusion(ctx: RunContext, state: TrainState, val_set: Any, info: DatasetInfo,

@@ -41,9 +41,13 @@ def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
                                backward=accelerator.backward, clip=clip, step=step,
                                ce_average=cell.train.ce_average)
         state.step_times.append(time.perf_counter() - t_step)
+        if state.health is not None:
+            state.health.observe(result.out.state)
         if step % cell.train.log_every == 0 or step == ctx.total - 1:
             entry = {"step": step, "loss": result.loss.item(), "ce": result.ce.item(), "lr": lr}
             entry.update({k: v.item() for k, v in result.out.losses.items()})
+            if state.health is not None:
+                entry.update(state.health.summary(accelerator.unwrap_model(state.model)))
             state.history.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}")
             if ctx.logging:

@@ -11,6 +11,7 @@ import torch
 from accelerate import Accelerator
 
 from benchmark.config import Cell
+from benchmark.train.health import HealthMonitor
 from benchmark.train.interrupts import DeferredSignals, interrupted_message
 from benchmark.train.progress import Heartbeat, TrainLog
 
@@ -91,13 +92,20 @@ class TrainState:
     train_s: float = 0.0
     step_times: list[float] = field(default_factory=list)
     resumed_from: int = 0
+    health: HealthMonitor | None = None  # prototype heads: assignment counts (benchmark/train/health.py)
+    pretrained: dict[str, Any] = field(default_factory=dict)  # the backbone file loaded, its sha256
 
     def extra(self) -> dict[str, Any]:
         """What a checkpoint keeps besides model, optimizer and RNG states."""
-        return {"history": self.history, "train_s": self.train_s, "step_times": self.step_times}
+        extra = {"history": self.history, "train_s": self.train_s, "step_times": self.step_times}
+        if self.health is not None and self.health.active:
+            extra["health_counts"] = self.health.to_state()
+        return extra
 
     def restore(self, step: int, extra: dict[str, Any]) -> None:
         """Take back what `extra` saved at `step`."""
         self.step = self.resumed_from = step
         self.history, self.train_s = extra["history"], extra["train_s"]
         self.step_times = extra["step_times"]
+        if self.health is not None:
+            self.health.restore(extra.get("health_counts"))
