@@ -23,6 +23,7 @@ _EXPORTS = {
     "load_pretrained": "pretrained", "read_state_dict": "pretrained", "sha256_of": "expected",
     "load_checkpoint": "whole", "find_checkpoint": "whole",
     "missing_weights": "weights", "needs_weights": "weights", "weights_column": "weights",
+    "weights_sha256": "identity",
 }
 
 

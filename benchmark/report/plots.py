@@ -321,7 +321,7 @@ def load_trained_model(cell: Cell, weights: Path, expected_sha256: str | None = 
     """The cell's model with the final weights of a run (CPU, eval mode); a file that does not
     match the record's weight hash raises StaleWeightsError (weights of another run)."""
     from benchmark.datasets import dataset_info
-    from benchmark.train.engine import weights_sha256
+    from benchmark.checkpoints import weights_sha256
     from methods import build_model
 
     info = dataset_info(cell.data)

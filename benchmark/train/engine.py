@@ -8,7 +8,6 @@ any moment ends in a checkpoint the rerun resumes from, bitwise equal (docs/desi
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from benchmark.checkpoints.identity import weights_sha256
 from benchmark.datasets import DatasetInfo, build_dataset, dataset_info
 from benchmark.store import atomic_write
 from benchmark.train.build import build_state, make_accelerator
@@ -53,17 +53,6 @@ class RunResult:
     confusion: list[list[int]] = field(default_factory=list)
     weights_sha256: str = ""
     pretrained: dict[str, Any] = field(default_factory=dict)  # backbone file, sha256, tensors
-
-
-def weights_sha256(model: torch.nn.Module) -> str:
-    """Hash of every parameter and buffer (name, dtype, shape, raw bytes): equal iff bitwise
-    equal."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def eval_windows(cell: Cell) -> dict[str, tuple[int, int] | None]:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from benchmark.report import plots
 from benchmark.config import Cell, DataSpec, HeadSpec, ModelSpec, TrainSpec
-from benchmark.train.engine import weights_sha256
+from benchmark.checkpoints import weights_sha256
 from benchmark.report.aggregate import per_class_iou
 from benchmark.store import Record, ResultsLayout
 from methods import build_model
