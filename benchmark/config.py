@@ -117,6 +117,7 @@ class TrainSpec:
     min_lr: float = 0.0  # the poly decay's floor (MMSeg's PolyLR eta_min: 1e-4 for SGD recipes)
     param_groups: str = "no_decay_1d"  # no_decay_1d | decay_all | segformer | swin (optim.py)
     ce_average: str = "labelled"  # cross-entropy mean over: labelled | all_pixels (MMSeg's)
+    ce_weights: str = "none"  # class weights: none | protoseg_cityscapes (released config's)
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "eval.window_h": 0, "eval.window_w": 0, "eval.stride_h": 0, "eval.stride_w": 0,
     "eval.logit_resize": "direct", "train.lr_schedule": "poly", "train.min_lr": 0.0,
     "train.param_groups": "no_decay_1d", "train.ce_average": "labelled",  # docs/fidelity.md
+    "train.ce_weights": "none",
     "data.pipeline": "torchvision",
 }
 
@@ -323,6 +325,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.logit_resize": ("direct", "via_input"), "train.lr_schedule": ("poly", "mmengine"),
     "train.param_groups": ("no_decay_1d", "decay_all", "segformer", "swin"),
     "train.ce_average": ("labelled", "all_pixels"),
+    "train.ce_weights": ("none", "protoseg_cityscapes"),
     "data.format": ("native", "hf"),
     "data.photometric": ("none", "mmseg", "brightness"),
     "data.pipeline": ("torchvision", "mmseg"),

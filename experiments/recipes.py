@@ -43,8 +43,9 @@ PROTOSEG_CITY = "protoseg:configs/cityscapes/H_48_D_4_proto.json"
 COCO_80K = ("no MMSeg config for this model on COCO-Stuff-10K: its ADE20K config with MMSeg's "
             "COCO-Stuff-10K data (_base_/datasets/coco-stuff10k.py, 171 classes) and 80K "
             "iterations (the poly decay ends at 80K, as in schedule_80k)")
-PROTOSEG_DEVIATIONS = ("fp16 AMP there, bf16 here; the config's 19 class weights (ce_weight) "
-                       "are not applied")
+PROTOSEG_DEVIATIONS = ("fp16 AMP there, bf16 here; the logits are upsampled to the label with "
+                       "align_corners=False here, True there; its openseg pipeline (bicubic "
+                       "resize, aspect jitter, BGR input) is not replicated (docs/fidelity.md)")
 
 
 @dataclass(frozen=True)
@@ -116,11 +117,12 @@ def _adamw_mmseg(iters: int, batch: int, name: str, groups: str) -> TrainSpec:
 
 def _protoseg(name: str) -> TrainSpec:
     """The released ProtoSeg HRNet recipe: SGD, lambda_poly (power 0.9, to 0), AMP, every
-    parameter decayed (no group_method), nn.CrossEntropyLoss's mean over labelled pixels."""
+    parameter decayed (no group_method), the config's class-weighted cross-entropy (ce_weight)
+    averaged over labelled pixels."""
     return TrainSpec(iters=80_000, batch_size=8, optimizer="sgd", lr=0.01, momentum=0.9,
                      weight_decay=5e-4, poly_power=0.9, warmup_iters=0, amp=True, log_every=50,
                      recipe=name, lr_schedule="poly", min_lr=0.0, param_groups="decay_all",
-                     ce_average="labelled")
+                     ce_average="labelled", ce_weights="protoseg_cityscapes")
 
 
 def _ade20k(summary: str, train: TrainSpec, gpus: int, source: str) -> Recipe:

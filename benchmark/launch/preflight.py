@@ -142,7 +142,8 @@ def _check_training_step(cell: Cell, model: torch.nn.Module, optimizer: torch.op
     _sync(device)
     t0 = time.perf_counter()
     step = training_step(model, optimizer, images, labels, ignore,
-                         autocast=_autocast(cell, device), ce_average=cell.train.ce_average)
+                         autocast=_autocast(cell, device), ce_average=cell.train.ce_average,
+                         ce_weights=cell.train.ce_weights)
     _sync(device)
     result.step_s = time.perf_counter() - t0
     losses = {"ce": step.ce, **step.out.losses}

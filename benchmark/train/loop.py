@@ -39,7 +39,8 @@ def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
         result = training_step(state.model, state.optimizer, images, labels,
                                cell.data.ignore_index, autocast=accelerator.autocast,
                                backward=accelerator.backward, clip=clip, step=step,
-                               ce_average=cell.train.ce_average)
+                               ce_average=cell.train.ce_average,
+                               ce_weights=cell.train.ce_weights)
         state.step_times.append(time.perf_counter() - t_step)
         if state.health is not None:
             state.health.observe(result.out.state)

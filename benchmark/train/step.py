@@ -37,11 +37,11 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                   autocast: Callable[[], Any] = contextlib.nullcontext,
                   backward: Callable[[torch.Tensor], None] | None = None,
                   clip: Callable[[], Any] | None = None, step: int = 0,
-                  ce_average: str = "labelled") -> StepOutput:
+                  ce_average: str = "labelled", ce_weights: str = "none") -> StepOutput:
     """Forward, loss (upsampled cross-entropy + the head's terms), backward, optimizer step.
 
-    `ce_average` (`train.ce_average`) normalises the main and auxiliary cross-entropy
-    (benchmark/train/loss.py).
+    `ce_average` (`train.ce_average`) normalises the main and auxiliary cross-entropy,
+    `ce_weights` (`train.ce_weights`) weights the main one's classes (benchmark/train/loss.py).
 
     Each phase is a `torch.profiler` range (`train/forward`, `train/loss`, `train/backward`,
     `train/optimizer`), nearly free when no profiler runs. `backward`/`autocast`/`clip` are
@@ -53,7 +53,7 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         with record_function("train/loss"):
             logits = F.interpolate(out.logits, size=labels.shape[-2:], mode="bilinear",
                                    align_corners=False)
-            ce = seg_cross_entropy(logits.float(), labels, ignore_index, ce_average)
+            ce = seg_cross_entropy(logits.float(), labels, ignore_index, ce_average, ce_weights)
             rescale_aux_loss(out.losses, labels, ignore_index, ce_average)
             loss = ce + sum(out.losses.values())
     if not torch.isfinite(loss):

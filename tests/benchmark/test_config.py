@@ -146,7 +146,7 @@ GRID_KEYS = {
     "table1": "fcn-c12885ff79 ours-fcn-ffd79eb3bf hrnet-4bbd035d5d ours-hrnet-fe86add95b "
               "swin-a9b63930ea ours-swin-6e2d981b11 segformer-a8475fbce7 "
               "ours-segformer-9a908d60a2",
-    "table2": "fcn-f95ac46951 ours-fcn-9cdba1d474 hrnet-c849a5e8dd ours-hrnet-c6b54b9b16 "
+    "table2": "fcn-f95ac46951 ours-fcn-9cdba1d474 hrnet-5f06cf803b ours-hrnet-a5fc7fe30d "
               "swin-7764156f13 ours-swin-e7cbf48a36 segformer-149effb67a "
               "ours-segformer-4dd4ff1739 contrastiveseg-df85ad005e",
     "table3": "fcn-781d94b610 ours-fcn-8a3a8c3ab6 hrnet-0bc05f4a45 ours-hrnet-1f8915d568 "

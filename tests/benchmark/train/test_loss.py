@@ -62,3 +62,33 @@ def test_unknown_average_is_refused() -> None:
     logits, labels = _batch(0.1)
     with pytest.raises(ValueError, match="ce_average"):
         seg_cross_entropy(logits, labels, IGNORE, "mean")
+
+
+def test_class_weights_follow_the_released_configs_weighted_mean() -> None:
+    """`protoseg_cityscapes`: sum of w_y * loss / sum of w_y over labelled pixels (the released
+    code's weighted nn.CrossEntropyLoss), computed here by hand."""
+    import torch
+
+    from benchmark.train.loss import CLASS_WEIGHTS, seg_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 19, 3, 4, generator=g)
+    labels = torch.randint(0, 19, (2, 3, 4), generator=g)
+    labels[0, 0] = 255
+    w = torch.tensor(CLASS_WEIGHTS["protoseg_cityscapes"])
+    nll = -torch.log_softmax(logits, 1).gather(1, labels.clamp(max=18)[:, None])[:, 0]
+    keep = labels != 255
+    weighted = w[labels.clamp(max=18)] * nll
+    expected = weighted[keep].sum() / w[labels[keep]].sum()
+    got = seg_cross_entropy(logits, labels, 255, "labelled", "protoseg_cityscapes")
+    assert torch.allclose(got, expected, atol=1e-6)
+    all_pixels = seg_cross_entropy(logits, labels, 255, "all_pixels", "protoseg_cityscapes")
+    assert torch.allclose(all_pixels, weighted[keep].sum() / labels.numel(), atol=1e-6)
+    assert not torch.allclose(got, seg_cross_entropy(logits, labels, 255, "labelled"))
+    try:
+        seg_cross_entropy(logits[:, :11], labels.clamp(max=10), 255, "labelled",
+                          "protoseg_cityscapes")
+    except ValueError as err:
+        assert "19 classes, the model 11" in str(err)
+    else:
+        raise AssertionError("weights of another data set must be refused")
