@@ -92,6 +92,7 @@ class ModelSpec:
     pretrained: str = ""  # local checkpoint path for the backbone; empty = random init
     head: HeadSpec = field(default_factory=HeadSpec)
     aux_weight: float = 0.0  # auxiliary FCN head on the second-to-last level (FCN: 0.4); 0 = none
+    init: str = "library"  # library (torch/transformers defaults) | mmseg (MMSeg's head init, eps)
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "eval.window_h": 0, "eval.window_w": 0, "eval.stride_h": 0, "eval.stride_w": 0,
     "eval.logit_resize": "direct", "train.lr_schedule": "poly", "train.min_lr": 0.0,
     "train.param_groups": "no_decay_1d", "train.ce_average": "labelled",  # docs/fidelity.md
-    "train.ce_weights": "none",
+    "train.ce_weights": "none", "model.init": "library",
     "data.pipeline": "torchvision",
 }
 
@@ -326,6 +327,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.param_groups": ("no_decay_1d", "decay_all", "segformer", "swin"),
     "train.ce_average": ("labelled", "all_pixels"),
     "train.ce_weights": ("none", "protoseg_cityscapes"),
+    "model.init": ("library", "mmseg"),
     "data.format": ("native", "hf"),
     "data.photometric": ("none", "mmseg", "brightness"),
     "data.pipeline": ("torchvision", "mmseg"),

@@ -21,7 +21,8 @@ from experiments.paper import ABLATION_K, ABLATION_LOSS
 from experiments.recipes import RECIPES, recipe_specs
 from experiments.paper_models import OURS_HEAD
 
-ABLATION_MODEL = ModelSpec(backbone="mit_b2", decoder="mlp", decoder_channels=768, head=OURS_HEAD)
+ABLATION_MODEL = ModelSpec(backbone="mit_b2", decoder="mlp", decoder_channels=768, head=OURS_HEAD,
+                           init="mmseg")
 RECIPE = RECIPES["ade20k_segformer_160k"]
 COLUMN = "MiT-B2"
 

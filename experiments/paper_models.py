@@ -30,13 +30,13 @@ class PaperModel:
 
 PAPER_MODELS: tuple[PaperModel, ...] = (
     PaperModel("fcn", "cnn", ModelSpec(backbone="resnet101_d8", decoder="fcn",
-                                       decoder_channels=512, aux_weight=0.4)),
+                                       decoder_channels=512, aux_weight=0.4, init="mmseg")),
     PaperModel("hrnet", "cnn", ModelSpec(backbone="hrnetv2_w48", decoder="hrnetv2",
-                                         decoder_channels=720)),
+                                         decoder_channels=720, init="mmseg")),
     PaperModel("swin", "transformer", ModelSpec(backbone="swin_b", decoder="mlp",
-                                                decoder_channels=768)),
+                                                decoder_channels=768, init="mmseg")),
     PaperModel("segformer", "transformer", ModelSpec(backbone="mit_b4", decoder="mlp",
-                                                     decoder_channels=768)),
+                                                     decoder_channels=768, init="mmseg")),
 )
 
 # ProtoSeg's head in the paper's parameter convention (no projection MLP; K = 10).

@@ -9,7 +9,7 @@ from experiments.paper_models import paper_grid, paper_table_cells
 
 # Table 1's reference row "UperNet, Swin-Base, 121.0M": buildable, not part of the grid.
 UPERNET_SWIN_B = ModelSpec(backbone="swin_b", decoder="upernet", decoder_channels=512,
-                           aux_weight=0.4)
+                           aux_weight=0.4, init="mmseg")
 
 
 def table1() -> Grid:

@@ -41,11 +41,14 @@ class Published:
         return (f"{self.config}*.pth", f"{self.old_name}*.pth")
 
 
-FCN = ModelSpec(backbone="resnet101_d8", decoder="fcn", decoder_channels=512, aux_weight=0.4)
-HRNET = ModelSpec(backbone="hrnetv2_w48", decoder="hrnetv2", decoder_channels=720)
-SWIN = ModelSpec(backbone="swin_b", decoder="upernet", decoder_channels=512, aux_weight=0.4)
+FCN = ModelSpec(backbone="resnet101_d8", decoder="fcn", decoder_channels=512, aux_weight=0.4,
+                init="mmseg")
+HRNET = ModelSpec(backbone="hrnetv2_w48", decoder="hrnetv2", decoder_channels=720, init="mmseg")
+SWIN = ModelSpec(backbone="swin_b", decoder="upernet", decoder_channels=512, aux_weight=0.4,
+                 init="mmseg")
 # MMSeg's SegformerHead: conv + BN + ReLU per level, 256 channels (*unverified* for MiT-B4)
-SEGFORMER = ModelSpec(backbone="mit_b4", decoder="mlp_mmseg", decoder_channels=256)
+SEGFORMER = ModelSpec(backbone="mit_b4", decoder="mlp_mmseg", decoder_channels=256,
+                      init="mmseg")
 # released ProtoSeg: openseg fuse and cls_head, projection MLP, L2 over the width axis
 # (docs/method.md#paper-vs-released-code)
 PROTOSEG_HRNET = ModelSpec(backbone="hrnetv2_w48_openseg", decoder="hrnetv2_openseg",

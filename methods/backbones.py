@@ -269,8 +269,8 @@ def _set_drop_path(model: nn.Module, rate: float) -> None:
 class MixTransformer(Backbone):
     """SegFormer's MiT encoder (transformers `SegformerModel` built from a config, no download).
 
-    Every LayerNorm has MMSeg's eps 1e-6 (docs/fidelity.md); transformers uses 1e-5 in the
-    patch embeddings, blocks and spatial reduction (the original SegFormer mixes both).
+    `use_mmseg_eps()` gives every LayerNorm MMSeg's eps 1e-6 (docs/fidelity.md; `model.init=
+    mmseg`); transformers uses 1e-5 in the patch embeddings, blocks and spatial reduction.
     """
 
     def __init__(self, hidden_sizes: list[int], depths: list[int], num_heads: list[int]) -> None:
@@ -282,11 +282,14 @@ class MixTransformer(Backbone):
             drop_path_rate=0.1,
         )
         self.body = SegformerModel(config)
-        for m in self.body.modules():  # MMSeg's MiT: LN eps 1e-6 everywhere (transformers: 1e-5)
-            if isinstance(m, nn.LayerNorm):
-                m.eps = 1e-6
         self.out_channels = list(hidden_sizes)
         self.strides = [4, 8, 16, 32]
+
+    def use_mmseg_eps(self) -> None:
+        """MMSeg's MiT: LayerNorm eps 1e-6 everywhere."""
+        for m in self.body.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.eps = 1e-6
 
     def forward(self, x: Tensor) -> list[Tensor]:
         out = self.body(pixel_values=x, output_hidden_states=True)

@@ -70,9 +70,12 @@ class Segmentor(nn.Module):
 
 
 def build_model(spec: Any, num_classes: int, ignore_index: int = 255) -> Segmentor:
-    """Build from a ModelSpec-like object (backbone, decoder, decoder_channels, head, aux_weight).
+    """Build from a ModelSpec-like object (backbone, decoder, decoder_channels, head, aux_weight,
+    init).
 
     `aux_weight > 0` adds the auxiliary FCN head on the second-to-last backbone level.
+    `init="mmseg"` initialises the heads as MMSeg does and gives MiT MMSeg's LayerNorm eps
+    (docs/fidelity.md); `library` (default) keeps torch's / transformers' defaults.
     """
     backbone = build_backbone(spec.backbone)
     decoder = build_decoder(spec.decoder, backbone.out_channels, spec.decoder_channels)
@@ -84,7 +87,10 @@ def build_model(spec: Any, num_classes: int, ignore_index: int = 255) -> Segment
             raise ValueError(f"aux_weight > 0 needs a backbone with >= 2 levels; "
                              f"{spec.backbone} has {len(backbone.out_channels)}")
         aux = AuxFCNHead(backbone.out_channels[-2], num_classes)
-    init_heads_like_mmseg(decoder, head, aux)
+    if getattr(spec, "init", "library") == "mmseg":
+        init_heads_like_mmseg(decoder, head, aux)
+        if hasattr(backbone, "use_mmseg_eps"):
+            backbone.use_mmseg_eps()
     return Segmentor(backbone, decoder, head, aux, aux_weight, ignore_index)
 
 

@@ -139,21 +139,25 @@ def test_the_torch_free_catalog_names_exactly_the_registered_builders() -> None:
 # Every grid's cell keys, computed before HeadSpec was composed from the heads' options
 # (methods/heads/options.py): a key must not change unless a cell's settings deliberately do.
 # The paper grids' keys changed when each recipe followed its source (issue 13: pipeline,
-# schedule, parameter groups, loss normalisation, evaluation resize; experiments/recipes.py).
+# schedule, parameter groups, loss normalisation, evaluation resize, MMSeg's initialisation
+# `model.init=mmseg`; experiments/recipes.py, experiments/paper_models.py).
 GRID_KEYS = {
     "smoke": "softmax-b45cfa9900 pixel-query-aae0eb4479 pixel-contrast-0850c04962 "
              "prototype-k-1-e96d2809d4 prototype-k-5-ecae1a0c29",
-    "table1": "fcn-c12885ff79 ours-fcn-ffd79eb3bf hrnet-4bbd035d5d ours-hrnet-fe86add95b "
-              "swin-a9b63930ea ours-swin-6e2d981b11 segformer-a8475fbce7 "
-              "ours-segformer-9a908d60a2",
-    "table2": "fcn-f95ac46951 ours-fcn-9cdba1d474 hrnet-5f06cf803b ours-hrnet-a5fc7fe30d "
-              "swin-7764156f13 ours-swin-e7cbf48a36 segformer-149effb67a "
-              "ours-segformer-4dd4ff1739 contrastiveseg-df85ad005e",
-    "table3": "fcn-781d94b610 ours-fcn-8a3a8c3ab6 hrnet-0bc05f4a45 ours-hrnet-1f8915d568 "
-              "swin-954333424a ours-swin-0983c09fd8 segformer-060739cfcb "
-              "ours-segformer-6aa86d2cf6",
-    "ablation_loss": "ce-939a272442 ce-ppc-a7d11e9485 ce-ppd-bee00848d7 ce-ppc-ppd-9a044cdda0",
-    "ablation_k": "k-1-63986038a6 k-5-4f27724ffe k-10-9a044cdda0 k-20-fc780d7ad3 k-50-0aa60cfeb3",
+    "table1": "fcn-ffda5353de ours-fcn-1a4a290955 hrnet-c3e5c2b3bf "
+              "ours-hrnet-2be1f82d36 swin-af65871c15 ours-swin-a6152adf6f "
+              "segformer-4a546b1bf7 ours-segformer-fd2ea0eb88",
+    "table2": "fcn-1f502a0c7c ours-fcn-07b2c7872e hrnet-80ada93de5 "
+              "ours-hrnet-4d12a85d0e swin-b1ca8d12d1 ours-swin-33f4636354 "
+              "segformer-5febe7dc14 ours-segformer-86cc59ade3 "
+              "contrastiveseg-802bbbd22e",
+    "table3": "fcn-5242d56839 ours-fcn-bcff3b0003 hrnet-089433ae0e "
+              "ours-hrnet-485af07258 swin-85ee88284f ours-swin-4f592a7237 "
+              "segformer-70d9e05398 ours-segformer-721a5ddd9c",
+    "ablation_loss": "ce-b808c0e4df ce-ppc-81c5dfaa1e ce-ppd-2e4e85615c "
+                     "ce-ppc-ppd-be2443cd8b",
+    "ablation_k": "k-1-898a3733c4 k-5-ccac6be046 k-10-be2443cd8b k-20-1add662c1b "
+                  "k-50-979f942f3e",
     "camvid": "softmax-5b17d9daa7 pixel-query-0c9d398503 pixel-contrast-7e95b3a793 "
               "prototype-k-10-a3a53052c1",
 }

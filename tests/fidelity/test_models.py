@@ -77,7 +77,8 @@ def test_fcn_r101_d8_equals_mmseg_fcn_r101_d8(mmseg) -> None:
     assert compare(mmseg, "fcn", "fcn/fcn_r101-d8_4xb4-160k_ade20k-512x512") <= TOL
 
 
-SEGFORMER_ZOO = ModelSpec(backbone="mit_b4", decoder="mlp_mmseg", decoder_channels=256)
+SEGFORMER_ZOO = ModelSpec(backbone="mit_b4", decoder="mlp_mmseg", decoder_channels=256,
+                          init="mmseg")
 
 
 def test_segformer_mit_b4_zoo_head_equals_mmseg_segformer_mit_b4(mmseg) -> None:

@@ -37,7 +37,7 @@ def _model(backbone: str, decoder: str, seed: int, head: HeadSpec | None, aux_we
            channels: int, classes: int) -> nn.Module:
     torch.manual_seed(seed)
     spec = ModelSpec(backbone=backbone, decoder=decoder, decoder_channels=channels,
-                     head=head or HeadSpec(), aux_weight=aux_weight)
+                     head=head or HeadSpec(), aux_weight=aux_weight, init="mmseg")
     net = build_model(spec, classes)
     with torch.no_grad():
         for m in net.modules():
