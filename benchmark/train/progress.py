@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import socket
 import sys
@@ -25,6 +26,16 @@ from benchmark.store import atomic_write
 from methods.prototype_health import pairwise_cosine
 
 HEARTBEAT_EVERY_S = 5.0
+HEARTBEAT_ENV = "PROTOSEG_HEARTBEAT_S"  # seconds between heartbeats (tests: well below a step)
+
+
+def heartbeat_interval() -> float:
+    """Seconds between heartbeat writes: $PROTOSEG_HEARTBEAT_S if a positive number, else 5."""
+    try:
+        value = float(os.environ.get(HEARTBEAT_ENV, HEARTBEAT_EVERY_S))
+    except ValueError:
+        return HEARTBEAT_EVERY_S
+    return value if value > 0 and math.isfinite(value) else HEARTBEAT_EVERY_S
 
 
 def _utc_now() -> str:
@@ -36,10 +47,11 @@ class Heartbeat:
     path or off the main process. Throughput counts only the steps this process trained."""
 
     def __init__(self, path: Path | None, total: int, batch_size: int, start_step: int,
-                 every_s: float = HEARTBEAT_EVERY_S,
+                 every_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.path, self.total, self.batch_size = path, total, batch_size
-        self.start_step, self.every_s, self.clock = start_step, every_s, clock
+        self.start_step, self.clock = start_step, clock
+        self.every_s = heartbeat_interval() if every_s is None else every_s
         self.t_start = clock()
         self.last: float | None = None
         self.started = _utc_now()

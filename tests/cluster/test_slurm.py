@@ -22,6 +22,7 @@ import torch
 from benchmark.cli import main
 from benchmark.config import Cell, apply_overrides
 from benchmark.train.engine import train_and_evaluate
+from benchmark.train.progress import HEARTBEAT_ENV
 from benchmark.launch.executors import ClusterOptions, plan, submit
 from benchmark.store import jsonable
 from experiments.smoke import smoke
@@ -177,7 +178,10 @@ def preempted(slurm_cluster, tmp_path_factory):
     for mode in MODES:
         results = tmp_path_factory.mktemp(f"preempt-{mode}")
         (run,) = plan([cell], [0], results)
-        with job_environment():
+        with job_environment(), pytest.MonkeyPatch.context() as m:
+            # the job's heartbeat after every step (0.05 s): the signal below lands right after
+            # the first step, long before training could end within SLURM's KillWait
+            m.setenv(HEARTBEAT_ENV, "0.05")
             (job,) = submit([run], "slurm", results, opts)
         jobs[mode] = (job, run)
     signalled: set[str] = set()

@@ -112,3 +112,15 @@ def test_prototype_scalars_only_for_heads_with_several_prototypes() -> None:
     assert prototype_scalars(model) == {"prototypes/pairwise_cosine": pytest.approx(1.0)}
     model.head = Head(same[:, :1])  # one prototype per class: nothing to compare
     assert prototype_scalars(model) == {}
+
+
+def test_heartbeat_interval_comes_from_the_environment(monkeypatch) -> None:
+    from benchmark.train.progress import HEARTBEAT_ENV, HEARTBEAT_EVERY_S, heartbeat_interval
+
+    monkeypatch.setenv(HEARTBEAT_ENV, "0.25")
+    assert heartbeat_interval() == 0.25
+    for bad in ("0", "-1", "nan", "soon"):
+        monkeypatch.setenv(HEARTBEAT_ENV, bad)
+        assert heartbeat_interval() == HEARTBEAT_EVERY_S
+    monkeypatch.delenv(HEARTBEAT_ENV)
+    assert heartbeat_interval() == HEARTBEAT_EVERY_S
