@@ -381,4 +381,6 @@ def render_figures(grid: str, cells: list[Cell], records: list[Record],
     out_dir = ResultsLayout(results_root).figures(grid)
     paths = record_figures(cells, records, out_dir, log)
     paths += model_figures(cells, records, results_root, out_dir, log=log)
-    return paths
+    from benchmark.report.health_plots import plot_prototype_health  # it builds on this module
+
+    return paths + plot_prototype_health(cells, records, out_dir, log)

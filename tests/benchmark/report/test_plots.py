@@ -189,6 +189,8 @@ def test_render_figures_with_and_without_weights(tmp_path, model):
     assert sorted(p.name for p in paths) == ["per_class_iou_b0.pdf", "per_class_iou_b0.png",
                                              "training_curves.pdf", "training_curves.png"]
     assert all(p.parent == out for p in paths)
+    assert notes.pop() == ("figures: skipping prototype_health: no finished run recorded "
+                           "prototype health")  # these records predate it
     assert len(notes) == 2 and all("no weights at" in n for n in notes)
 
     weights = ResultsLayout(tmp_path).final_weights(OURS.grid, OURS.key, 0)
@@ -201,6 +203,7 @@ def test_render_figures_with_and_without_weights(tmp_path, model):
     assert f"similarity_{OURS.key}_seed0.png" in names
     assert f"embedding_{OURS.key}_seed0.png" in names
     assert_png(out / f"similarity_{OURS.key}_seed0.png", plots.similarity_figure_size_in(3))
+    assert notes.pop().startswith("figures: skipping prototype_health")
     assert len(notes) == 1 and "'Softmax'" in notes[0]
 
     records[1].weights_sha256 = "0" * 64  # the record says other weights were trained
