@@ -6,8 +6,8 @@ Every backbone returns a list of feature maps (B, C_i, H/s_i, W/s_i) and exposes
 (benchmark/pretrained.py does that; file I/O does not belong in methods/). No weights are loaded
 here.
 
-Paper backbones (METHOD-SPEC §5): `resnet101_d8`, `hrnetv2_w48`, `swin_b`, `mit_b4` (and
-`mit_b2` for the ablations); small CPU variants of each family: `resnet18_d8`,
+Paper backbones (docs/method.md#backbones-and-parameter-counts): `resnet101_d8`,
+`hrnetv2_w48`, `swin_b`, `mit_b4` (and `mit_b2` for the ablations); small CPU variants of each family: `resnet18_d8`,
 `hrnetv2_w18_small`, `swin_t`, `mit_b0`.
 """
 
@@ -332,7 +332,8 @@ def mit_b4() -> Backbone:
 
 
 def mit_b2() -> Backbone:
-    """MiT-B2 (24.2M), the most likely backbone of the paper's ablations (METHOD-SPEC §8)."""
+    """MiT-B2 (24.2M), the most likely backbone of the paper's ablations
+    (docs/method.md#hyperparameters)."""
     return MixTransformer([64, 128, 320, 512], [3, 4, 6, 3], [1, 2, 5, 8])
 
 

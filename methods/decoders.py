@@ -1,7 +1,7 @@
 """Decoders: multi-level backbone features -> one feature map (B, channels, h, w).
 
 FCN (MMSeg FCNHead), HRNetV2 concat head, UperNet and the SegFormer all-MLP decoder; their
-sizes reproduce the paper's parameter counts (METHOD-SPEC §5).
+sizes reproduce the paper's parameter counts (docs/method.md#backbones-and-parameter-counts).
 
 None of them holds the final classifier: that is the head's job, so every head fits every decoder.
 """
