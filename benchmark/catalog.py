@@ -3,7 +3,8 @@
 `config.validate` and the `--dry-run` plan need only these, and `import torch` alone takes
 longer than a dry run may (2.45 s on a small CPU machine), so they live here rather than in the
 registries that build things (`methods.BACKBONES`, `benchmark.datasets.DATASETS`, ...).
-tests/benchmark/test_config.py checks that every name here has a builder there and the other way round.
+tests/benchmark/test_config.py checks that every name here has a builder there and the other way
+round.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 The reference cell is ProtoSeg exactly as the released code trains it (docs/method.md#paper-vs-
 released-code): projection MLP, embeddings normalised over the image width, LayerNorm on the
 class scores, prototypes updated from a hard Gumbel draw, PPC temperature 1.0, PPD weight
-0.001, Sinkhorn solved per process, and (Cityscapes) its class-weighted cross-entropy. Every other cell changes one switch to the paper's (or the
-intended) behaviour and nothing else, so its paired difference to the reference over seeds says
-what that switch is worth. Verdicts are against zero (the paper reports no such numbers).
+0.001, Sinkhorn solved per process, and (Cityscapes) its class-weighted cross-entropy. Every
+other cell changes one switch to the paper's (or the intended) behaviour and nothing else, so
+its paired difference to the reference over seeds says what that switch is worth. Verdicts are against zero (the paper reports no such numbers).
 
 - `discrepancies`: the released recipe itself, HRNetV2-W48 on Cityscapes (80K iterations, 4
   GPUs; `cityscapes_hrnet_80k`).

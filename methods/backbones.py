@@ -7,8 +7,8 @@ Every backbone returns a list of feature maps (B, C_i, H/s_i, W/s_i) and exposes
 here.
 
 Paper backbones (docs/method.md#backbones-and-parameter-counts): `resnet101_d8`,
-`hrnetv2_w48`, `swin_b`, `mit_b4` (and `mit_b2` for the ablations); small CPU variants of each family: `resnet18_d8`,
-`hrnetv2_w18_small`, `swin_t`, `mit_b0`.
+`hrnetv2_w48`, `swin_b`, `mit_b4` (and `mit_b2` for the ablations); small CPU variants of each
+family: `resnet18_d8`, `hrnetv2_w18_small`, `swin_t`, `mit_b0`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Pixel-to-pixel contrast of ContrastiveSeg (ICCV 2021, docs/method.md#pixel-contrast-head): anchor sampling, the
-memory-bank entries of a batch, the FIFO queue write and the cross-process gather.
+"""Pixel-to-pixel contrast of ContrastiveSeg (ICCV 2021, docs/method.md#pixel-contrast-head):
+anchor sampling, the memory-bank entries of a batch, the FIFO queue write and the cross-process
+gather.
 
 Everything is vectorised over (image, class) groups, so no Python loop runs per class; random
 choices draw from torch's global generator (seeded and checkpointed by the engine), so a run is

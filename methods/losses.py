@@ -29,7 +29,8 @@ def ppd_loss(sims: Tensor, target: Tensor, ignore_index: int = -100) -> Tensor:
 def pixel_contrast_loss(anchors: Tensor, labels: Tensor, contrast: Tensor | None = None,
                         contrast_labels: Tensor | None = None, tau: float = 0.1,
                         base_tau: float = 0.07) -> Tensor:
-    """ContrastiveSeg's supervised contrast of unit pixel embeddings (docs/method.md#pixel-contrast-head).
+    """ContrastiveSeg's supervised contrast of unit pixel embeddings
+    (docs/method.md#pixel-contrast-head).
 
     anchors (N, D) with labels (N,); without `contrast` the anchors contrast with each other
     (in-batch: positives = the other anchors of the same class), else with the memory entries

@@ -1,4 +1,5 @@
-"""Prototype health: are a class's K prototypes used, distinct and moving? (docs/method.md#momentum-update)
+"""Prototype health: are a class's K prototypes used, distinct and moving?
+(docs/method.md#momentum-update)
 
 Users of the released code report that a class's prototypes end up almost identical; these
 statistics measure that per class from counts the trainer accumulates (`AssignmentCounts`) and

@@ -46,7 +46,8 @@ _NOTES = {
     "paired": ("Paired Δ: mean over the n seeds both ran of (ours - baseline), with a 95% "
                "Student-t interval (n - 1 degrees of freedom); n = 1 gives no interval."),
     "std": "mean ± sample standard deviation over seeds.",
-    "checkpoint": "(checkpoint): evaluated from a checkpoint file (--checkpoint), not trained here.",
+    "checkpoint": ("(checkpoint): evaluated from a checkpoint file (--checkpoint), not trained "
+                   "here."),
 }
 
 

@@ -1,7 +1,7 @@
 """Each cell's verdict against the paper (benchmark/stats.py holds the statistics).
 
-"Ours" rows (and a `switches` grid's rows): the paired per-seed differences to their baseline against the paper's gain (or,
-where the paper has none, against zero). Other rows with a paper number (baselines, ablation
+"Ours" rows (and a `switches` grid's rows): the paired per-seed differences to their baseline,
+against the paper's gain (or, where the paper has none, against zero). Other rows with a paper number (baselines, ablation
 rows): their per-seed mIoU against that number. Rows without results or a reference: none.
 """
 

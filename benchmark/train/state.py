@@ -92,7 +92,7 @@ class TrainState:
     train_s: float = 0.0
     step_times: list[float] = field(default_factory=list)
     resumed_from: int = 0
-    health: HealthMonitor | None = None  # prototype heads: assignment counts (benchmark/train/health.py)
+    health: HealthMonitor | None = None  # prototype heads: assignment counts (train/health.py)
     pretrained: dict[str, Any] = field(default_factory=dict)  # the backbone file loaded, its sha256
 
     def extra(self) -> dict[str, Any]:
