@@ -359,8 +359,10 @@ def evaluate_published(args: argparse.Namespace, results, grids) -> int:
     from benchmark.checkpoints.published import run_published
     from experiments.zoo import published_for
 
+    from benchmark.launch.executors import save_record
+
     code = run_published(grids, args.checkpoint, results, published_for,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, save=save_record)
     for grid, cells in grids:
         print(write_tables(grid, cells, results))
     return code

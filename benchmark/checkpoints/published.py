@@ -109,9 +109,11 @@ def _missing(published: Any, names: tuple[str, ...], folder: str | Path) -> str:
 
 
 def evaluate_cells(cells: Iterable[Cell], folder: str | Path, layout: ResultsLayout,
-                   lookup: Lookup, progress: bool = False) -> tuple[list[dict], int]:
-    """Evaluate every cell whose checkpoint is in `folder` (or is `folder`); write its record.
-    Returns the table rows and the number of failed evaluations."""
+                   lookup: Lookup, progress: bool = False,
+                   save: Callable[[Path, Record], Any] = write_record) -> tuple[list[dict], int]:
+    """Evaluate every cell whose checkpoint is in `folder` (or is `folder`); write its record
+    with `save` (the CLI passes one that keeps an unwritable record elsewhere). Returns the
+    table rows and the number of failed evaluations or record writes."""
     rows, failures = [], 0
     for cell in cells:
         published = lookup(cell)
@@ -131,14 +133,21 @@ def evaluate_cells(cells: Iterable[Cell], folder: str | Path, layout: ResultsLay
             rows.append(_row(cell, published, None, f"failed: {message}"))
             continue
         record = published_record(cell, result, published, started)
-        write_record(layout.record(cell.grid, cell.key, 0), record)
+        try:
+            save(layout.record(cell.grid, cell.key, 0), record)
+        except OSError as err:  # the evaluation is kept by `save`; its message says where
+            failures += 1
+            print(f"error: {cell.row}: {err}", file=sys.stderr)
+            rows.append(_row(cell, published, record.miou, "evaluated, record not written"))
+            continue
         rows.append(_row(cell, published, record.miou, f"evaluated {Path(file).name} "
                                                        f"(sha256 {result['report'].sha256[:12]})"))
     return rows, failures
 
 
 def run_published(grids: list[tuple[Any, list[Cell]]], folder: str | Path | None,
-                  layout: ResultsLayout, lookup: Lookup, progress: bool = False) -> int:
+                  layout: ResultsLayout, lookup: Lookup, progress: bool = False,
+                  save: Callable[[Path, Record], Any] = write_record) -> int:
     """The `--checkpoint` / zoo mode: evaluate and write a record per present checkpoint, one
     line per cell (evaluated, missing with the download, or failed). The caller regenerates the
     tables from the records. Exit code 0 when every present checkpoint was evaluated."""
@@ -146,7 +155,7 @@ def run_published(grids: list[tuple[Any, list[Cell]]], folder: str | Path | None
     layout = layout if isinstance(layout, ResultsLayout) else ResultsLayout(layout)
     failures = 0
     for grid, cells in grids:
-        rows, failed = evaluate_cells(cells, folder, layout, lookup, progress)
+        rows, failed = evaluate_cells(cells, folder, layout, lookup, progress, save)
         failures += failed
         for r in rows:
             print(f"{grid.name}: {r['checkpoint']}: {r['status']}")

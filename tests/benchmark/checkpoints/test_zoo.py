@@ -118,3 +118,22 @@ def test_checkpoint_flag_evaluates_any_grid_from_the_suites_own_weights(tmp_path
     cm = predict_confusion(source, build_dataset(cell.data, cell.data.val_split),
                            cell.data.num_classes, 255, 1, progress=False)
     assert record.miou == metrics_from_confusion(cm)["miou"]
+
+
+def test_an_unwritable_record_keeps_the_evaluation(tmp_path, capsys, monkeypatch) -> None:
+    """A full disk at the record write: the evaluated record is kept beside it (the CLI's
+    fallback), one line says where, the command exits 1."""
+    import errno
+
+    import benchmark.launch.executors as executors
+
+    def full_disk(path, record):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    write_tiny_zoo(str(tmp_path / "zoo"))
+    monkeypatch.setattr(executors, "write_record", full_disk)
+    assert main(_args(tmp_path / "zoo", tmp_path / "results")) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "the result is kept in" in err
+    kept = list((tmp_path / "results" / "runs" / "zoo").glob("*/unsaved-seed0-*.json"))
+    assert len(kept) == 1 and '"published-checkpoint"' in kept[0].read_text()
