@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from benchmark.config import Cell, DataSpec, EvalSpec, HeadSpec, ModelSpec, ResourceSpec, TrainSpec
 from experiments import Grid
+from experiments.scaling import contrast_warmup, prototype_momentum
 
 DATA = DataSpec(name="camvid", num_classes=11, val_split="test", scale_long=240, scale_short=180,
                 min_scale=0.5, max_scale=2.0, crop_size=64, crop_width=64, cat_max_ratio=0.75,
@@ -32,12 +33,15 @@ RESOURCES = ResourceSpec(gpus=0, cpus_per_task=2, mem_gb=8, timeout_min=60)  # a
 # on at most 1024 anchors, so expect a little over softmax's 3.3 min per seed (about 46 min for
 # all 12 runs).
 
-# ContrastiveSeg scaled to this grid: the released warm-up of 5000 steps is longer than the
-# 800-step schedule, so the loss starts after 100 (an eighth of it). 64x64 crops give 16x16
-# features: classes with more than 20 labelled pixels there take part, at most 20 anchors each
-# (the released 100 would leave out most classes of a crop).
-PIXEL_CONTRAST = HeadSpec(name="pixel_contrast", contrast_warmup_iters=100,
+# Step-count settings scaled to the 800-step schedule (experiments/scaling.py): ContrastiveSeg's
+# loss starts after 100 steps (released: 5000) and ProtoSeg's momentum is 0.99 (a 100-step
+# horizon; released 0.999, 1000 steps). 64x64 crops give 16x16 features: classes with more than
+# 20 labelled pixels there take part in the contrast, at most 20 anchors each (the released 100
+# would leave out most classes of a crop).
+PIXEL_CONTRAST = HeadSpec(name="pixel_contrast",
+                          contrast_warmup_iters=contrast_warmup(TRAIN.iters),
                           contrast_max_views=20, contrast_min_class_pixels=20)
+PROTOTYPE = HeadSpec(name="prototype", num_prototypes=10, gamma=prototype_momentum(TRAIN.iters))
 
 
 def _cell(row: str, head: HeadSpec, tag: str = "") -> Cell:
@@ -51,7 +55,7 @@ def camvid() -> Grid:
         _cell("Softmax", HeadSpec(name="softmax"), tag="baseline"),
         _cell("Pixel-query", HeadSpec(name="pixel_query")),
         _cell("Pixel contrast", PIXEL_CONTRAST),
-        _cell("Prototype (K=10)", HeadSpec(name="prototype", num_prototypes=10), tag="ours"),
+        _cell("Prototype (K=10)", PROTOTYPE, tag="ours"),
     )
     return Grid("camvid", "four heads on real CamVid (SegNet split), MiT-B0 from scratch, CPU",
                 cells, seeds=3)

@@ -10,7 +10,7 @@ its paired difference to the reference over seeds says what that switch is worth
 - `discrepancies`: the released recipe itself, HRNetV2-W48 on Cityscapes (80K iterations, 4
   GPUs; `cityscapes_hrnet_80k`).
 - `discrepancies_camvid`: its CPU twin on CamVid (the `camvid` grid's MiT-B0 prototype cell,
-  momentum scaled to the 800-step schedule). The Sinkhorn-scope switch is left out there (on
+  with its momentum scaled to the 800-step schedule, experiments/scaling.py). The Sinkhorn-scope switch is left out there (on
   one process both scopes solve the same problem), and so are the Cityscapes class weights.
 """
 
@@ -41,7 +41,6 @@ SWITCHES: dict[str, tuple[str, tuple[str, Any]]] = {
     "ce_weights": ("class-weighted CE -> unweighted", ("train.ce_weights", "none")),
 }
 CPU_ONLY_OUT = ("sinkhorn_scope", "ce_weights")  # one process; CamVid has no such weights
-CAMVID_GAMMA = 0.99  # momentum horizon 1/(1 - gamma) = 100 steps of the 800 (released: 1000)
 
 
 def switch_cells(grid: str, template: Cell, switches: dict[str, tuple[str, tuple[str, Any]]],
@@ -72,6 +71,6 @@ def discrepancies_camvid() -> Grid:
     proto = next(c for c in camvid().cells if c.model.head.name == "prototype")
     switches = {k: v for k, v in SWITCHES.items() if k not in CPU_ONLY_OUT}
     cells = switch_cells("discrepancies_camvid", proto, switches,
-                         num_prototypes=proto.model.head.num_prototypes, gamma=CAMVID_GAMMA)
+                         num_prototypes=proto.model.head.num_prototypes, gamma=proto.model.head.gamma)
     return Grid("discrepancies_camvid", "CPU twin of `discrepancies` on CamVid (MiT-B0 from "
                 "scratch, 800 steps)", cells, seeds=3, layout="switches")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from benchmark.config import Cell, DataSpec, HeadSpec, ModelSpec, ResourceSpec, TrainSpec
 from experiments import Grid
+from experiments.scaling import contrast_warmup, prototype_momentum
 
 DATA = DataSpec(name="synthetic", num_classes=6, image_size=64, modes_per_class=3,
                 train_images=512, val_images=64)
@@ -23,12 +24,18 @@ def _cell(row: str, head: HeadSpec, tag: str = "") -> Cell:
                 data=DATA, model=model, train=TRAIN, resources=RESOURCES)
 
 
-# ContrastiveSeg scaled to this grid: its released warm-up of 5000 steps would never end in 240,
-# so the loss starts after 40 (a sixth of the schedule, after the learning-rate warm-up).
-# Features are 16x16 per image (stride 4 of 64x64): a class rarely has the released 100 labelled
-# pixels, so classes with more than 20 take part, with at most 20 anchors each.
-PIXEL_CONTRAST = HeadSpec(name="pixel_contrast", contrast_warmup_iters=40,
+# Step-count settings scaled to the schedule (experiments/scaling.py): ContrastiveSeg's loss
+# starts after an eighth of it (released: 5000 steps) and ProtoSeg's momentum horizon is an
+# eighth of it (released: 1000 steps). Features are 16x16 per image (stride 4 of 64x64): a class
+# rarely has the released 100 labelled pixels, so classes with more than 20 take part in the
+# contrast, with at most 20 anchors each.
+PIXEL_CONTRAST = HeadSpec(name="pixel_contrast",
+                          contrast_warmup_iters=contrast_warmup(TRAIN.iters),
                           contrast_max_views=20, contrast_min_class_pixels=20)
+
+
+def _prototype(k: int) -> HeadSpec:
+    return HeadSpec(name="prototype", num_prototypes=k, gamma=prototype_momentum(TRAIN.iters))
 
 
 def smoke() -> Grid:
@@ -36,7 +43,7 @@ def smoke() -> Grid:
         _cell("Softmax", HeadSpec(name="softmax"), tag="baseline"),
         _cell("Pixel-query", HeadSpec(name="pixel_query")),
         _cell("Pixel contrast", PIXEL_CONTRAST),
-        _cell("Prototype (K=1)", HeadSpec(name="prototype", num_prototypes=1)),
-        _cell("Prototype (K=5)", HeadSpec(name="prototype", num_prototypes=5), tag="ours"),
+        _cell("Prototype (K=1)", _prototype(1)),
+        _cell("Prototype (K=5)", _prototype(5), tag="ours"),
     )
     return Grid("smoke", "four heads on generated data, MiT-B0, CPU minutes", cells, seeds=1)

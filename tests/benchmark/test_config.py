@@ -140,10 +140,11 @@ def test_the_torch_free_catalog_names_exactly_the_registered_builders() -> None:
 # (methods/heads/options.py): a key must not change unless a cell's settings deliberately do.
 # The paper grids' keys changed when each recipe followed its source (issue 13: pipeline,
 # schedule, parameter groups, loss normalisation, evaluation resize, MMSeg's initialisation
-# `model.init=mmseg`; experiments/recipes.py, experiments/paper_models.py).
+# `model.init=mmseg`; experiments/recipes.py, experiments/paper_models.py). CamVid's prototype
+# cell and smoke's prototype and contrast cells changed when its momentum was scaled to the schedule (issue 17, experiments/scaling.py).
 GRID_KEYS = {
-    "smoke": "softmax-b45cfa9900 pixel-query-aae0eb4479 pixel-contrast-0850c04962 "
-             "prototype-k-1-e96d2809d4 prototype-k-5-ecae1a0c29",
+    "smoke": "softmax-b45cfa9900 pixel-query-aae0eb4479 pixel-contrast-eb082c7807 "
+             "prototype-k-1-7b686acbf5 prototype-k-5-bff342381e",
     "table1": "fcn-ffda5353de ours-fcn-1a4a290955 hrnet-c3e5c2b3bf "
               "ours-hrnet-2be1f82d36 swin-af65871c15 ours-swin-a6152adf6f "
               "segformer-4a546b1bf7 ours-segformer-fd2ea0eb88",
@@ -159,7 +160,12 @@ GRID_KEYS = {
     "ablation_k": "k-1-898a3733c4 k-5-ccac6be046 k-10-be2443cd8b k-20-1add662c1b "
                   "k-50-979f942f3e",
     "camvid": "softmax-5b17d9daa7 pixel-query-0c9d398503 pixel-contrast-7e95b3a793 "
-              "prototype-k-10-a3a53052c1",
+              "prototype-k-10-c85230baa5",
+    "discrepancies_camvid": "released-code-15ddd33f5e ppc-temperature-1-0-0-1-9fd9c89b6f "
+                            "ppd-weight-0-001-0-01-f8934c9b60 "
+                            "prototype-update-gumbel-draw-argmax-bb464f20b8 "
+                            "projection-mlp-none-4f0fcb7811 score-layernorm-none-946786ab20 "
+                            "embedding-norm-over-width-channels-efec044ae4",
 }
 
 
