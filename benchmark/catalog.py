@@ -1,6 +1,6 @@
 """The names a config may use and each real data set's default recipe, without importing torch.
 
-`config.validate` and the `--dry-run` plan need only these, and `import torch` alone takes
+`validation.validate` and the `--dry-run` plan need only these, and `import torch` alone takes
 longer than a dry run may (2.45 s on a small CPU machine), so they live here rather than in the
 registries that build things (`methods.BACKBONES`, `benchmark.datasets.DATASETS`, ...).
 tests/benchmark/test_config.py checks that every name here has a builder there and the other way

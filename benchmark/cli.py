@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from benchmark.config import Cell, ConfigError, apply_overrides, validate
+from benchmark.config import Cell, ConfigError, apply_overrides
+from benchmark.validation import validate
 from benchmark.launch import locks
 from benchmark.launch.executors import (EXECUTORS, ClusterOptions, Run, execute_run, plan,
                                         run_status, submit)

@@ -11,7 +11,6 @@ import difflib
 import functools
 import hashlib
 import json
-import math
 import re
 import types
 import typing
@@ -51,6 +50,7 @@ class DataSpec:
     flip_prob: float = 0.5  # horizontal flip probability (training)
     photometric: str = "none"  # none | mmseg (PhotoMetricDistortion) | brightness (released code)
     pipeline: str = "torchvision"  # torchvision | mmseg: whose operations (datasets/transforms.py)
+    channel_order: str = "rgb"  # rgb | bgr (released ProtoSeg's input_mode BGR, docs/fidelity.md)
 
 
 def _head_spec_fields() -> list[tuple[str, Any, Any]]:
@@ -174,7 +174,7 @@ class Cell:
         if payload["model"]["pretrained"] not in ("", "none"):  # which weights, not where they are:
             payload["model"]["pretrained"] = "file"  # records name the file and its sha256
         for dotted, value_when_added in ADDED_SETTINGS.items():
-            if _get_path(self, dotted) == value_when_added:
+            if get_path(self, dotted) == value_when_added:
                 _pop_path(payload, dotted)
         digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         slug = re.sub(r"[^a-z0-9]+", "-", self.row.lower()).strip("-") or "cell"
@@ -205,7 +205,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "eval.logit_resize": "direct", "train.lr_schedule": "poly", "train.min_lr": 0.0,
     "train.param_groups": "no_decay_1d", "train.ce_average": "labelled",  # docs/fidelity.md
     "train.ce_weights": "none", "model.init": "library",
-    "data.pipeline": "torchvision",
+    "data.pipeline": "torchvision", "data.channel_order": "rgb",
 }
 
 
@@ -260,6 +260,10 @@ def parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+_BOOLS = {**dict.fromkeys(("1", "true", "yes", "on"), True),
+          **dict.fromkeys(("0", "false", "no", "off"), False)}
+
+
 def _convert(key: str, raw: str, annotation: Any) -> Any:
     """Turn the command-line string into the field's type, or raise a one-line ConfigError."""
     origin = typing.get_origin(annotation)
@@ -270,20 +274,14 @@ def _convert(key: str, raw: str, annotation: Any) -> Any:
         return _convert(key, raw, options[0])
     try:
         if annotation is bool:
-            lowered = raw.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
+            return _BOOLS[raw.lower()]
         if annotation is int:
             return int(raw)
         if annotation is float:
             return float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"bad value for {key}: {raw!r} is not a valid {annotation.__name__}"
-        ) from None
+    except (ValueError, KeyError):
+        raise ConfigError(f"bad value for {key}: {raw!r} is not a valid {annotation.__name__}"
+                          ) from None
     return raw
 
 
@@ -295,6 +293,8 @@ def apply_overrides(cell: Cell, overrides: list[str]) -> Cell:
         if key not in valid:
             raise ConfigError(f"unknown --set key {key!r}; {_close_keys(key, valid)}")
         cell = _set_path(cell, key.split("."), raw, key)
+    from benchmark.validation import validate  # validation imports this module
+
     return validate(cell)
 
 
@@ -315,86 +315,8 @@ def _set_path(obj: Any, path: list[str], raw: str, key: str) -> Any:
     return replace(obj, **{name: _set_path(getattr(obj, name), path[1:], raw, key)})
 
 
-# --------------------------------------------------------------------------- validation
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    # each head's declared choices (the options' Literal types, methods/heads/options.py)
-    **{f"model.head.{options.PREFIX}{name}": allowed for options in HEAD_OPTIONS.values()
-       for name, allowed in options.choices().items()},
-    "train.optimizer": ("sgd", "adamw"),
-    "eval.mode": ("whole", "slide"),
-    "eval.logit_resize": ("direct", "via_input"), "train.lr_schedule": ("poly", "mmengine"),
-    "train.param_groups": ("no_decay_1d", "decay_all", "segformer", "swin"),
-    "train.ce_average": ("labelled", "all_pixels"),
-    "train.ce_weights": ("none", "protoseg_cityscapes"),
-    "model.init": ("library", "mmseg"),
-    "data.format": ("native", "hf"),
-    "data.photometric": ("none", "mmseg", "brightness"),
-    "data.pipeline": ("torchvision", "mmseg"),
-}
-
-
-def validate(cell: Cell) -> Cell:
-    """Check choices and ranges that the type alone cannot; returns the cell unchanged."""
-    from benchmark import catalog  # names only: validating must not import torch
-
-    choices = dict(CHOICES)
-    choices["data.name"] = catalog.DATASET_NAMES
-    choices["model.backbone"] = catalog.BACKBONE_NAMES
-    choices["model.decoder"] = catalog.DECODER_NAMES
-    choices["model.head.name"] = catalog.HEAD_NAMES
-    for key in override_keys(cell):  # NaN passes every `<= 0` test below: refuse it first
-        value = _get_path(cell, key)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"bad value for {key}: {value} is not a finite number; "
-                              f"give a finite one, e.g. {key}={_get_path(Cell('', ''), key)}")
-    for key, allowed in choices.items():
-        value = _get_path(cell, key)
-        if value not in allowed:
-            raise ConfigError(f"bad value for {key}: {value!r}; choose one of {', '.join(allowed)}")
-    positive = [
-        "data.num_classes", "train.iters", "train.batch_size", "eval.batch_size",
-        "model.head.num_prototypes", "model.head.sinkhorn_iters", "model.decoder_channels",
-        "model.head.contrast_max_anchors", "model.head.contrast_max_views",
-        "model.head.contrast_queue_size", "model.head.contrast_queue_pixels",
-        "model.head.contrast_proj_dim", "model.head.contrast_base_tau",
-    ]
-    for key in positive:
-        if _get_path(cell, key) <= 0:
-            raise ConfigError(f"bad value for {key}: must be > 0")
-    if not 0.0 <= cell.model.head.gamma <= 1.0:
-        raise ConfigError("bad value for model.head.gamma: must be in [0, 1]")
-    for key in ("model.head.sinkhorn_eps", "model.head.ppc_tau", "train.lr"):
-        if _get_path(cell, key) <= 0:
-            raise ConfigError(f"bad value for {key}: must be > 0")
-    for key in ("model.aux_weight", "data.crop_size", "data.crop_width", "train.min_lr",
-                "model.head.contrast_warmup_iters", "model.head.contrast_min_class_pixels"):
-        if _get_path(cell, key) < 0:
-            raise ConfigError(f"bad value for {key}: must be >= 0")
-    head = cell.model.head
-    if head.contrast_tau is not None and head.contrast_tau <= 0:
-        raise ConfigError("bad value for model.head.contrast_tau: must be > 0 (or none)")
-    if head.contrast_weight is not None and head.contrast_weight < 0:
-        raise ConfigError("bad value for model.head.contrast_weight: must be >= 0 (or none)")
-    e = cell.eval
-    if e.mode == "slide" and not (0 < e.stride_h <= e.window_h and 0 < e.stride_w <= e.window_w):
-        raise ConfigError("bad value for eval.window_h/w, eval.stride_h/w: slide mode needs "
-                          "0 < stride <= window in both directions")
-    d = cell.data
-    if d.scale_long < 0 or d.scale_short < 0:
-        raise ConfigError("bad value for data.scale_long / data.scale_short: must be >= 0")
-    if not 0 < d.min_scale <= d.max_scale:
-        raise ConfigError("bad value for data.min_scale / data.max_scale: need 0 < min <= max")
-    if not 0 <= d.flip_prob <= 1:
-        raise ConfigError("bad value for data.flip_prob: must be in [0, 1]")
-    if not 0 < d.cat_max_ratio <= 1:
-        raise ConfigError("bad value for data.cat_max_ratio: must be in (0, 1]")
-    if 0 <= cell.data.ignore_index < cell.data.num_classes:
-        raise ConfigError("bad value for data.ignore_index: it must not be a class id (use 255)")
-    return cell
-
-
-def _get_path(obj: Any, key: str) -> Any:
+def get_path(obj: Any, key: str) -> Any:
+    """The value at a dotted key, e.g. `train.iters`, of a cell or spec."""
     for part in key.split("."):
         obj = getattr(obj, part)
     return obj

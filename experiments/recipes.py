@@ -44,8 +44,8 @@ COCO_80K = ("no MMSeg config for this model on COCO-Stuff-10K: its ADE20K config
             "COCO-Stuff-10K data (_base_/datasets/coco-stuff10k.py, 171 classes) and 80K "
             "iterations (the poly decay ends at 80K, as in schedule_80k)")
 PROTOSEG_DEVIATIONS = ("fp16 AMP there, bf16 here; the logits are upsampled to the label with "
-                       "align_corners=False here, True there; its openseg pipeline (bicubic "
-                       "resize, aspect jitter, BGR input) is not replicated (docs/fidelity.md)")
+                       "align_corners=False here, True there; its openseg pipeline's bicubic "
+                       "resize and aspect jitter are not replicated (docs/fidelity.md)")
 
 
 @dataclass(frozen=True)
@@ -162,15 +162,16 @@ _CITY = {
         name="cityscapes_hrnet_80k",
         summary="HRNetV2-W48 on Cityscapes (the released ProtoSeg recipe, baseline and ours)",
         crop=(512, 1024), train=_protoseg("cityscapes_hrnet_80k"), gpus=4,
-        augmentation=("random rescale 0.5-2.0 of (2048, 1024), random crop padded with the "
-                      "ignore value, horizontal flip p=0.5, brightness shift +-10, ImageNet "
-                      "mean/std"),
+        augmentation=("BGR input (input_mode BGR), random rescale 0.5-2.0 of (2048, 1024), "
+                      "random crop padded with the ignore value, horizontal flip p=0.5, "
+                      "brightness shift +-10, ImageNet mean/std applied by position"),
         eval_protocol=EVAL_WHOLE_1024, source=PROTOSEG_CITY,
         adaptation=("the baseline: configs/cityscapes/H_48_D_4.json; both run by "
                     "scripts/cityscapes/hrnet/run_h_48_d_4*.sh (80K iterations, batch 8, "
                     "lr 0.01)"),
         deviations=PROTOSEG_DEVIATIONS, eval=EvalSpec(batch_size=1, mode="whole"),
-        data_overrides=(("photometric", "brightness"), ("cat_max_ratio", 1.0)),
+        data_overrides=(("photometric", "brightness"), ("cat_max_ratio", 1.0),
+                        ("channel_order", "bgr")),
     ),
     "swin": Recipe(name="cityscapes_swin_160k", summary="Swin-B on Cityscapes", crop=(1024, 1024),
                    train=_adamw_mmseg(160_000, 8, "cityscapes_swin_160k", "swin"), gpus=8,

@@ -58,10 +58,10 @@ PROTOSEG_HRNET = ModelSpec(backbone="hrnetv2_w48_openseg", decoder="hrnetv2_open
 
 WHOLE_1024 = "whole 2048x1024 image, single scale, no flip, batch 1"
 # configs/cityscapes/H_48_D_4_proto.json of the release: val mode ss_test at 2048x1024 (padded
-# only), images read with cv2 as BGR (input_mode BGR) and normalised with the ImageNet mean/std;
-# this suite feeds RGB, so a gap remains until its data pipeline can feed BGR.
-PROTOSEG_PROTOCOL = ("whole 2048x1024 image, single scale (openseg ss_test); the release reads "
-                     "BGR images (input_mode BGR), this suite RGB")
+# only), images read with cv2 as BGR (input_mode BGR) and normalised by position with the
+# ImageNet mean/std; the recipe's data.channel_order=bgr feeds it the same.
+PROTOSEG_PROTOCOL = ("whole 2048x1024 image, single scale (openseg ss_test), BGR input "
+                     "normalised by position (input_mode BGR)")
 ENTRIES: tuple[tuple[str, str, ModelSpec, Published], ...] = (
     ("ade20k", "ade20k_fcn_160k", FCN, Published(
         "fcn_r101-d8_4xb4-160k_ade20k-512x512", "fcn_r101-d8_512x512_160k_ade20k",

@@ -138,18 +138,20 @@ def test_the_torch_free_catalog_names_exactly_the_registered_builders() -> None:
 
 # Every grid's cell keys, computed before HeadSpec was composed from the heads' options
 # (methods/heads/options.py): a key must not change unless a cell's settings deliberately do.
-# The paper grids' keys changed when each recipe followed its source (issue 13: pipeline,
-# schedule, parameter groups, loss normalisation, evaluation resize, MMSeg's initialisation
-# `model.init=mmseg`; experiments/recipes.py, experiments/paper_models.py). CamVid's prototype
-# cell and smoke's prototype and contrast cells changed when its momentum was scaled to the schedule (issue 17, experiments/scaling.py).
+# Deliberate changes: the paper grids' keys when each recipe followed its source (issue 13:
+# pipeline, schedule, parameter groups, loss normalisation, evaluation resize, `model.init=mmseg`;
+# experiments/recipes.py, experiments/paper_models.py); CamVid's prototype cell and smoke's
+# prototype and contrast cells when their step-count settings were scaled to the schedule
+# (issue 17, experiments/scaling.py); table2's HRNet pair when the released recipe read BGR
+# like its source (issue 14, data.channel_order).
 GRID_KEYS = {
     "smoke": "softmax-b45cfa9900 pixel-query-aae0eb4479 pixel-contrast-eb082c7807 "
              "prototype-k-1-7b686acbf5 prototype-k-5-bff342381e",
     "table1": "fcn-ffda5353de ours-fcn-1a4a290955 hrnet-c3e5c2b3bf "
               "ours-hrnet-2be1f82d36 swin-af65871c15 ours-swin-a6152adf6f "
               "segformer-4a546b1bf7 ours-segformer-fd2ea0eb88",
-    "table2": "fcn-1f502a0c7c ours-fcn-07b2c7872e hrnet-80ada93de5 "
-              "ours-hrnet-4d12a85d0e swin-b1ca8d12d1 ours-swin-33f4636354 "
+    "table2": "fcn-1f502a0c7c ours-fcn-07b2c7872e hrnet-1ed85679a1 "
+              "ours-hrnet-cef12f44b1 swin-b1ca8d12d1 ours-swin-33f4636354 "
               "segformer-5febe7dc14 ours-segformer-86cc59ade3 "
               "contrastiveseg-802bbbd22e",
     "table3": "fcn-5242d56839 ours-fcn-bcff3b0003 hrnet-089433ae0e "
@@ -221,7 +223,7 @@ def test_an_option_added_next_to_a_head_becomes_a_set_key(monkeypatch: pytest.Mo
 
 
 def test_allowed_head_values_are_the_options_declared_choices() -> None:
-    from benchmark.config import CHOICES
+    from benchmark.validation import CHOICES
     from methods.heads.options import HEAD_OPTIONS
 
     for options in HEAD_OPTIONS.values():

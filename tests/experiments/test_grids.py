@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.config import validate
+from benchmark.validation import validate
 from experiments import get_grid, grid_names
 from experiments.paper import ABLATION_K, ABLATION_LOSS, PAIRS, REFERENCE_ROWS
 from experiments.recipes import RECIPES

@@ -24,7 +24,7 @@ from PIL import Image
 from benchmark.datasets.ade20k import ADE20K
 from benchmark.datasets.base import decode_label, make_lut, read_image, read_png_label
 from benchmark.datasets.cityscapes import CITYSCAPES
-from benchmark.datasets.transforms import MMSEG_STD, MMSegPipeline
+from benchmark.datasets.mmseg_pipeline import MMSEG_STD, MMSegPipeline
 from experiments.recipes import recipe_for
 
 H, W = 97, 131

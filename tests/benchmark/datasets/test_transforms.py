@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torchvision import tv_tensors
 
 from benchmark.config import Cell, ConfigError, DataSpec, apply_overrides
-from benchmark.datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, MMSEG_MEAN, MMSEG_STD,
-                                           MMSegPipeline, PairTransform, RandomCropPad,
-                                           eval_transform, mmseg_rescale_size, nearest_index,
-                                           photometric_uint8, rescale_size, resize_pair,
+from benchmark.datasets.mmseg_pipeline import (MMSEG_MEAN, MMSEG_STD, MMSegPipeline,
+                                               mmseg_rescale_size, nearest_index,
+                                               photometric_uint8, resize_pair)
+from benchmark.datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, BGRInput, PairTransform,
+                                           RandomCropPad, eval_transform, rescale_size,
                                            train_transform, transforms_from_spec)
 
 MEAN = torch.tensor(IMAGENET_MEAN)[:, None, None]
@@ -291,3 +292,67 @@ def test_a_paper_recipes_data_set_batches_through_a_dataloader(tmp_path) -> None
     assert (labels == 255).any() and set(labels.unique().tolist()) <= set(range(150)) | {255}
     image, label = build_dataset(spec, "val")[0]
     assert image.shape[-2:] == (30, 45) and label.shape == (40, 60)
+
+
+# ----------------------------------------------------------------- channel order (openseg BGR)
+
+
+def openseg_input(rgb: torch.Tensor) -> torch.Tensor:
+    """The released ProtoSeg code's test input, restated from openseg: cv2.imread gives BGR
+    (input_mode BGR), ToTensor transposes HWC->CHW as float, Normalize divides by div_value 255
+    and subtracts mean[i] / divides by std[i] from channel i by position."""
+    bgr_hwc = rgb.permute(1, 2, 0).numpy()[:, :, ::-1]
+    x = torch.from_numpy(bgr_hwc.transpose(2, 0, 1).copy()).float() / 255.0
+    for channel, m, s in zip(x, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)):
+        channel.sub_(m).div_(s)
+    return x
+
+
+@pytest.mark.parametrize("pipeline", ["torchvision", "mmseg"])
+def test_bgr_input_equals_openseg_normalisation(pipeline: str) -> None:
+    g = torch.Generator().manual_seed(3)
+    rgb = torch.randint(0, 256, (3, 24, 40), dtype=torch.uint8, generator=g)
+    label = blocks(24, 40, 4)
+    spec = DataSpec(name="cityscapes", pipeline=pipeline, channel_order="bgr")
+    transform = transforms_from_spec(spec, "val")
+    assert isinstance(transform, BGRInput)
+    image, out_label = transform(rgb, label)
+    torch.testing.assert_close(image, openseg_input(rgb), atol=1e-5, rtol=0)
+    assert torch.equal(out_label, label)
+    # the RGB default differs exactly by the channel order of the input
+    rgb_image, _ = transforms_from_spec(DataSpec(name="cityscapes", pipeline=pipeline), "val")(
+        rgb, label)
+    torch.testing.assert_close(rgb_image, transform.pipeline(rgb, label)[0])
+    assert not torch.allclose(rgb_image, image)
+
+
+def test_bgr_training_sees_the_reversed_image() -> None:
+    """Training too: the same draws on the reversed image give the BGR cell's sample."""
+    rgb = encode(blocks(32, 32, 8))
+    rgb[0] = 255 - rgb[0]  # channels now differ, so their order shows
+    spec = DataSpec(name="cityscapes", crop_size=16, min_scale=0.5, max_scale=2.0,
+                    photometric="brightness", channel_order="bgr")
+    torch.manual_seed(5)
+    image, label = transforms_from_spec(spec, "train")(rgb, blocks(32, 32, 8))
+    torch.manual_seed(5)
+    rgb_spec = DataSpec(**{**spec.__dict__, "channel_order": "rgb"})
+    expected, expected_label = transforms_from_spec(rgb_spec, "train")(rgb.flip(0),
+                                                                      blocks(32, 32, 8))
+    torch.testing.assert_close(image, expected)
+    assert torch.equal(label, expected_label)
+
+
+def test_bgr_with_hsv_distortion_is_refused() -> None:
+    cell = Cell("g", "x", data=DataSpec(name="camvid", channel_order="bgr", photometric="mmseg"))
+    with pytest.raises(ConfigError, match="channel_order=bgr with data.photometric=mmseg"):
+        apply_overrides(cell, [])
+
+
+def test_the_released_recipe_and_only_it_reads_bgr() -> None:
+    from experiments import get_grid
+
+    for grid in ("table2", "zoo", "discrepancies", "table1", "table3"):
+        for cell in get_grid(grid).cells:
+            released = cell.train.recipe == "cityscapes_hrnet_80k" or (
+                grid == "zoo" and cell.model.backbone == "hrnetv2_w48_openseg")
+            assert (cell.data.channel_order == "bgr") == released, (grid, cell.row)

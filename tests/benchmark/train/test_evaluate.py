@@ -113,7 +113,8 @@ def test_slide_inference_tiles_the_image_like_mmseg() -> None:
 
 
 def test_slide_mode_is_validated_and_used_by_the_cityscapes_transformer_recipe() -> None:
-    from benchmark.config import Cell, ConfigError, EvalSpec, validate
+    from benchmark.config import Cell, ConfigError, EvalSpec
+    from benchmark.validation import validate
     from benchmark.train.engine import eval_windows
     from experiments import get_grid
 
