@@ -131,7 +131,9 @@ class EvalSpec:
     window_w: int = 0
     stride_h: int = 0  # slide: step between windows; overlapping logits are averaged
     stride_w: int = 0
-    logit_resize: str = "direct"  # direct (to the label) | via_input (input, then label: MMSeg)
+    # direct (to the label) | via_input (input, then label: MMSeg) | openseg (via the input with
+    # align_corners=True: the released ProtoSeg code)
+    logit_resize: str = "direct"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
        for name, allowed in options.choices().items()},
     "train.optimizer": ("sgd", "adamw"),
     "eval.mode": ("whole", "slide"),
-    "eval.logit_resize": ("direct", "via_input"), "train.lr_schedule": ("poly", "mmengine"),
+    "eval.logit_resize": ("direct", "via_input", "openseg"), "train.lr_schedule": ("poly", "mmengine"),
     "train.param_groups": ("no_decay_1d", "decay_all", "segformer", "swin"),
     "train.ce_average": ("labelled", "all_pixels"),
     "train.ce_weights": ("none", "protoseg_cityscapes"),

@@ -43,7 +43,7 @@ PROTOSEG_CITY = "protoseg:configs/cityscapes/H_48_D_4_proto.json"
 COCO_80K = ("no MMSeg config for this model on COCO-Stuff-10K: its ADE20K config with MMSeg's "
             "COCO-Stuff-10K data (_base_/datasets/coco-stuff10k.py, 171 classes) and 80K "
             "iterations (the poly decay ends at 80K, as in schedule_80k)")
-PROTOSEG_DEVIATIONS = ("fp16 AMP there, bf16 here; the logits are upsampled to the label with "
+PROTOSEG_DEVIATIONS = ("fp16 AMP there, bf16 here; the training loss upsamples the logits with "
                        "align_corners=False here, True there; its openseg pipeline's bicubic "
                        "resize and aspect jitter are not replicated (docs/fidelity.md)")
 
@@ -169,7 +169,8 @@ _CITY = {
         adaptation=("the baseline: configs/cityscapes/H_48_D_4.json; both run by "
                     "scripts/cityscapes/hrnet/run_h_48_d_4*.sh (80K iterations, batch 8, "
                     "lr 0.01)"),
-        deviations=PROTOSEG_DEVIATIONS, eval=EvalSpec(batch_size=1, mode="whole"),
+        deviations=PROTOSEG_DEVIATIONS,
+        eval=EvalSpec(batch_size=1, mode="whole", logit_resize="openseg"),
         data_overrides=(("photometric", "brightness"), ("cat_max_ratio", 1.0),
                         ("channel_order", "bgr")),
     ),

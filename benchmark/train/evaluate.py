@@ -139,13 +139,16 @@ def _batch_confusion(model: nn.Module, batch: tuple[Tensor, Tensor], num_classes
 
 def upsample_logits(logits: Tensor, input_size: Any, label_size: Any,
                     logit_resize: str = "direct") -> Tensor:
-    """Logits (float32) at the label size, bilinear (align_corners=False): `direct`, or
-    `via_input` first to the network input's size and then to the label's, as MMSeg's
-    whole-image inference and postprocess do (`eval.logit_resize`, docs/fidelity.md)."""
+    """Logits (float32) at the label size, bilinear: `direct` (align_corners=False), or first to
+    the network input's size and then to the label's: `via_input` as MMSeg's whole-image
+    inference and postprocess do, `openseg` with align_corners=True as the released ProtoSeg
+    code's ss_test does (`eval.logit_resize`, docs/fidelity.md)."""
     logits = logits.float()
-    if logit_resize == "via_input" and tuple(logits.shape[-2:]) != tuple(input_size):
+    if logit_resize in ("via_input", "openseg") and tuple(logits.shape[-2:]) != tuple(input_size):
         logits = F.interpolate(logits, size=tuple(input_size), mode="bilinear",
-                               align_corners=False)
+                               align_corners=logit_resize == "openseg")
+    if tuple(logits.shape[-2:]) == tuple(label_size):
+        return logits  # a same-size bilinear resize is the identity
     return F.interpolate(logits, size=tuple(label_size), mode="bilinear", align_corners=False)
 
 

@@ -143,15 +143,15 @@ def test_the_torch_free_catalog_names_exactly_the_registered_builders() -> None:
 # experiments/recipes.py, experiments/paper_models.py); CamVid's prototype cell and smoke's
 # prototype and contrast cells when their step-count settings were scaled to the schedule
 # (issue 17, experiments/scaling.py); table2's HRNet pair when the released recipe read BGR
-# like its source (issue 14, data.channel_order).
+# and evaluated like its source (issue 14: data.channel_order, eval.logit_resize=openseg).
 GRID_KEYS = {
     "smoke": "softmax-b45cfa9900 pixel-query-aae0eb4479 pixel-contrast-eb082c7807 "
              "prototype-k-1-7b686acbf5 prototype-k-5-bff342381e",
     "table1": "fcn-ffda5353de ours-fcn-1a4a290955 hrnet-c3e5c2b3bf "
               "ours-hrnet-2be1f82d36 swin-af65871c15 ours-swin-a6152adf6f "
               "segformer-4a546b1bf7 ours-segformer-fd2ea0eb88",
-    "table2": "fcn-1f502a0c7c ours-fcn-07b2c7872e hrnet-1ed85679a1 "
-              "ours-hrnet-cef12f44b1 swin-b1ca8d12d1 ours-swin-33f4636354 "
+    "table2": "fcn-1f502a0c7c ours-fcn-07b2c7872e hrnet-d8408a3b34 "
+              "ours-hrnet-92cfb68e20 swin-b1ca8d12d1 ours-swin-33f4636354 "
               "segformer-5febe7dc14 ours-segformer-86cc59ade3 "
               "contrastiveseg-802bbbd22e",
     "table3": "fcn-5242d56839 ours-fcn-bcff3b0003 hrnet-089433ae0e "
