@@ -24,6 +24,8 @@ FIGURE_TITLES = {
     "training_curves": "Training loss and evaluation mIoU",
     "similarity": "Pixel-prototype similarity (paper Fig. 3)",
     "embedding": "Embedding space, PCA (paper Fig. 5)",
+    "prototype_health": "Prototype health per class",
+    "mode_alignment": "Prototypes vs appearance modes (generated data)",
 }
 
 

@@ -381,6 +381,8 @@ def render_figures(grid: str, cells: list[Cell], records: list[Record],
     out_dir = ResultsLayout(results_root).figures(grid)
     paths = record_figures(cells, records, out_dir, log)
     paths += model_figures(cells, records, results_root, out_dir, log=log)
-    from benchmark.report.health_plots import plot_prototype_health  # it builds on this module
+    from benchmark.report.health_plots import plot_prototype_health  # they build on this module
+    from benchmark.report.mode_alignment import plot_mode_alignment
 
-    return paths + plot_prototype_health(cells, records, out_dir, log)
+    paths += plot_prototype_health(cells, records, out_dir, log)
+    return paths + plot_mode_alignment(cells, records, results_root, out_dir, log)

@@ -189,6 +189,7 @@ def test_render_figures_with_and_without_weights(tmp_path, model):
     assert sorted(p.name for p in paths) == ["per_class_iou_b0.pdf", "per_class_iou_b0.png",
                                              "training_curves.pdf", "training_curves.png"]
     assert all(p.parent == out for p in paths)
+    assert notes.pop().startswith("figures: skipping the mode alignment of 'Ours': no weights at")
     assert notes.pop() == ("figures: skipping prototype_health: no finished run recorded "
                            "prototype health")  # these records predate it
     assert len(notes) == 2 and all("no weights at" in n for n in notes)
@@ -203,6 +204,8 @@ def test_render_figures_with_and_without_weights(tmp_path, model):
     assert f"similarity_{OURS.key}_seed0.png" in names
     assert f"embedding_{OURS.key}_seed0.png" in names
     assert_png(out / f"similarity_{OURS.key}_seed0.png", plots.similarity_figure_size_in(3))
+    assert "mode_alignment.png" in names  # generated data: its prototypes vs the modes
+    assert notes.pop().startswith("mode alignment Ours: mean U = ")
     assert notes.pop().startswith("figures: skipping prototype_health")
     assert len(notes) == 1 and "'Softmax'" in notes[0]
 
