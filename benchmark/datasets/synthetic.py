@@ -235,7 +235,7 @@ class SyntheticSegmentation(Dataset):
         """(image, label) of item i; see `sample` for the mode map as well.
 
         Items are pure functions of i, and a training run reads each several times (the smoke
-        grid: about 4 epochs), so small splits keep what they generated (copies are returned):
+        grid: about 15 epochs), so small splits keep what they generated (copies are returned):
         generating was 12% of a smoke training step (perf/profile_step.py).
         """
         index = self._index(i)
