@@ -2,10 +2,10 @@
 
 The paper's recipes run 80K-160K steps. Two of their settings are counted in steps: ProtoSeg's
 prototype momentum 0.999 (a horizon 1/(1 - gamma) of 1000 steps, 1/80 of 80K) and
-ContrastiveSeg's 5000-step loss warm-up. Kept as they are, a 240- or 800-step CPU schedule
-would end with the prototypes still near their random initialisation and, below 5000 steps,
-with no contrast loss at all: the grid would measure something other than the method. The CPU grids
-therefore give each such setting an eighth of their schedule: the momentum horizon is
+ContrastiveSeg's 5000-step loss warm-up. Kept as they are, an 800- or 960-step CPU schedule
+would end with the prototypes still near their random initialisation and with no contrast loss
+at all: the grid would measure something other than the method. The CPU grids therefore
+give each such setting an eighth of their schedule: the momentum horizon is
 iters / 8 steps (the initialisation's weight decays to e^-8 by the end while each prototype
 still averages iters / 8 batches) and the contrast loss starts after iters / 8 steps
 (docs/fidelity.md lists this as a CPU-grid deviation).
