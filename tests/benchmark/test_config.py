@@ -178,14 +178,19 @@ def test_every_grids_cell_keys_are_unchanged(grid: str) -> None:
     assert [c.key for c in get_grid(grid).cells] == GRID_KEYS[grid].split()
 
 
-def test_the_committed_camvid_records_rebuild_to_their_keys() -> None:
-    """A record's cell, read back into today's specs, hashes to the key it was stored under."""
+@pytest.mark.parametrize("grid", ["camvid", "discrepancies_camvid"])
+def test_the_committed_records_rebuild_to_their_keys(grid: str) -> None:
+    """A committed record's cell, read back into today's specs, hashes to the key it was stored
+    under, and each of the grid's cells has its 3 seeds."""
     import json
     from pathlib import Path
 
-    runs = Path(__file__).resolve().parents[2] / "results" / "runs" / "camvid"
+    from experiments import get_grid
+
+    runs = Path(__file__).resolve().parents[2] / "results" / "runs" / grid
     paths = sorted(runs.glob("*/seed*.json"))
-    assert paths
+    assert sorted({p.parent.name for p in paths}) == sorted(c.key for c in get_grid(grid).cells)
+    assert len(paths) == 3 * len(get_grid(grid).cells)
     for path in paths:
         record = json.loads(path.read_text())
         cell = cell_from_dict(record["cell"])
