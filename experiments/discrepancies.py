@@ -5,13 +5,15 @@ released-code): projection MLP, embeddings normalised over the image width, Laye
 class scores, prototypes updated from a hard Gumbel draw, PPC temperature 1.0, PPD weight
 0.001, Sinkhorn solved per process, and (Cityscapes) its class-weighted cross-entropy. Every
 other cell changes one switch to the paper's (or the intended) behaviour and nothing else, so
-its paired difference to the reference over seeds says what that switch is worth. Verdicts are against zero (the paper reports no such numbers).
+its paired difference to the reference over seeds says what that switch is worth. Verdicts are
+against zero (the paper reports no such numbers).
 
 - `discrepancies`: the released recipe itself, HRNetV2-W48 on Cityscapes (80K iterations, 4
   GPUs; `cityscapes_hrnet_80k`).
 - `discrepancies_camvid`: its CPU twin on CamVid (the `camvid` grid's MiT-B0 prototype cell,
-  with its momentum scaled to the 800-step schedule, experiments/scaling.py). The Sinkhorn-scope switch is left out there (on
-  one process both scopes solve the same problem), and so are the Cityscapes class weights.
+  with its momentum scaled to the 800-step schedule, experiments/scaling.py). The Sinkhorn-scope
+  switch is left out there (on one process both scopes solve the same problem), and so are the
+  Cityscapes class weights.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def discrepancies_camvid() -> Grid:
     proto = next(c for c in camvid().cells if c.model.head.name == "prototype")
     switches = {k: v for k, v in SWITCHES.items() if k not in CPU_ONLY_OUT}
     cells = switch_cells("discrepancies_camvid", proto, switches,
-                         num_prototypes=proto.model.head.num_prototypes, gamma=proto.model.head.gamma)
+                         num_prototypes=proto.model.head.num_prototypes,
+                         gamma=proto.model.head.gamma)
     return Grid("discrepancies_camvid", "CPU twin of `discrepancies` on CamVid (MiT-B0 from "
                 "scratch, 800 steps)", cells, seeds=3, layout="switches")

@@ -1,10 +1,10 @@
 """MMSegmentation 1.x's own data pipeline (`data.pipeline=mmseg`, docs/fidelity.md).
 
-`MMSegPipeline`: MMSeg 1.x's own operations, equal to its train pipeline + SegDataPreProcessor on the same draws
-(tests/fidelity/test_pipeline.py): size from the truncated `int(scale * ratio)`, cv2 bilinear
-images (no antialiasing), cv2 nearest (floor) labels, unpadded crop, PhotoMetricDistortion on
-uint8 (truncation after each op; OpenCV HSV: S scaled, H + an integer in [-18, 17] mod 180),
-0-255 mean/std, then padding to the crop with 0 (the mean colour) and the ignore label.
+`MMSegPipeline`: MMSeg 1.x's own operations, equal to its train pipeline + SegDataPreProcessor
+on the same draws (tests/fidelity/test_pipeline.py): size from the truncated
+`int(scale * ratio)`, cv2 bilinear images (no antialiasing), cv2 nearest (floor) labels,
+unpadded crop, PhotoMetricDistortion on uint8 (truncation after each op; OpenCV HSV: S scaled,
+H + an integer in [-18, 17] mod 180), 0-255 mean/std, then padding to the crop with 0 (the mean colour) and the ignore label.
 OpenCV does the resize and HSV: mmcv's very functions, so they agree bit for bit, which a torch
 copy of cv2's fixed-point rounding would not (after HSV one grey level in can become several),
 and it is fast on uint8. opencv-python (pinned), not -headless: the fidelity extra's mmcv-lite

@@ -142,8 +142,9 @@ def test_the_torch_free_catalog_names_exactly_the_registered_builders() -> None:
 # pipeline, schedule, parameter groups, loss normalisation, evaluation resize, `model.init=mmseg`;
 # experiments/recipes.py, experiments/paper_models.py); CamVid's prototype cell when its
 # step-count settings were scaled to the schedule (issue 17, experiments/scaling.py) and the
-# smoke grid when its schedule grew to 960 steps (issue 17, experiments/smoke.py); table2's HRNet pair when the released recipe read BGR
-# and evaluated like its source (issue 14: data.channel_order, eval.logit_resize=openseg).
+# smoke grid when its schedule grew to 960 steps (issue 17, experiments/smoke.py); table2's
+# HRNet pair when the released recipe read BGR and evaluated like its source (issue 14:
+# data.channel_order, eval.logit_resize=openseg).
 GRID_KEYS = {
     "smoke": "softmax-d784c5db62 pixel-query-e1b54f78f6 pixel-contrast-eac4020cb0 "
              "prototype-k-1-177e923b29 prototype-k-5-25681a9880",

@@ -1,6 +1,7 @@
 """The three rooms of benchmark/ stay apart (docs/design.md): train and report import no other
 room; launch, which starts runs, calls train's entry points but never report; nothing imports
-the CLI. Shared ground: store, config, validation, catalog, provenance, stats, datasets, checkpoints."""
+the CLI. Shared ground: store, config, validation, catalog, provenance, stats, datasets,
+checkpoints."""
 
 from __future__ import annotations
 

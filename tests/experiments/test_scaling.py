@@ -1,4 +1,4 @@
-"""The CPU grids' step-count settings follow their schedules by one rule (experiments/scaling.py)."""
+"""The CPU grids' step-count settings follow their schedules by one rule (scaling.py)."""
 
 from __future__ import annotations
 
