@@ -4,11 +4,12 @@
 on the same draws (tests/fidelity/test_pipeline.py): size from the truncated
 `int(scale * ratio)`, cv2 bilinear images (no antialiasing), cv2 nearest (floor) labels,
 unpadded crop, PhotoMetricDistortion on uint8 (truncation after each op; OpenCV HSV: S scaled,
-H + an integer in [-18, 17] mod 180), 0-255 mean/std, then padding to the crop with 0 (the mean colour) and the ignore label.
-OpenCV does the resize and HSV: mmcv's very functions, so they agree bit for bit, which a torch
-copy of cv2's fixed-point rounding would not (after HSV one grey level in can become several),
-and it is fast on uint8. opencv-python (pinned), not -headless: the fidelity extra's mmcv-lite
-and mmengine require it, and two OpenCV packages must not share one environment's `cv2`.
+H + an integer in [-18, 17] mod 180), 0-255 mean/std, then padding to the crop with 0 (the mean
+colour) and the ignore label. OpenCV does the resize and HSV: mmcv's very functions, so they
+agree bit for bit, which a torch copy of cv2's fixed-point rounding would not (after HSV one
+grey level in can become several), and it is fast on uint8. opencv-python (pinned), not
+-headless: the fidelity extra's mmcv-lite and mmengine require it, and two OpenCV packages must
+not share one environment's `cv2`.
 """
 
 from __future__ import annotations
