@@ -22,8 +22,8 @@ from torch import Tensor
 
 from benchmark.config import Cell
 from benchmark.report.aggregate import done_by_seed, method_labels
-from benchmark.report.plots import StaleWeightsError, load_trained_model, save_figure
-from benchmark.store import Record, ResultsLayout
+from benchmark.report.plots import first_trained_model, save_figure
+from benchmark.store import Record
 
 
 def uncertainty_coefficient(joint: Tensor) -> float:
@@ -82,16 +82,10 @@ def alignment_by_cell(cells: list[Cell], records: list[Record], results_root: Pa
         if (cell.data.name != "synthetic" or cell.model.head.name != "prototype"
                 or not done.get(cell.key)):
             continue
-        seed, rec = next(iter(done[cell.key].items()))
-        weights = ResultsLayout(results_root).final_weights(cell.grid, cell.key, seed)
-        if not weights.exists():
-            log(f"figures: skipping the mode alignment of {cell.row!r}: no weights at {weights}")
+        found = first_trained_model(cell, done[cell.key], results_root, "the mode alignment", log)
+        if found is None:
             continue
-        try:
-            model = load_trained_model(cell, weights, rec.weights_sha256)
-        except StaleWeightsError as err:
-            log(f"figures: skipping the mode alignment of {cell.row!r}: {err}")
-            continue
+        model = found[1]
         val = build_dataset(cell.data, cell.data.val_split)
         counts = mode_prototype_counts(model, val, cell.data.modes_per_class,
                                        ignore_index=cell.data.ignore_index)

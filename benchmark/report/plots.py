@@ -333,6 +333,24 @@ def load_trained_model(cell: Cell, weights: Path, expected_sha256: str | None = 
     return model.eval()
 
 
+def first_trained_model(cell: Cell, runs: dict[int, Record], results_root: Path | str,
+                        what: str, log: Callable[[str], Any] = print
+                        ) -> tuple[int, nn.Module] | None:
+    """(seed, model) of the cell's first finished seed with its final weights (`runs`: the
+    cell's finished records by seed); None, with a note naming `what` is skipped, when the
+    weights are missing or are not the ones its record describes."""
+    seed, rec = next(iter(runs.items()))
+    weights = ResultsLayout(results_root).final_weights(cell.grid, cell.key, seed)
+    if not weights.exists():
+        log(f"figures: skipping {what} of {cell.row!r}: no weights at {weights}")
+        return None
+    try:
+        return seed, load_trained_model(cell, weights, rec.weights_sha256)
+    except StaleWeightsError as err:
+        log(f"figures: skipping {what} of {cell.row!r}: {err}")
+        return None
+
+
 def model_figures(cells: list[Cell], records: list[Record], results_root: Path | str,
                   out_dir: Path, num_images: int = 4, log: Callable[[str], Any] = print
                   ) -> list[Path]:
@@ -347,16 +365,10 @@ def model_figures(cells: list[Cell], records: list[Record], results_root: Path |
     for cell in cells:
         if cell.model.head.name not in ("prototype", "softmax") or not done.get(cell.key):
             continue
-        seed, rec = next(iter(done[cell.key].items()))
-        weights = ResultsLayout(results_root).final_weights(cell.grid, cell.key, seed)
-        if not weights.exists():
-            log(f"figures: skipping the embedding figures of {cell.row!r}: no weights at {weights}")
+        if (found := first_trained_model(cell, done[cell.key], results_root,
+                                         "the embedding figures", log)) is None:
             continue
-        try:
-            model = load_trained_model(cell, weights, rec.weights_sha256).to(device)
-        except StaleWeightsError as err:
-            log(f"figures: skipping the embedding figures of {cell.row!r}: {err}")
-            continue
+        seed, model = found[0], found[1].to(device)
         info = dataset_info(cell.data)
         val = build_dataset(cell.data, cell.data.val_split)
         samples = [val[i] for i in range(min(num_images, len(val)))]

@@ -213,6 +213,12 @@ def test_render_figures_with_and_without_weights(tmp_path, model):
     notes.clear()
     assert plots.model_figures([BASE, OURS], records, tmp_path, out, log=notes.append) == []
     assert "does not match its record's weights_sha256" in notes[1]
+    notes.clear()
+    from benchmark.report.mode_alignment import plot_mode_alignment
+
+    assert plot_mode_alignment([BASE, OURS], records, tmp_path, out, log=notes.append) == []
+    assert notes == [f"figures: skipping the mode alignment of 'Ours': {weights} does not match "
+                     "its record's weights_sha256; rerun the cell with --force to regenerate both"]
     with pytest.raises(plots.StaleWeightsError):
         plots.load_trained_model(OURS, weights, "0" * 64)
     assert plots.load_trained_model(OURS, weights, weights_sha256(trained)) is not None
