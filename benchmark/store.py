@@ -28,6 +28,7 @@ PROVENANCE_KEYS = ("git_commit", "versions", "hardware", "host")  # schema 1: to
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK  # what open() would have made
+PUBLISHED_RECORD = "published.json"  # beside the cell's seed<N>.json trained records
 STALE_TEMP_S = 60.0  # a temp file older than this was left by a killed writer
 
 
@@ -115,7 +116,13 @@ class ResultsLayout:
         return self.root / "runs" / grid
 
     def record(self, grid: str, cell_key: str, seed: int) -> Path:
+        """A trained run's record (kind `trained`)."""
         return self.runs(grid) / cell_key / f"seed{seed}.json"
+
+    def published_record(self, grid: str, cell_key: str) -> Path:
+        """A published checkpoint's evaluation (kind `published-checkpoint`): its own file, so
+        an evaluation and a training of the same cell never replace each other."""
+        return self.runs(grid) / cell_key / PUBLISHED_RECORD
 
     def checkpoints(self, grid: str, cell_key: str, seed: int) -> Path:
         return self.root / "checkpoints" / grid / cell_key / f"seed{seed}"
@@ -299,16 +306,18 @@ def report_bad_record(err: Exception, stream: Any = None) -> None:
           file=stream or sys.stderr)
 
 
-def is_done(path: Path | str) -> bool:
-    """True when a complete 'done' record exists; failed, damaged or missing: run again."""
+def is_done(path: Path | str, kind: str = "trained") -> bool:
+    """True when a complete 'done' record of `kind` exists; failed, damaged, missing or of the
+    other kind (an evaluation written by an older version at a training's path): run again."""
     path = Path(path)
     if not path.exists():
         return False
     try:
-        return read_record(path).status == "done"
+        record = read_record(path)
     except (OSError, RecordError) as err:
         report_bad_record(err)
         return False
+    return record.status == "done" and record.kind == kind
 
 
 def load_records(root: ResultsLayout | Path | str, grid: str) -> list[Record]:
@@ -380,8 +389,8 @@ def _write_cache(path: Path, content: dict[str, Any]) -> None:
 
 
 def _record_paths(layout: ResultsLayout, grid: str) -> list[Path]:
-    """runs/<grid>/<cell-key>/seed*.json, sorted by (cell key, file name); os.scandir, since
-    pathlib's glob takes a quarter of a second for 10,000 records. Stale temp files of killed
+    """runs/<grid>/<cell-key>/{seed*,published}.json, sorted by (cell key, file name); os.scandir,
+    since pathlib's glob takes a quarter of a second for 10,000 records. Stale temp files of killed
     writers are removed on the way."""
     folder = layout.runs(grid)
     try:
@@ -394,5 +403,6 @@ def _record_paths(layout: ResultsLayout, grid: str) -> list[Path]:
         names = sorted(os.listdir(folder / cell))
         if any(n.endswith(".tmp") for n in names):
             clean_stale_temps(folder / cell)
-        paths += [folder / cell / n for n in names if n.startswith("seed") and n.endswith(".json")]
+        paths += [folder / cell / n for n in names
+                  if n == PUBLISHED_RECORD or (n.startswith("seed") and n.endswith(".json"))]
     return paths

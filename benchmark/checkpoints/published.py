@@ -2,7 +2,8 @@
 
 Each cell's model is built, filled strictly from its checkpoint (benchmark/checkpoints/whole.py)
 and evaluated on the cell's split with the cell's protocol (whole image or sliding window); the
-record has kind `published-checkpoint` and names the file, its SHA-256, its source and the
+record has kind `published-checkpoint`, lives in its own file (`ResultsLayout.published_record`,
+never a trained run's `seed<N>.json`) and names the file, its SHA-256, its source and the
 published mIoU. A cell whose file is absent is a `missing` row naming the download, not an
 error; the table "published vs this suite" gives the difference.
 """
@@ -134,7 +135,7 @@ def evaluate_cells(cells: Iterable[Cell], folder: str | Path, layout: ResultsLay
             continue
         record = published_record(cell, result, published, started)
         try:
-            save(layout.record(cell.grid, cell.key, 0), record)
+            save(layout.published_record(cell.grid, cell.key), record)
         except OSError as err:  # the evaluation is kept by `save`; its message says where
             failures += 1
             print(f"error: {cell.row}: {err}", file=sys.stderr)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import traceback
@@ -28,8 +29,8 @@ from benchmark.config import Cell, cell_from_dict
 from benchmark.launch import locks
 from benchmark.launch.checks import check_run
 from benchmark.provenance import provenance
-from benchmark.store import (Record, RecordError, ResultsLayout, as_layout, is_done, read_record,
-                             write_record)
+from benchmark.store import (PUBLISHED_RECORD, Record, RecordError, ResultsLayout, as_layout,
+                             is_done, read_record, write_record)
 
 EXECUTORS = ("inline", "local", "slurm")
 
@@ -133,13 +134,27 @@ def _one_line(err: BaseException) -> str:
 
 def save_record(path: Path, record: Record) -> Path:
     """Write the record; when that fails, print it to stderr as JSON under a one-line error
-    naming the path, so the computed result is not lost, and re-raise."""
+    naming the path, so the computed result is not lost, and re-raise. A published evaluation
+    that an older version wrote at this trained run's path moves to its own file first."""
     try:
+        _move_old_evaluation(path)
         return write_record(path, record)
     except OSError as err:  # JSON on stderr and a fallback file (benchmark/launch/checks.py)
         from benchmark.launch.checks import keep_unsaved
 
         raise OSError(keep_unsaved(path, record.to_json(), err)) from None
+
+
+def _move_old_evaluation(path: Path) -> None:
+    """Keep a `published-checkpoint` record found at a trained run's path (written there before
+    evaluations had their own file) by renaming it to the cell's published record."""
+    try:
+        old = read_record(path)
+    except (OSError, RecordError):
+        return
+    target = path.parent / PUBLISHED_RECORD
+    if old.kind == "published-checkpoint" and not target.exists():
+        os.replace(path, target)
 
 
 # --------------------------------------------------------------------------- cluster jobs

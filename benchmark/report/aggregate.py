@@ -16,14 +16,20 @@ from benchmark.stats import mean_std
 from benchmark.store import Record
 
 
-def done_by_seed(records: list[Record]) -> dict[str, dict[int, Record]]:
+def done_by_seed(records: list[Record], kind: str | None = None) -> dict[str, dict[int, Record]]:
     """Finished records with an mIoU, as {cell_key: {seed: record}} (seeds sorted).
 
-    Kept separate so paired comparisons (baseline vs ours on the same seed) can reuse it.
+    A cell's trained runs stand for it; a published checkpoint's evaluation stands in only for
+    a cell without any (`kind` picks one kind instead). Kept separate so paired comparisons
+    (baseline vs ours on the same seed) can reuse it.
     """
+    finished = [r for r in records if r.status == "done" and r.miou is not None]
+    trained = {r.cell_key for r in finished if r.kind == "trained"}
     out: dict[str, dict[int, Record]] = {}
-    for rec in records:
-        if rec.status == "done" and rec.miou is not None:
+    for rec in finished:
+        wanted = (rec.kind == kind if kind is not None
+                  else rec.kind == "trained" or rec.cell_key not in trained)
+        if wanted:
             out.setdefault(rec.cell_key, {}).setdefault(int(rec.seed), rec)
     return {key: dict(sorted(seeds.items())) for key, seeds in out.items()}
 
@@ -83,6 +89,16 @@ def cell_results(cells: list[Cell], records: list[Record]) -> dict[str, CellResu
                                 params_m(list(seeds.values())),
                                 any(r.kind == "published-checkpoint" for r in seeds.values()))
     return out
+
+
+def evaluated_beside_trained(cells: list[Cell], records: list[Record]) -> dict[str, CellResult]:
+    """{cell_key: the published checkpoint's evaluation} of cells that also have trained runs:
+    tables show it as a row of its own, labelled as evaluated, next to the trained row."""
+    trained = done_by_seed(records, kind="trained")
+    evaluated = done_by_seed(records, kind="published-checkpoint")
+    return {c.key: CellResult("done", {s: r.miou for s, r in evaluated[c.key].items()},
+                              params_m(list(evaluated[c.key].values())), True)
+            for c in cells if c.key in trained and c.key in evaluated}
 
 
 def method_labels(cells: list[Cell]) -> list[str]:

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from benchmark.config import Cell
-from benchmark.report.aggregate import CellResult, baselines, cell_results, per_class_iou
+from benchmark.report.aggregate import (CellResult, baselines, cell_results,
+                                        evaluated_beside_trained, per_class_iou)
 from benchmark.report.verdicts import VERDICT_HEADER, VERDICT_NOTE, verdicts
 from benchmark.stats import PairedDifference, Verdict, paired_difference
 from benchmark.store import Record
@@ -237,6 +238,7 @@ def paper_table(cells: list[Cell], records: list[Record],
     better: list[str] = []  # cell keys of the better cell of each pair with results
     previous: Cell | None = None
     judged = verdicts(cells, results)
+    evaluated = evaluated_beside_trained(cells, records)
     for c in cells:
         row, winner = _paper_row(c, results, base_of.get(c.pair) if _kind(c) == "ours" else None,
                                  previous)
@@ -245,13 +247,17 @@ def paper_table(cells: list[Cell], records: list[Record],
             better.append(winner)
         index[c.key] = len(rows)
         rows.append(row)
+        if c.key in evaluated:  # the same cell evaluated from a checkpoint: its own row
+            extra, _ = _paper_row(c, {c.key: evaluated[c.key]}, None, c)
+            rows.append({**extra, "kind": "other", PAIRED_HEADER: DASH, VERDICT_HEADER: DASH})
         previous = c
     bold = {(index[key], "mIoU (%)") for key in better}
     columns, align = PAPER_LAYOUT_COLUMNS, ("left", "left") + ("right",) * 6 + ("left", "right")
     if not refs and all(c.paper_miou is None and c.paper_params_m is None for c in cells):
         keep = [i for i, name in enumerate(columns) if name not in PAPER_ONLY_COLUMNS]
         columns, align = [columns[i] for i in keep], tuple(align[i] for i in keep)
-    notes = _paper_notes(cells, refs, bool(base_of), results)
+    notes = _paper_notes(cells, refs, bool(base_of), {**results, **{
+        f"{key} evaluated": res for key, res in evaluated.items()}})
     if any(judged.values()):
         notes.append(VERDICT_NOTE)
     return _make_table(rows, columns, align, notes, bold)

@@ -135,5 +135,5 @@ def test_an_unwritable_record_keeps_the_evaluation(tmp_path, capsys, monkeypatch
     assert main(_args(tmp_path / "zoo", tmp_path / "results")) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and "the result is kept in" in err
-    kept = list((tmp_path / "results" / "runs" / "zoo").glob("*/unsaved-seed0-*.json"))
+    kept = list((tmp_path / "results" / "runs" / "zoo").glob("*/unsaved-published-*.json"))
     assert len(kept) == 1 and '"published-checkpoint"' in kept[0].read_text()
