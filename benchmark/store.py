@@ -154,6 +154,14 @@ class ResultsLayout:
     def jobs_dir(self, grid: str, stamp: str) -> Path:
         return self.root / "jobs" / grid / stamp
 
+    def sequential(self, grid: str) -> Path:
+        """`--seeds auto`: the design, and each pair's looks and decision (benchmark/looks.py)."""
+        return self.root / "sequential" / f"{grid}.json"
+
+    def looks(self, grid: str) -> Path:
+        """The paired seed counts each command's tables showed (benchmark/looks.py)."""
+        return self.root / "looks" / f"{grid}.json"
+
 
 def as_layout(root: ResultsLayout | Path | str) -> ResultsLayout:
     return root if isinstance(root, ResultsLayout) else ResultsLayout(root)
