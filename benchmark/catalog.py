@@ -1,22 +1,19 @@
-"""The names a config may use and each real data set's default recipe, without importing torch.
+"""Every registry a config names, torch-free: the models' (methods/catalog.py) and the data sets'.
 
-`validation.validate` and the `--dry-run` plan need only these, and `import torch` alone takes
-longer than a dry run may (2.45 s on a small CPU machine), so they live here rather than in the
-registries that build things (`methods.BACKBONES`, `benchmark.datasets.DATASETS`, ...).
-tests/benchmark/test_config.py checks that every name here has a builder there and the other way
-round.
+`validation.validate` and the `--dry-run` plan need only names and descriptions, and `import
+torch` alone takes longer than a dry run may (2.45 s on a small CPU machine); each entry's
+builder loads on first use. A data set registers with one line: its builders and its default
+recipe (MMSeg's DataSpec fields), which experiments/recipes.py reads.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from methods.heads.options import HEAD_OPTIONS
+from methods.catalog import BACKBONES, DECODERS, HEADS
+from methods.registry import Registry, plugin_origins
 
-BACKBONE_NAMES = ("resnet101_d8", "hrnetv2_w48", "swin_b", "mit_b4", "mit_b2", "resnet18_d8",
-                  "hrnetv2_w18_small", "swin_t", "mit_b0", "hrnetv2_w48_openseg")
-DECODER_NAMES = ("fcn", "mlp", "hrnetv2", "upernet", "mlp_mmseg", "hrnetv2_openseg")
-HEAD_NAMES = tuple(HEAD_OPTIONS)  # each head names itself next to its options (torch-free)
+DATASETS = Registry("dataset")
 
 
 def _mmseg(num_classes: int, val_split: str, scale: tuple[int, int],
@@ -29,12 +26,36 @@ def _mmseg(num_classes: int, val_split: str, scale: tuple[int, int],
             "photometric": "mmseg"}
 
 
-# DataSpec fields of each real data set's default recipe (MMSeg configs of the same names).
-DATASET_RECIPES: dict[str, dict[str, Any]] = {
-    "ade20k": _mmseg(150, "val", (2048, 512), (512, 512)),
-    "cityscapes": _mmseg(19, "val", (2048, 1024), (512, 1024)),
-    "coco_stuff10k": _mmseg(171, "test", (2048, 512), (512, 512)),
-    "camvid": _mmseg(11, "test", (480, 360), (360, 480)),
-}
-REAL_DATASET_NAMES = tuple(DATASET_RECIPES)
-DATASET_NAMES = ("synthetic", *REAL_DATASET_NAMES)
+DATASETS.register("synthetic", "benchmark.datasets:SYNTHETIC", display="generated shapes")
+DATASETS.register("ade20k", "benchmark.datasets:REAL", display="ADE20K",
+                  info={"recipe": _mmseg(150, "val", (2048, 512), (512, 512))})
+DATASETS.register("cityscapes", "benchmark.datasets:REAL", display="Cityscapes",
+                  info={"recipe": _mmseg(19, "val", (2048, 1024), (512, 1024))})
+DATASETS.register("coco_stuff10k", "benchmark.datasets:REAL", display="COCO-Stuff-10K",
+                  info={"recipe": _mmseg(171, "test", (2048, 512), (512, 512))})
+DATASETS.register("camvid", "benchmark.datasets:REAL", display="CamVid",
+                  info={"recipe": _mmseg(11, "test", (480, 360), (360, 480))})
+
+
+def dataset_recipe(name: str) -> dict[str, Any]:
+    """DataSpec fields of a real data set's default recipe (MMSeg configs of the same names)."""
+    recipe = DATASETS.get(name).info.get("recipe")
+    if recipe is None:
+        raise KeyError(f"data set {name!r} registers no default recipe")
+    return dict(recipe)
+
+
+
+
+REGISTRIES = {r.kind: r for r in (HEADS, BACKBONES, DECODERS, DATASETS)}
+
+
+def cell_plugins(cell: Any) -> list[dict[str, str]]:
+    """The plugin packages a cell's components come from (kind, name, package, version,
+    module): part of its record, and imported by every worker before it rebuilds the cell."""
+    return plugin_origins([(HEADS, cell.model.head.name), (BACKBONES, cell.model.backbone),
+                           (DECODERS, cell.model.decoder), (DATASETS, cell.data.name)])
+
+
+__all__ = ["BACKBONES", "DATASETS", "DECODERS", "HEADS", "REGISTRIES", "cell_plugins",
+           "dataset_recipe"]

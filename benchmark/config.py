@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
-from methods.heads.options import HEAD_OPTIONS, HeadOptions, options_for
+from methods.heads.options import HeadOptions
 
 
 class ConfigError(ValueError):
@@ -53,33 +53,68 @@ class DataSpec:
     channel_order: str = "rgb"  # rgb | bgr (released ProtoSeg's input_mode BGR, docs/fidelity.md)
 
 
-def _head_spec_fields() -> list[tuple[str, Any, Any]]:
-    """HeadSpec's fields: `name`, then every head's options under their HeadSpec names
-    (`PREFIX + option`, e.g. `contrast_variant`) with the options' types and defaults."""
-    out: list[tuple[str, Any, Any]] = [("name", str, field(default="softmax"))]
-    for options in HEAD_OPTIONS.values():
-        hints = typing.get_type_hints(options)
-        out += [(options.PREFIX + f.name, hints[f.name], field(default=f.default))
-                for f in fields(options)]
-    names = [name for name, _, _ in out]
-    if len(set(names)) != len(names):
-        raise TypeError(f"two heads' options share a HeadSpec name: {sorted(names)}")
-    return out
+@dataclass(frozen=True, init=False)
+class HeadSpec:
+    """The pixel classifier: a registered head's name and that head's own options object.
+
+    `HeadSpec("prototype", num_prototypes=5)` takes the head's `--set` option names; an option
+    the head does not have is an error. Option values read as attributes too (`spec.gamma`)."""
+
+    name: str
+    options: HeadOptions
+
+    def __init__(self, name: str = "softmax", options: HeadOptions | None = None,
+                 **values: Any) -> None:
+        cls = _options_class(name)
+        if options is None:
+            try:
+                options = cls.from_values(values)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        elif values or not isinstance(options, cls):
+            raise TypeError(f"HeadSpec({name!r}): give options= ({cls.__name__}) or keyword "
+                            f"values, not both")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "options", options)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr in ("name", "options"):
+            raise AttributeError(attr)
+        values = self.options.spec_values()
+        if attr not in values:
+            raise AttributeError(f"the {self.name} head has no option {attr!r}")
+        return values[attr]
+
+    def label(self) -> str:
+        """The head's row label, e.g. "Softmax" or "Prototype (K=10)"."""
+        return self.options.label()
+
+    def with_values(self, **values: Any) -> HeadSpec:
+        """A copy with some options changed (`--set` names)."""
+        return HeadSpec(self.name, **{**self.options.spec_values(), **values})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeadSpec:
+        """Read `{"name", "options": {...}}`, or the flat layout records written before heads
+        had their own options (every head's prefixed options side by side)."""
+        name = d.get("name", "softmax")
+        options_cls = _options_class(name)
+        if isinstance(d.get("options"), dict):
+            known = {f.name for f in fields(options_cls)}
+            return cls(name, options_cls(**{k: v for k, v in d["options"].items() if k in known}))
+        own = options_cls.spec_names().values()
+        return cls(name, **{k: v for k, v in d.items() if k in own})
 
 
-def _head_options(self: Any) -> HeadOptions:
-    """The options object of the head this spec names (what `methods.build_head` passes)."""
-    return options_for(self)
+def _options_class(name: str) -> type[HeadOptions]:
+    """The options class of a registered head; ConfigError naming the registered heads."""
+    from methods.catalog import head_options
+    from methods.registry import RegistryError
 
-
-# The pixel classifier and its options: `name` plus every head's options, composed from the
-# options dataclasses in methods/heads/options.py (one edit there adds a `--set model.head.*`
-# key). Flat, so the cell key hashes the same fields as before (ADDED_SETTINGS).
-HeadSpec = dataclasses.make_dataclass(
-    "HeadSpec", _head_spec_fields(), frozen=True,
-    namespace={"__module__": __name__, "options": _head_options,
-               "__doc__": "The pixel classifier and its options (methods/heads/options.py)."},
-)
+    try:
+        return head_options(name)
+    except RegistryError as err:
+        raise ConfigError(f"bad value for model.head.name: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -166,21 +201,15 @@ class Cell:
 
     @functools.cached_property
     def key(self) -> str:
-        """Readable slug + hash of every setting that changes the result (not labels).
+        """Readable slug of the row + hash of every setting that changes the result.
 
-        Computed once per cell (a frozen dataclass: its settings cannot change); tables and
-        reports compare it with every record's `cell_key`."""
-        payload = {s: dataclasses.asdict(getattr(self, s)) for s in RESULT_SECTIONS}
-        for dotted in EXECUTION_ONLY:
-            _pop_path(payload, dotted)
-        if payload["model"]["pretrained"] not in ("", "none"):  # which weights, not where they are:
-            payload["model"]["pretrained"] = "file"  # records name the file and its sha256
-        for dotted, value_when_added in ADDED_SETTINGS.items():
-            if get_path(self, dotted) == value_when_added:
-                _pop_path(payload, dotted)
-        digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        Each component contributes its own settings only (the head: its name and its own
+        options), and a setting at its declared `legacy` value (methods/settings.py) is left
+        out, so adding an option anywhere changes no existing key. Computed once per cell;
+        tables and reports compare it with every record's `cell_key`."""
+        digest = hashlib.sha1(json.dumps(key_payload(self), sort_keys=True).encode())
         slug = re.sub(r"[^a-z0-9]+", "-", self.row.lower()).strip("-") or "cell"
-        return f"{slug}-{digest}"
+        return f"{slug}-{digest.hexdigest()[:10]}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -191,31 +220,37 @@ OVERRIDE_SECTIONS = RESULT_SECTIONS + ("resources",)
 # Settings that change how a run executes but not its result: left out of the cell key.
 EXECUTION_ONLY = ("train.num_workers", "train.log_every", "train.checkpoint_every",
                   "data.root")  # data.root: where the files are, not what they are
-# Settings added after the first records were written, with the value each had when added
-# (which is what runs before it did). A cell at that value keeps its old key, so adding an
-# option never orphans existing records; any other value (even a later default) is hashed.
-# tests/benchmark/test_config.py fails when a new setting is missing here.
-ADDED_SETTINGS: dict[str, Any] = {
-    "model.head.sinkhorn_scope": "process",
-    "model.head.contrast_variant": "in_batch", "model.head.contrast_weight": None,
-    "model.head.contrast_tau": None, "model.head.contrast_base_tau": 0.07,
-    "model.head.contrast_warmup_iters": 5000, "model.head.contrast_max_anchors": 1024,
-    "model.head.contrast_max_views": 100, "model.head.contrast_min_class_pixels": 100,
-    "model.head.contrast_queue_size": 5000, "model.head.contrast_queue_pixels": 10,
-    "model.head.contrast_proj_dim": 256,
-    "eval.window_h": 0, "eval.window_w": 0, "eval.stride_h": 0, "eval.stride_w": 0,
-    "eval.logit_resize": "direct", "train.lr_schedule": "poly", "train.min_lr": 0.0,
-    "train.param_groups": "no_decay_1d", "train.ce_average": "labelled",  # docs/fidelity.md
-    "train.ce_weights": "none", "model.init": "library",
-    "data.pipeline": "torchvision", "data.channel_order": "rgb",
-}
+KEY_VERSION = 2  # 2: each head hashes only its own options (benchmark/migrate.py moves 1 -> 2)
+# A setting added from now on declares, where it is defined, the value that behaves as before:
+# `new_field: bool = setting(False, legacy=False)` (methods/settings.py); there is no central
+# list, and a cell at that value keeps its key.
 
 
-def _pop_path(payload: dict[str, Any], dotted: str) -> None:
-    *parents, name = dotted.split(".")
-    for part in parents:
-        payload = payload[part]
-    payload.pop(name, None)
+def key_payload(cell: Cell) -> dict[str, Any]:
+    """What a cell's key hashes: its result sections without execution-only settings and
+    without settings at their legacy value; the weights file by kind, not by place."""
+    payload = {s: _own_settings(getattr(cell, s)) for s in RESULT_SECTIONS}
+    for dotted in EXECUTION_ONLY:
+        section, name = dotted.split(".")
+        payload[section].pop(name, None)
+    if payload["model"].get("pretrained") not in (None, "", "none"):  # which weights, not where
+        payload["model"]["pretrained"] = "file"  # records name the file and its sha256
+    return payload
+
+
+def _own_settings(spec: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        if "legacy" in f.metadata and value == f.metadata["legacy"]:
+            continue  # added later and set as before: the key it had
+        if isinstance(value, HeadSpec):
+            out[f.name] = {"name": value.name, **_own_settings(value.options)}
+        elif is_dataclass(value):
+            out[f.name] = _own_settings(value)
+        else:
+            out[f.name] = value
+    return out
 
 
 def cell_from_dict(d: dict[str, Any]) -> Cell:
@@ -230,7 +265,9 @@ def _build(cls: type, d: dict[str, Any]) -> Any:
         if f.name not in d:
             continue
         value = d[f.name]
-        if is_dataclass(hints[f.name]) and isinstance(value, dict):
+        if hints[f.name] is HeadSpec and isinstance(value, dict):
+            value = HeadSpec.from_dict(value)
+        elif is_dataclass(hints[f.name]) and isinstance(value, dict):
             value = _build(hints[f.name], value)
         kwargs[f.name] = value
     return cls(**kwargs)
@@ -240,18 +277,29 @@ def _build(cls: type, d: dict[str, Any]) -> Any:
 
 
 def override_keys(obj: Any = None, prefix: str = "") -> list[str]:
-    """All dotted keys `--set` accepts, e.g. `train.iters`, `model.head.num_prototypes`."""
+    """The dotted keys `--set` accepts for a cell (default: a default cell), e.g. `train.iters`,
+    `model.head.name` and the options of the cell's own head (`model.head.num_prototypes`)."""
     obj = obj if obj is not None else Cell(grid="", row="")
     keys = []
     for f in fields(obj):
         if prefix == "" and f.name not in OVERRIDE_SECTIONS:
             continue
         value = getattr(obj, f.name)
-        if is_dataclass(value):
+        if isinstance(value, HeadSpec):
+            keys += [f"{prefix}{f.name}.{k}" for k in ("name", *value.options.spec_values())]
+        elif is_dataclass(value):
             keys += override_keys(value, f"{prefix}{f.name}.")
         else:
             keys.append(f"{prefix}{f.name}")
     return keys
+
+
+def head_option_keys() -> list[str]:
+    """`model.head.<option>` of every registered head (for close-match hints)."""
+    from methods.catalog import HEADS
+
+    return list(dict.fromkeys(f"model.head.{k}" for e in HEADS.entries() if e.options
+                              for k in e.options.spec_names().values()))
 
 
 def parse_override(text: str) -> tuple[str, str]:
@@ -287,26 +335,119 @@ def _convert(key: str, raw: str, annotation: Any) -> Any:
     return raw
 
 
-def apply_overrides(cell: Cell, overrides: list[str]) -> Cell:
-    """Return a copy of `cell` with each `section.field=value` applied (types checked)."""
-    valid = override_keys()
-    for text in overrides:
-        key, raw = parse_override(text)
-        if key not in valid:
-            raise ConfigError(f"unknown --set key {key!r}; {_close_keys(key, valid)}")
-        cell = _set_path(cell, key.split("."), raw, key)
+HEAD_PREFIX = "model.head."
+
+
+def apply_overrides(cell: Cell, overrides: list[str], only_where_present: bool = False) -> Cell:
+    """A copy of `cell` with each `section.field=value` applied (types checked, validated).
+
+    `model.head.name` is applied first (a new head starts from its defaults); a head option
+    the cell's head lacks is an error, or skipped with `only_where_present` (a grid: the option
+    applies to the cells whose head has it, `apply_to_grid`). A row that was its head's label
+    follows the head ("Prototype (K=5)" -> "Prototype (K=7)")."""
+    parsed = [parse_override(text) for text in overrides]
+    original = cell
+    for key, raw in sorted(parsed, key=lambda kv: kv[0] != f"{HEAD_PREFIX}name"):
+        if key == f"{HEAD_PREFIX}name":
+            cell = _with_head(cell, HeadSpec(raw))
+        elif key.startswith(HEAD_PREFIX):
+            option = key[len(HEAD_PREFIX):]
+            head = cell.model.head
+            if option not in head.options.spec_names().values():
+                if only_where_present and option in _all_head_options():
+                    continue
+                raise ConfigError(_no_such_head_option(key, head))
+            hint = typing.get_type_hints(type(head.options))[_unprefixed(head, option)]
+            value = _convert(key, raw, hint)
+            cell = _with_head(cell, head.with_values(**{option: value}))
+        else:
+            valid = [k for k in override_keys(cell) if not k.startswith(HEAD_PREFIX)]
+            if key not in valid:
+                raise ConfigError(f"unknown --set key {key!r}; {_close_keys(key, valid)}")
+            cell = _set_path(cell, key.split("."), raw, key)
+    cell = relabel(original, cell)
     from benchmark.validation import validate  # validation imports this module
 
     return validate(cell)
 
 
+def _unprefixed(head: HeadSpec, option: str) -> str:
+    return {v: k for k, v in head.options.spec_names().items()}[option]
+
+
+def _all_head_options() -> set[str]:
+    return {k[len(HEAD_PREFIX):] for k in head_option_keys()}
+
+
+def _no_such_head_option(key: str, head: HeadSpec) -> str:
+    own = [f"{HEAD_PREFIX}{k}" for k in head.options.spec_names().values()]
+    if key[len(HEAD_PREFIX):] in _all_head_options():
+        return (f"--set {key}: the {head.name} head has no such option; its options: "
+                f"{', '.join(own) or 'none'}")
+    return f"unknown --set key {key!r}; {_close_head_keys(key, own + head_option_keys())}"
+
+
+def _with_head(cell: Cell, head: HeadSpec) -> Cell:
+    return replace(cell, model=replace(cell.model, head=head))
+
+
+def relabel(before: Cell, after: Cell) -> Cell:
+    """Row labels come from the head: a row that named its head's label ("Softmax",
+    "Prototype (K=5)") or starts with "Ours" takes the new head's label."""
+    old, new = before.model.head, after.model.head
+    if old == new:
+        return after
+    if before.row == old.label():
+        return replace(after, row=new.label())
+    if before.row.startswith("Ours") and old.name != new.name:
+        return replace(after, row=new.label() + before.row[len("Ours"):])
+    return after
+
+
+def apply_to_grid(cells: list[Cell] | tuple[Cell, ...], overrides: list[str]
+                  ) -> tuple[list[Cell], list[str]]:
+    """`--set` on a grid: head options change only the cells whose head has them (the others
+    keep their key and records); an option no cell has is a ConfigError. Returns the cells and
+    one line per head option saying how many cells it changed."""
+    out = [apply_overrides(c, overrides, only_where_present=True) for c in cells]
+    notes = []
+    for text in overrides:
+        key, _ = parse_override(text)
+        if not key.startswith(HEAD_PREFIX) or key == f"{HEAD_PREFIX}name":
+            continue
+        option = key[len(HEAD_PREFIX):]
+        hit = sum(option in c.model.head.options.spec_names().values() for c in out)
+        if not hit:
+            present = list(dict.fromkeys(f"{HEAD_PREFIX}{k}" for c in out
+                                         for k in c.model.head.options.spec_names().values()))
+            heads = ", ".join(dict.fromkeys(c.model.head.name for c in out))
+            raise ConfigError(f"--set {key}: no cell of this grid has a head with that option "
+                              f"(heads: {heads}); "
+                              f"{_close_head_keys(key, present)}")
+        notes.append(f"--set {text}: {hit} of {len(out)} cells")
+    by_key: dict[str, list[str]] = {}
+    for cell in out:
+        by_key.setdefault(cell.key, []).append(cell.row)
+    notes += [f"{len(rows)} cells ({', '.join(dict.fromkeys(rows))}) are one configuration "
+              f"({key}): run once" for key, rows in by_key.items() if len(rows) > 1]
+    return out, notes
+
+
 def _close_keys(key: str, valid: list[str]) -> str:
-    """The few valid keys nearest to a mistyped one (the full list is 1,600 characters)."""
+    """The few valid keys nearest to a mistyped one (the full list is long)."""
     near = difflib.get_close_matches(key, valid, n=3, cutoff=0.6) or [
         k for k in valid if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]][:3]
     sections = ", ".join(dict.fromkeys(k.rsplit(".", 1)[0] for k in valid))
-    hint = f"did you mean {' or '.join(near)}?" if near else "no close match;"
+    hint = f"did you mean {' or '.join(dict.fromkeys(near))}?" if near else "no close match;"
     return f"{hint} keys are <section>.<field>, sections {sections} (benchmark/config.py)"
+
+
+def _close_head_keys(key: str, valid: list[str]) -> str:
+    """The registered head options nearest to a mistyped `model.head.*` key."""
+    options = [k[len(HEAD_PREFIX):] for k in dict.fromkeys(valid)]
+    near = difflib.get_close_matches(key[len(HEAD_PREFIX):], options, n=3, cutoff=0.7)
+    return (f"did you mean {' or '.join(HEAD_PREFIX + n for n in near)}?" if near else
+            "no close match among the options of those heads (methods/heads/options.py)")
 
 
 def _set_path(obj: Any, path: list[str], raw: str, key: str) -> Any:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping
 
+from benchmark.disk import disk_full, is_full
+
 RECORD_SCHEMA = 2  # 2: provenance nested under "provenance"; 1 (still read): at top level
 STATUSES = ("done", "failed")
 KINDS = ("trained", "published-checkpoint")
@@ -50,8 +52,8 @@ def atomic_write(path: Path | str, data: str | bytes | Callable[[BinaryIO], None
                  mode: int = FILE_MODE) -> Path:
     """Write `data` (text as UTF-8, bytes, or a callable writing into the open binary file,
     e.g. `lambda f: torch.save(state, f)`) to `path` atomically; the folder is created.
-    On failure the temp file is removed; an OSError names `path` (other errors raised by a
-    callable propagate unchanged)."""
+    On failure the temp file is removed; an OSError names `path`, a full disk is one
+    `benchmark.disk.DiskFull` (other errors raised by a callable propagate unchanged)."""
     path = Path(path)
     tmp = None
     try:
@@ -67,8 +69,13 @@ def atomic_write(path: Path | str, data: str | bytes | Callable[[BinaryIO], None
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
+        need = None if callable(data) else len(data)
+        # before the temp file goes: what it holds is part of what the disk could not take
+        full = isinstance(err, Exception) and is_full(err, path.parent, need)
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise disk_full(path, "writing", need) from None
         if isinstance(err, OSError) and str(path) not in str(err):
             raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
         raise
@@ -199,6 +206,7 @@ class Record:
     weights_sha256: str | None = None
     world_size: int = 1
     checkpoint: dict | None = None
+    plugins: list = field(default_factory=list)  # packages outside the repo the cell uses
     schema: int = RECORD_SCHEMA
 
     @property

@@ -9,12 +9,9 @@ from __future__ import annotations
 import math
 
 from benchmark.config import Cell, ConfigError, DataSpec, get_path, override_keys
-from methods.heads.options import HEAD_OPTIONS
+from benchmark.ranges import check_ranges
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    # each head's declared choices (the options' Literal types, methods/heads/options.py)
-    **{f"model.head.{options.PREFIX}{name}": allowed for options in HEAD_OPTIONS.values()
-       for name, allowed in options.choices().items()},
+CHOICES: dict[str, tuple[str, ...]] = {  # a head's own choices and ranges: its options class
     "train.optimizer": ("sgd", "adamw"),
     "eval.mode": ("whole", "slide"),
     "eval.logit_resize": ("direct", "via_input", "openseg"),
@@ -32,47 +29,37 @@ def validate(cell: Cell) -> Cell:
     """Check choices and ranges that the type alone cannot; returns the cell unchanged."""
     from benchmark import catalog  # names only: validating must not import torch
 
-    choices = dict(CHOICES)
-    choices["data.name"] = catalog.DATASET_NAMES
-    choices["model.backbone"] = catalog.BACKBONE_NAMES
-    choices["model.decoder"] = catalog.DECODER_NAMES
-    choices["model.head.name"] = catalog.HEAD_NAMES
+    for key, registry in (("data.name", catalog.DATASETS), ("model.backbone", catalog.BACKBONES),
+                          ("model.decoder", catalog.DECODERS)):
+        if get_path(cell, key) not in registry:  # plugins' names load here when asked for
+            raise ConfigError(f"bad value for {key}: {get_path(cell, key)!r}; choose one of "
+                              f"{', '.join(registry.names())}")
+    head = cell.model.head
+    for problem in head.options.problems():
+        raise ConfigError(f"bad value for model.head.{problem}")
     for key in override_keys(cell):  # NaN passes every `<= 0` test below: refuse it first
         value = get_path(cell, key)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"bad value for {key}: {value} is not a finite number; "
                               f"give a finite one, e.g. {key}={get_path(Cell('', ''), key)}")
-    for key, allowed in choices.items():
+    for key, allowed in CHOICES.items():
         value = get_path(cell, key)
         if value not in allowed:
             raise ConfigError(f"bad value for {key}: {value!r}; choose one of {', '.join(allowed)}")
-    positive = [
-        "data.num_classes", "train.iters", "train.batch_size", "eval.batch_size",
-        "model.head.num_prototypes", "model.head.sinkhorn_iters", "model.decoder_channels",
-        "model.head.contrast_max_anchors", "model.head.contrast_max_views",
-        "model.head.contrast_queue_size", "model.head.contrast_queue_pixels",
-        "model.head.contrast_proj_dim", "model.head.contrast_base_tau",
-        "model.head.sinkhorn_eps", "model.head.ppc_tau", "train.lr",
-    ]
+    positive = ["data.num_classes", "train.iters", "train.batch_size", "eval.batch_size",
+                "model.decoder_channels", "train.lr"]
     for key in positive:
         if get_path(cell, key) <= 0:
             raise ConfigError(f"bad value for {key}: must be > 0")
-    if not 0.0 <= cell.model.head.gamma <= 1.0:
-        raise ConfigError("bad value for model.head.gamma: must be in [0, 1]")
-    for key in ("model.aux_weight", "data.crop_size", "data.crop_width", "train.min_lr",
-                "model.head.contrast_warmup_iters", "model.head.contrast_min_class_pixels"):
+    for key in ("model.aux_weight", "data.crop_size", "data.crop_width", "train.min_lr"):
         if get_path(cell, key) < 0:
             raise ConfigError(f"bad value for {key}: must be >= 0")
-    head = cell.model.head
-    if head.contrast_tau is not None and head.contrast_tau <= 0:
-        raise ConfigError("bad value for model.head.contrast_tau: must be > 0 (or none)")
-    if head.contrast_weight is not None and head.contrast_weight < 0:
-        raise ConfigError("bad value for model.head.contrast_weight: must be >= 0 (or none)")
     e = cell.eval
     if e.mode == "slide" and not (0 < e.stride_h <= e.window_h and 0 < e.stride_w <= e.window_w):
         raise ConfigError("bad value for eval.window_h/w, eval.stride_h/w: slide mode needs "
                           "0 < stride <= window in both directions")
     _check_data(cell.data)
+    check_ranges(cell)  # data, train and eval ranges (benchmark/ranges.py)
     return cell
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from benchmark.config import Cell, ConfigError
+from methods.registry import Registry, RegistryError
 
 
 @dataclass(frozen=True)
@@ -23,28 +24,26 @@ class Grid:
     reference_rows: tuple[dict[str, Any], ...] = ()
 
 
-def _registry() -> dict[str, Callable[[], Grid]]:
-    from experiments.ablations import ablation_k, ablation_loss
-    from experiments.camvid import camvid
-    from experiments.discrepancies import discrepancies, discrepancies_camvid
-    from experiments.smoke import smoke
-    from experiments.table1 import table1
-    from experiments.table2 import table2
-    from experiments.table3 import table3
-    from experiments.zoo import zoo
-
-    return {"smoke": smoke, "table1": table1, "table2": table2, "table3": table3,
-            "ablation_loss": ablation_loss, "ablation_k": ablation_k, "camvid": camvid, "zoo": zoo,
-            "discrepancies": discrepancies, "discrepancies_camvid": discrepancies_camvid}
+GRIDS = Registry("grid")  # name -> function returning the Grid; plugins: protoseg_bench.grids
+for _name in ("smoke", "table1", "table2", "table3"):
+    GRIDS.register(_name, f"experiments.{_name}:{_name}")
+GRIDS.register("ablation_loss", "experiments.ablations:ablation_loss")
+GRIDS.register("ablation_k", "experiments.ablations:ablation_k")
+GRIDS.register("camvid", "experiments.camvid:camvid")
+GRIDS.register("zoo", "experiments.zoo:zoo")
+GRIDS.register("discrepancies", "experiments.discrepancies:discrepancies")
+GRIDS.register("discrepancies_camvid", "experiments.discrepancies:discrepancies_camvid")
 
 
 def grid_names() -> list[str]:
-    return list(_registry())
+    return list(GRIDS.names())
 
 
 def get_grid(name: str) -> Grid:
     """The grid called `name`, or a ConfigError listing the valid names."""
-    registry = _registry()
-    if name not in registry:
-        raise ConfigError(f"unknown grid {name!r}; valid grids: {', '.join(registry)}")
-    return registry[name]()
+    try:
+        entry = GRIDS.get(name)
+    except RegistryError:
+        raise ConfigError(f"unknown grid {name!r}; valid grids: {', '.join(GRIDS.names())}"
+                          ) from None
+    return entry.load()()

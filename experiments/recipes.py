@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from benchmark.catalog import DATASET_RECIPES
+from benchmark.catalog import dataset_recipe
 from benchmark.config import DataSpec, EvalSpec, ResourceSpec, TrainSpec
 
 DATASETS = ("ade20k", "cityscapes", "coco_stuff10k")  # the paper grids' data sets
@@ -78,7 +78,7 @@ class Recipe:
     def data(self, name: str) -> DataSpec:
         """The DataSpec of data set `name`: its MMSeg-style defaults (classes, split, scale,
         augmentation; benchmark.catalog) with this recipe's crop and overrides."""
-        fields = {**DATASET_RECIPES[name], "crop_size": self.crop[0],
+        fields = {**dataset_recipe(name), "crop_size": self.crop[0],
                   "crop_width": self.crop[1], **dict(self.data_overrides)}
         return DataSpec(name=name, **fields)
 

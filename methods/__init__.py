@@ -1,4 +1,4 @@
-"""Pure-PyTorch models of protoseg-bench: backbones, decoders and the four pixel classifiers.
+"""Pure-PyTorch models of protoseg-bench: backbones, decoders and the pixel classifiers (heads).
 
 The exports load on first use (methods/_lazy.py): importing `methods.heads.options` (torch-free)
 must not import torch.
@@ -7,9 +7,9 @@ must not import torch.
 from methods._lazy import lazy_exports
 
 _EXPORTS = {
-    "BACKBONES": "methods.backbones",
-    "DECODERS": "methods.decoders",
-    "HEADS": "methods.heads.registry",
+    "BACKBONES": "methods.catalog",
+    "DECODERS": "methods.catalog",
+    "HEADS": "methods.catalog",
     "HeadOutput": "methods.heads.base",
     "SegHead": "methods.heads.base",
     "Segmentor": "methods.segmentor",

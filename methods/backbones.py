@@ -14,7 +14,6 @@ family: `resnet18_d8`, `hrnetv2_w18_small`, `swin_t`, `mit_b0`.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
 
 import torch.nn.functional as F
 import torch
@@ -366,23 +365,10 @@ def mit_b0() -> Backbone:
     return MixTransformer([32, 64, 160, 256], [2, 2, 2, 2], [1, 2, 5, 8])
 
 
-BACKBONES: dict[str, Callable[[], Backbone]] = {
-    "resnet101_d8": resnet101_d8,
-    "hrnetv2_w48": hrnetv2_w48,
-    "swin_b": swin_b,
-    "mit_b4": mit_b4,
-    "mit_b2": mit_b2,
-    "resnet18_d8": resnet18_d8,
-    "hrnetv2_w18_small": hrnetv2_w18_small,
-    "swin_t": swin_t,
-    "mit_b0": mit_b0,
-    "hrnetv2_w48_openseg": hrnetv2_w48_openseg,
-}
-
-
 def build_backbone(name: str) -> Backbone:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    backbone = BACKBONES[name]()
+    """The backbone registered as `name` (methods/catalog.py, or a plugin's)."""
+    from methods.catalog import BACKBONES  # the registry names this module's builders
+
+    backbone = BACKBONES.build(name)
     backbone.name = name  # lets benchmark/pretrained.py name the checkpoint it expects
     return backbone

@@ -8,7 +8,6 @@ None of them holds the final classifier: that is the head's job, so every head f
 
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -196,17 +195,8 @@ class OpensegHRNetDecoder(nn.Module):
         return self.dropout(self.fuse(torch.cat(ups, dim=1)))
 
 
-DECODERS: dict[str, Callable[..., nn.Module]] = {
-    "fcn": FCNDecoder,
-    "mlp": AllMLPDecoder,
-    "hrnetv2": HRNetV2Decoder,
-    "upernet": UperNetDecoder,
-    "mlp_mmseg": SegformerHeadDecoder,
-    "hrnetv2_openseg": OpensegHRNetDecoder,
-}
-
-
 def build_decoder(name: str, in_channels: list[int], channels: int) -> nn.Module:
-    if name not in DECODERS:
-        raise ValueError(f"unknown decoder {name!r}; choose one of {', '.join(DECODERS)}")
-    return DECODERS[name](in_channels, channels)
+    """The decoder registered as `name` (methods/catalog.py, or a plugin's)."""
+    from methods.catalog import DECODERS  # the registry names this module's classes
+
+    return DECODERS.build(name, in_channels, channels)

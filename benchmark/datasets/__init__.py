@@ -11,7 +11,7 @@ sizes (ADE20K, COCO-Stuff) need `eval.batch_size=1`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from torch.utils.data import Dataset
 
@@ -22,7 +22,7 @@ from benchmark.datasets.cityscapes import CITYSCAPES
 from benchmark.datasets.coco_stuff import COCO_STUFF10K
 from benchmark.datasets.synthetic import SyntheticConfig, SyntheticSegmentation
 
-__all__ = ["DATASETS", "REAL_DATASETS", "DataError", "DatasetInfo", "build_dataset",
+__all__ = ["DatasetBuilders", "REAL", "REAL_DATASETS", "SYNTHETIC", "DataError", "DatasetInfo", "build_dataset",
            "check_layout", "dataset_info", "get_definition"]
 
 
@@ -92,16 +92,22 @@ def check_layout(spec: Any) -> None:
         quick_check(spec, REAL_DATASETS[spec.name])
 
 
-DATASETS: dict[str, tuple[Callable[[Any, str], Dataset], Callable[[Any], DatasetInfo]]] = {
-    "synthetic": (_build_synthetic, _synthetic_info),
-    **{name: (_build_real, _real_info) for name in REAL_DATASETS},
-}
+class DatasetBuilders(NamedTuple):
+    """What a data-set registry entry (benchmark/catalog.py) points to: the split builder and
+    the class count/names reader (a plugin data set provides the same pair)."""
+
+    build: Callable[[Any, str], Dataset]
+    info: Callable[[Any], DatasetInfo]
 
 
-def _lookup(name: str) -> tuple[Callable[[Any, str], Dataset], Callable[[Any], DatasetInfo]]:
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name]
+SYNTHETIC = DatasetBuilders(_build_synthetic, _synthetic_info)
+REAL = DatasetBuilders(_build_real, _real_info)  # each name in REAL_DATASETS
+
+
+def _lookup(name: str) -> DatasetBuilders:
+    from benchmark.catalog import DATASETS
+
+    return DATASETS.get(name).load()
 
 
 def build_dataset(spec: Any, split: str) -> Dataset:

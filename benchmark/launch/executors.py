@@ -25,6 +25,8 @@ from typing import Any
 
 import submitit
 
+from methods.registry import import_plugins, require_plugins
+from benchmark.catalog import REGISTRIES, cell_plugins
 from benchmark.config import Cell, cell_from_dict
 from benchmark.launch import locks
 from benchmark.launch.checks import check_run
@@ -83,9 +85,13 @@ class Run:
 
 def plan(cells: list[Cell] | tuple[Cell, ...], seeds: list[int],
          root: ResultsLayout | Path | str) -> list[Run]:
-    """Every run of the grid, in grid order, seeds inner."""
+    """Every run of the grid, in grid order, seeds inner; cells that are one configuration
+    (the same key, e.g. after `--set model.head.name=...`) are run once."""
     layout = as_layout(root)
-    return [Run(c, s, layout) for c in cells for s in seeds]
+    first: dict[str, Cell] = {}
+    for cell in cells:
+        first.setdefault(cell.key, cell)
+    return [Run(c, s, layout) for c in first.values() for s in seeds]
 
 
 def _now() -> str:
@@ -101,7 +107,7 @@ def execute_run(run: Run, progress: bool = True) -> Record:
     accelerator = make_accelerator(run.cell)
     base = {"grid": run.cell.grid, "cell_key": run.cell.key, "seed": run.seed,
             "cell": run.cell.to_dict(), "started": started,
-            "world_size": accelerator.num_processes}
+            "world_size": accelerator.num_processes, "plugins": cell_plugins(run.cell)}
     try:
         result = train_and_evaluate(run.cell, run.seed, progress=progress, accelerator=accelerator,
                                     checkpoint_dir=run.checkpoint_dir,
@@ -165,10 +171,13 @@ class RunJob(submitit.helpers.Checkpointable):
     `checkpoint()` (inherited: resubmit the same arguments) after the engine has saved its
     state at a step boundary, so the requeued job resumes where it stopped."""
 
-    def __call__(self, cell: dict[str, Any], seed: int, results_root: str) -> dict[str, Any]:
+    def __call__(self, cell: dict[str, Any], seed: int, results_root: str,
+                 plugins: list[dict[str, str]] | None = None) -> dict[str, Any]:
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:  # one process per GPU: hand the distributed env to Accelerate
             submitit.helpers.TorchDistributedEnvironment().export()
+        import_plugins()  # $PROTOSEG_PLUGINS, inherited from the submitting command
+        require_plugins(plugins or [], REGISTRIES)  # one line naming a package not installed
         run = Run(cell_from_dict(cell), seed, ResultsLayout(results_root))
         check_run(run, run.layout)  # before the model is built: one line, nothing trained
         lock, why = locks.claim(run)
@@ -253,7 +262,7 @@ def submit(runs: list[Run], kind: str, results: ResultsLayout | Path | str, opts
             executor = make_executor(kind, folder, json.loads(params_text))
             jobs = executor.map_array(
                 RunJob(), [r.cell.to_dict() for r in part], [r.seed for r in part],
-                [str(layout.root.resolve())] * len(part),
+                [str(layout.root.resolve())] * len(part), [cell_plugins(r.cell) for r in part],
             )
             with open(jobs_log, "a") as f:
                 for run, job in zip(part, jobs):

@@ -1,10 +1,11 @@
 """Each head's options: one frozen dataclass per head with its defaults and allowed values.
 
-Torch-free on purpose: `benchmark.config` composes its `HeadSpec` (what `--set model.head.*`
-addresses) from these classes, and `--dry-run` must not import torch. A HeadSpec field is the
-head's `PREFIX` + the option's name (e.g. `contrast_` + `variant`), so adding an option to a head
-is one edit here. Allowed values are the `Literal` types: `choices()` reads them for the config
-validation and `check()` for the heads' constructors (one list, one check).
+Torch-free on purpose: the head registry (methods/catalog.py) describes each head by its options
+class, `benchmark.config.HeadSpec` holds one head's name and options, and `--dry-run` must not
+import torch. `--set model.head.<PREFIX><option>` addresses an option (e.g. `contrast_variant`).
+Allowed values are the `Literal` types and the `setting(...)` ranges, checked once by `check()`
+for the config validation and the heads' constructors alike. Adding an option is one edit here:
+declare `legacy=` (the value that behaves as before) and no existing cell key changes.
 Options and defaults are those of docs/method.md (released code unless stated).
 """
 
@@ -12,18 +13,19 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Mapping, TypeVar
+
+from methods.settings import range_problem, setting
 
 _O = TypeVar("_O", bound="HeadOptions")
-
-
 @dataclass(frozen=True)
 class HeadOptions:
-    """Base of every head's options: what a head is called, how HeadSpec names its fields,
-    the allowed values of its string options and which loss terms it produces."""
+    """Base of every head's options: what a head is called, how `--set model.head.*` names its
+    options, the allowed values (Literal types and `setting` ranges) and its loss terms."""
 
-    HEAD: ClassVar[str] = ""  # the head's name (HeadSpec.name, `methods.HEADS`)
-    PREFIX: ClassVar[str] = ""  # HeadSpec field name = PREFIX + option name
+    HEAD: ClassVar[str] = ""  # the head's registered name (HeadSpec.name)
+    DISPLAY: ClassVar[str] = ""  # its name in tables; `label()` may add options (K=10)
+    PREFIX: ClassVar[str] = ""  # `--set model.head.<PREFIX><option>`
 
     @classmethod
     def choices(cls) -> dict[str, tuple[Any, ...]]:
@@ -34,22 +36,48 @@ class HeadOptions:
 
     @classmethod
     def spec_names(cls) -> dict[str, str]:
-        """HeadSpec field name of each option, by option name."""
+        """The `--set model.head.*` name of each option, by option name."""
         return {f.name: cls.PREFIX + f.name for f in fields(cls)}
 
     @classmethod
-    def from_spec(cls: type[_O], spec: Any) -> _O:
-        """This head's options read from a HeadSpec-like object (its prefixed fields)."""
-        return cls(**{name: getattr(spec, key) for name, key in cls.spec_names().items()})
+    def from_values(cls: type[_O], values: Mapping[str, Any]) -> _O:
+        """Options from `--set`-style names (prefixed, e.g. contrast_variant); an unknown name
+        is a one-line ValueError naming this head's options."""
+        by_spec = {v: k for k, v in cls.spec_names().items()}
+        unknown = [k for k in values if k not in by_spec]
+        if unknown:
+            raise ValueError(f"{cls.HEAD} head has no option {', '.join(unknown)}; its options: "
+                             f"{', '.join(by_spec) or 'none'}")
+        return cls(**{by_spec[k]: v for k, v in values.items()})
 
-    def check(self: _O) -> _O:
-        """Raise a one-line ValueError for a value outside its declared choices; else self."""
+    def spec_values(self) -> dict[str, Any]:
+        """{`--set` name: value} of every option."""
+        return {self.PREFIX + f.name: getattr(self, f.name) for f in fields(self)}
+
+    def problems(self) -> list[str]:
+        """One line per option outside its declared choices or range."""
+        out = []
         for name, allowed in self.choices().items():
             value = getattr(self, name)
             if value not in allowed:
-                raise ValueError(f"{self.HEAD} head: {name}={value!r}; choose one of "
-                                 f"{', '.join(map(str, allowed))}")
+                out.append(f"{self.PREFIX}{name}: {value!r}; choose one of "
+                           f"{', '.join(map(str, allowed))}")
+        for f in fields(self):
+            problem = range_problem(getattr(self, f.name), f.metadata)
+            if problem:
+                out.append(f"{self.PREFIX}{f.name}: {problem}")
+        return out
+
+    def check(self: _O) -> _O:
+        """Raise a one-line ValueError for a value outside its choices or range; else self."""
+        problems = self.problems()
+        if problems:
+            raise ValueError(f"{self.HEAD} head: {problems[0]}")
         return self
+
+    def label(self) -> str:
+        """The head's row label in tables (DISPLAY; a head may add its key option)."""
+        return self.DISPLAY or self.HEAD
 
     def loss_names(self) -> tuple[str, ...]:
         """Keys of `HeadOutput.losses` a training step produces (the engine adds "ce", "aux")."""
@@ -61,6 +89,7 @@ class SoftmaxOptions(HeadOptions):
     """The softmax head (a 1x1 convolution) has no options."""
 
     HEAD: ClassVar[str] = "softmax"
+    DISPLAY: ClassVar[str] = "Softmax"
 
 
 @dataclass(frozen=True)
@@ -68,11 +97,12 @@ class PixelQueryOptions(HeadOptions):
     """Parametric pixel-query head (Segmenter-style mask transformer, docs/method.md)."""
 
     HEAD: ClassVar[str] = "pixel_query"
+    DISPLAY: ClassVar[str] = "Pixel-query"
     PREFIX: ClassVar[str] = "query_"
 
-    layers: int = 2  # transformer layers over the pixel and class-query tokens
-    heads: int = 4  # attention heads (must divide dim)
-    dim: int = 0  # token width; 0 = min(decoder width, 256)
+    layers: int = setting(2, minimum=1)  # transformer layers over pixel and class-query tokens
+    heads: int = setting(4, minimum=1)  # attention heads (must divide dim)
+    dim: int = setting(0, minimum=0)  # token width; 0 = min(decoder width, 256)
 
 
 @dataclass(frozen=True)
@@ -80,22 +110,27 @@ class PrototypeOptions(HeadOptions):
     """ProtoSeg's nonparametric prototype head; defaults = released code (docs/method.md)."""
 
     HEAD: ClassVar[str] = "prototype"
+    DISPLAY: ClassVar[str] = "Prototype"
 
-    num_prototypes: int = 10  # K prototypes per class
-    embed_dim: int = 0  # embedding width; 0 = decoder width
+    num_prototypes: int = setting(10, minimum=1)  # K prototypes per class
+    embed_dim: int = setting(0, minimum=0)  # embedding width; 0 = decoder width
     projection: Literal["mlp", "none"] = "mlp"  # mlp (released code) | none (paper's param count)
     proj_norm_axis: Literal["channel", "width"] = "channel"  # width: released-code quirk
     score_norm: Literal["layernorm", "none"] = "layernorm"  # LayerNorm over the class scores
     update_assign: Literal["argmax", "gumbel"] = "argmax"  # gumbel: released code, randomised
-    gamma: float = 0.999  # prototype momentum
-    sinkhorn_eps: float = 0.05  # Sinkhorn-Knopp entropy regularisation
-    sinkhorn_iters: int = 3  # Sinkhorn-Knopp iterations
+    gamma: float = setting(0.999, minimum=0.0, maximum=1.0)  # prototype momentum
+    sinkhorn_eps: float = setting(0.05, above=0.0)  # Sinkhorn-Knopp entropy regularisation
+    sinkhorn_iters: int = setting(3, minimum=1)  # Sinkhorn-Knopp iterations
     # process: each process solves its own pixels' problem (released code) | all: one problem
     # over every process's pixels (docs/method.md#sinkhorn)
     sinkhorn_scope: Literal["process", "all"] = "process"
-    ppc_weight: float = 0.01  # pixel-prototype contrast loss weight; 0 = term off
-    ppd_weight: float = 0.001  # pixel-prototype distance loss weight; 0 = term off
-    ppc_tau: float = 1.0  # PPC temperature: released code 1.0, the paper reportedly 0.1
+    ppc_weight: float = setting(0.01, minimum=0.0)  # pixel-prototype contrast weight; 0 = off
+    ppd_weight: float = setting(0.001, minimum=0.0)  # pixel-prototype distance weight; 0 = off
+    ppc_tau: float = setting(1.0, above=0.0)  # PPC temperature: released 1.0, paper maybe 0.1
+
+    def label(self) -> str:
+        """"Prototype (K=10)": the number of prototypes names the row."""
+        return f"{self.DISPLAY} (K={self.num_prototypes})"
 
     def loss_names(self) -> tuple[str, ...]:
         """PPC and PPD, each only when weighted > 0."""
@@ -111,19 +146,22 @@ class PixelContrastOptions(HeadOptions):
     """ContrastiveSeg: softmax head + pixel contrast; defaults = its released code."""
 
     HEAD: ClassVar[str] = "pixel_contrast"
+    DISPLAY: ClassVar[str] = "Pixel contrast"
     PREFIX: ClassVar[str] = "contrast_"
 
     variant: Literal["in_batch", "memory"] = "in_batch"  # anchors of the batch | memory queues
-    weight: float | None = None  # loss weight; None = the variant's: 0.1 in_batch, 1.0 memory
-    tau: float | None = None  # temperature; None = the variant's: 0.1 in_batch, 0.07 memory
-    base_tau: float = 0.07  # the loss is scaled by tau / base_tau
-    warmup_iters: int = 5000  # loss weight 0 for the first N training steps
-    max_anchors: int = 1024  # anchors per batch (per process)
-    max_views: int = 100  # anchors per (image, class)
-    min_class_pixels: int = 100  # a class takes part with more labelled pixels than this
-    queue_size: int = 5000  # memory: entries per class in each queue
-    queue_pixels: int = 10  # memory: pixels enqueued per image and class
-    proj_dim: int = 256  # projection (embedding) width
+    # loss weight; None = the variant's: 0.1 in_batch, 1.0 memory
+    weight: float | None = setting(None, minimum=0.0)
+    # temperature; None = the variant's: 0.1 in_batch, 0.07 memory
+    tau: float | None = setting(None, above=0.0)
+    base_tau: float = setting(0.07, above=0.0)  # the loss is scaled by tau / base_tau
+    warmup_iters: int = setting(5000, minimum=0)  # loss weight 0 for the first N steps
+    max_anchors: int = setting(1024, minimum=1)  # anchors per batch (per process)
+    max_views: int = setting(100, minimum=1)  # anchors per (image, class)
+    min_class_pixels: int = setting(100, minimum=0)  # a class takes part above this many pixels
+    queue_size: int = setting(5000, minimum=1)  # memory: entries per class in each queue
+    queue_pixels: int = setting(10, minimum=1)  # memory: pixels enqueued per image and class
+    proj_dim: int = setting(256, minimum=1)  # projection (embedding) width
 
     def resolved(self) -> tuple[float, float]:
         """(temperature, loss weight), the variant's released defaults where None."""
@@ -136,19 +174,5 @@ class PixelContrastOptions(HeadOptions):
         return ("contrast",)
 
 
-# Every head's options by head name, in the order of `methods.HEADS` and `catalog.HEAD_NAMES`.
-HEAD_OPTIONS: dict[str, type[HeadOptions]] = {
-    cls.HEAD: cls for cls in (SoftmaxOptions, PixelQueryOptions, PrototypeOptions,
-                              PixelContrastOptions)
-}
-
-
-def options_for(spec: Any) -> HeadOptions:
-    """The options of the head named `spec.name`, read from a HeadSpec-like object."""
-    if spec.name not in HEAD_OPTIONS:
-        raise ValueError(f"unknown head {spec.name!r}; choose one of {', '.join(HEAD_OPTIONS)}")
-    return HEAD_OPTIONS[spec.name].from_spec(spec)
-
-
-__all__ = ["HEAD_OPTIONS", "HeadOptions", "PixelContrastOptions", "PixelQueryOptions",
-           "PrototypeOptions", "SoftmaxOptions", "VARIANT_DEFAULTS", "options_for"]
+__all__ = ["HeadOptions", "PixelContrastOptions", "PixelQueryOptions", "PrototypeOptions",
+           "SoftmaxOptions", "VARIANT_DEFAULTS", "range_problem", "setting"]
