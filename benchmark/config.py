@@ -66,14 +66,15 @@ class HeadSpec:
     def __init__(self, name: str = "softmax", options: HeadOptions | None = None,
                  **values: Any) -> None:
         cls = _options_class(name)
-        if options is None:
+        if options is not None and getattr(options, "HEAD", None) != cls.HEAD:
+            raise TypeError(f"HeadSpec({name!r}) takes {cls.__name__}, got "
+                            f"{type(options).__name__}")
+        if options is None or values:  # keyword values over the options (`replace(spec, k=v)`)
             try:
-                options = cls.from_values(values)
+                options = cls.from_values({**(options.spec_values() if options else {}),
+                                           **values})
             except ValueError as err:
                 raise ConfigError(str(err)) from None
-        elif values or not isinstance(options, cls):
-            raise TypeError(f"HeadSpec({name!r}): give options= ({cls.__name__}) or keyword "
-                            f"values, not both")
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "options", options)
 

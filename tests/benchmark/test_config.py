@@ -6,8 +6,9 @@ import pytest
 
 import dataclasses
 
-from benchmark.config import ADDED_SETTINGS, RESULT_SECTIONS, Cell, ConfigError, HeadSpec, \
-    ModelSpec, apply_overrides, cell_from_dict, override_keys
+from benchmark.config import Cell, ConfigError, HeadSpec, ModelSpec, TrainSpec, \
+    apply_overrides, apply_to_grid, cell_from_dict, key_payload, override_keys
+from methods.settings import setting
 
 
 def test_key_is_stable_and_ignores_labels() -> None:
@@ -20,62 +21,81 @@ def test_key_is_stable_and_ignores_labels() -> None:
     assert Cell(grid="g", row="Softmax").key == KNOWN_SOFTMAX_KEY
 
 
-KNOWN_SOFTMAX_KEY = "softmax-0586c08a77"  # update only when a spec default deliberately changes
-
-# Every result setting that existed when the first real records (CamVid) were written. A
-# setting added later must go into config.ADDED_SETTINGS so that existing keys stay valid.
-FIRST_KEYED_SETTINGS = {
-    "data": "name root num_classes ignore_index image_size modes_per_class train_images "
-            "val_images data_seed crop_size crop_width val_split format scale_long scale_short "
-            "min_scale max_scale cat_max_ratio flip_prob photometric",
-    "model": "backbone decoder decoder_channels pretrained aux_weight",
-    "model.head": "name num_prototypes embed_dim projection proj_norm_axis score_norm "
-                  "update_assign gamma sinkhorn_eps sinkhorn_iters ppc_weight ppd_weight ppc_tau "
-                  "query_layers query_heads query_dim",
-    "train": "iters batch_size optimizer lr momentum weight_decay poly_power warmup_iters "
-             "warmup_ratio grad_clip amp num_workers log_every checkpoint_every recipe",
-    "eval": "batch_size mode",
-}
+KNOWN_SOFTMAX_KEY = "softmax-c72b212aca"  # update only when a spec default deliberately changes
 
 
-def _settings(obj: object, prefix: str) -> list[str]:
-    out = []
-    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
-        value = getattr(obj, f.name)
-        name = f"{prefix}.{f.name}"
-        out += _settings(value, name) if dataclasses.is_dataclass(value) else [name]
-    return out
+def _fresh(cell: Cell) -> Cell:
+    """A copy that computes its key again (a cell caches it)."""
+    return dataclasses.replace(cell)
 
 
-def test_settings_added_later_are_registered_so_old_keys_stay_valid() -> None:
-    first = {f"{sec}.{n}" for sec, names in FIRST_KEYED_SETTINGS.items() for n in names.split()}
-    now = {n for sec in RESULT_SECTIONS for n in _settings(getattr(Cell("g", "x"), sec), sec)}
-    unregistered = sorted(now - first - set(ADDED_SETTINGS))
-    assert not unregistered, f"add these to config.ADDED_SETTINGS with their default: {unregistered}"
-    for dotted, value in ADDED_SETTINGS.items():
-        default = Cell("g", "x")
-        for part in dotted.split("."):
-            default = getattr(default, part)
-        assert default == value, f"{dotted}: default changed; keep ADDED_SETTINGS as it was"
+def test_the_key_hashes_only_the_named_heads_own_options() -> None:
+    payload = key_payload(Cell(grid="g", row="x", model=ModelSpec(head=HeadSpec("prototype"))))
+    head = payload["model"]["head"]
+    assert head["name"] == "prototype" and "num_prototypes" in head
+    assert not any(k.startswith(("contrast_", "query_", "variant")) for k in head)
+    assert key_payload(Cell(grid="g", row="x"))["model"]["head"] == {"name": "softmax"}
 
 
-def test_a_setting_off_its_added_value_changes_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    import benchmark.config as config
+def test_an_option_added_with_its_legacy_value_re_keys_nothing(monkeypatch) -> None:
+    """A new head option (declared with `legacy=`) and a new recipe setting leave every grid's
+    keys as they were; set off its legacy value, each changes the key of the cells it is in."""
+    from experiments import get_grid
+    from methods.catalog import HEADS, head_options
+    from methods.heads.options import PrototypeOptions
 
-    def keys() -> tuple[str, str]:  # fresh cells: a cell caches its key
-        return Cell(grid="g", row="x").key, apply_overrides(Cell(grid="g", row="x"),
-                                                             ["train.amp=true"]).key
+    @dataclasses.dataclass(frozen=True)
+    class WithDropout(PrototypeOptions):
+        dropout: float = setting(0.0, minimum=0.0, legacy=0.0)  # the one edit a new option is
 
-    monkeypatch.setattr(config, "ADDED_SETTINGS", {})
-    base_hashed, amp_hashed = keys()
-    monkeypatch.setattr(config, "ADDED_SETTINGS", {"train.amp": False})
-    base_omitted, amp_registered = keys()
-    assert base_omitted != base_hashed  # at its added value the setting is left out
-    assert amp_registered == amp_hashed != base_omitted  # off it, it is hashed as before
+    for grid in GRID_KEYS:  # the grids' modules, imported before the option exists
+        get_grid(grid)
+    entry = HEADS.get("prototype")
+    monkeypatch.setitem(HEADS._entries, "prototype", dataclasses.replace(entry, options=WithDropout))
+    assert head_options("prototype") is WithDropout
+    for grid, keys in GRID_KEYS.items():
+        assert [c.key for c in get_grid(grid).cells] == keys.split(), grid
+    proto = next(c for c in get_grid("smoke").cells if c.tag == "ours")
+    assert proto.model.head.options.dropout == 0.0
+    assert apply_overrides(proto, ["model.head.dropout=0.1"]).key != proto.key
+
+    @dataclasses.dataclass(frozen=True)
+    class NewTrain(TrainSpec):
+        compile_mode: str = setting("off", legacy="off")  # a new recipe setting
+
+    cell = get_grid("smoke").cells[0]
+    renewed = dataclasses.replace(cell, train=NewTrain(**dataclasses.asdict(cell.train)))
+    assert renewed.key == cell.key
+    changed = dataclasses.replace(renewed, train=dataclasses.replace(renewed.train,
+                                                                     compile_mode="max"))
+    assert changed.key != cell.key
+
+
+def test_a_new_head_re_keys_nothing_and_gets_keys_of_its_own(monkeypatch) -> None:
+    from experiments import get_grid
+    from methods.catalog import HEADS
+    from methods.heads.options import HeadOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class FixtureOptions(HeadOptions):
+        HEAD = "fixture_head"
+        DISPLAY = "Fixture"
+        width: int = setting(4, minimum=1)
+
+    HEADS.register("fixture_head", "methods.heads.softmax:SoftmaxHead", options=FixtureOptions)
+    try:
+        for grid, keys in GRID_KEYS.items():
+            assert [c.key for c in get_grid(grid).cells] == keys.split(), grid
+        cell = apply_overrides(get_grid("smoke").cells[0], ["model.head.name=fixture_head",
+                                                            "model.head.width=8"])
+        assert cell.row == "Fixture" and cell.key.startswith("fixture-")
+        assert cell.model.head.options == FixtureOptions(width=8)
+    finally:
+        HEADS.unregister("fixture_head")
 
 
 def test_key_changes_with_any_result_setting() -> None:
-    base = Cell(grid="g", row="x")
+    base = Cell(grid="g", row="x", model=ModelSpec(head=HeadSpec("prototype")))
     keys = {base.key}
     for text in ["train.iters=7", "model.head.num_prototypes=3", "data.num_classes=4",
                  "eval.batch_size=2", "model.head.ppc_tau=0.1"]:
@@ -97,7 +117,7 @@ def test_overrides_are_typed() -> None:
     ("train.iterz=3", "unknown --set key 'train.iterz'; did you mean train.iters"),
     ("train.iters=abc", "bad value for train.iters: 'abc' is not a valid int"),
     ("train.iters", "malformed --set 'train.iters': expected key=value"),
-    ("model.head.name=mlp", "bad value for model.head.name: 'mlp'; choose one of softmax"),
+    ("model.head.name=mlp", "bad value for model.head.name: unknown head 'mlp'"),
     ("train.iters=0", "bad value for train.iters: must be > 0"),
     ("data.ignore_index=2", "bad value for data.ignore_index"),
 ])
@@ -111,65 +131,74 @@ def test_bad_overrides_raise_one_line_errors(text: str, message: str) -> None:
 def test_cell_round_trips_through_dict() -> None:
     cell = Cell(grid="g", row="x", model=ModelSpec(head=HeadSpec(name="prototype")))
     assert cell_from_dict(cell.to_dict()) == cell
+    assert cell.to_dict()["model"]["head"]["options"]["num_prototypes"] == 10
 
 
-def test_override_keys_cover_nested_head() -> None:
+def test_override_keys_are_the_cells_own_head_options() -> None:
     keys = override_keys()
-    assert "model.head.num_prototypes" in keys and "train.iters" in keys
+    assert "model.head.name" in keys and "train.iters" in keys
+    assert "model.head.num_prototypes" not in keys  # the default head (softmax) has none
+    proto = override_keys(Cell(grid="g", row="x", model=ModelSpec(head=HeadSpec("prototype"))))
+    assert "model.head.num_prototypes" in proto and "model.head.contrast_tau" not in proto
     assert "grid" not in keys and "row" not in keys
 
 
-def test_the_torch_free_catalog_names_exactly_the_registered_builders() -> None:
-    """config.validate checks names against benchmark.catalog (no torch); the builders live in
-    the registries, so the two must list the same names."""
-    from benchmark import catalog
-    from benchmark.datasets import DATASETS, REAL_DATASETS
-    from methods import BACKBONES, DECODERS, HEADS
+def test_one_registry_per_kind_describes_every_builder_without_torch() -> None:
+    """Names and descriptions come from the registries (torch-free); each entry's lazy builder
+    resolves to the thing that builds it."""
+    import subprocess
+    import sys
 
-    assert catalog.BACKBONE_NAMES == tuple(BACKBONES)
-    assert catalog.DECODER_NAMES == tuple(DECODERS)
-    assert catalog.HEAD_NAMES == tuple(HEADS)
-    assert catalog.DATASET_NAMES == tuple(DATASETS)
+    from benchmark import catalog
+    from benchmark.datasets import REAL_DATASETS, DatasetBuilders
+    from experiments import GRIDS
+    from methods.heads.base import SegHead
+
+    for entry in catalog.HEADS.entries():
+        assert issubclass(entry.load(), SegHead) and entry.load().Options is entry.options
+    for entry in [*catalog.BACKBONES.entries(), *catalog.DECODERS.entries(), *GRIDS.entries()]:
+        assert callable(entry.load()), entry
+    for entry in catalog.DATASETS.entries():
+        assert isinstance(entry.load(), DatasetBuilders)
     for name, definition in REAL_DATASETS.items():
-        assert catalog.DATASET_RECIPES[name]["num_classes"] == definition.num_classes
+        assert catalog.dataset_recipe(name)["num_classes"] == definition.num_classes
+    code = ("import sys, benchmark.catalog, experiments; from benchmark.validation import "
+            "validate; from experiments import get_grid; [validate(c) for c in "
+            "get_grid('table1').cells]; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr[-500:]
 
 
 # --------------------------------------------------------------------------- heads' options
 
-# Every grid's cell keys, computed before HeadSpec was composed from the heads' options
-# (methods/heads/options.py): a key must not change unless a cell's settings deliberately do.
-# Deliberate changes: the paper grids' keys when each recipe followed its source (issue 13:
-# pipeline, schedule, parameter groups, loss normalisation, evaluation resize, `model.init=mmseg`;
-# experiments/recipes.py, experiments/paper_models.py); CamVid's prototype cell when its
-# step-count settings were scaled to the schedule (issue 17, experiments/scaling.py) and the
-# smoke grid when its schedule grew to 960 steps (issue 17, experiments/smoke.py); table2's
-# HRNet pair when the released recipe read BGR and evaluated like its source (issue 14:
-# data.channel_order, eval.logit_resize=openseg).
+# Every grid's cell keys since key version 2 (each head hashes only its own options; the keys
+# before it are listed in docs/extending.md and moved by benchmark/migrate.py). A key must not
+# change unless a cell's settings deliberately do: a new option declares `legacy=`.
 GRID_KEYS = {
-    "smoke": "softmax-d784c5db62 pixel-query-e1b54f78f6 pixel-contrast-eac4020cb0 "
-             "prototype-k-1-177e923b29 prototype-k-5-25681a9880",
-    "table1": "fcn-ffda5353de ours-fcn-1a4a290955 hrnet-c3e5c2b3bf "
-              "ours-hrnet-2be1f82d36 swin-af65871c15 ours-swin-a6152adf6f "
-              "segformer-4a546b1bf7 ours-segformer-fd2ea0eb88",
-    "table2": "fcn-1f502a0c7c ours-fcn-07b2c7872e hrnet-d8408a3b34 "
-              "ours-hrnet-92cfb68e20 swin-b1ca8d12d1 ours-swin-33f4636354 "
-              "segformer-5febe7dc14 ours-segformer-86cc59ade3 "
-              "contrastiveseg-802bbbd22e",
-    "table3": "fcn-5242d56839 ours-fcn-bcff3b0003 hrnet-089433ae0e "
-              "ours-hrnet-485af07258 swin-85ee88284f ours-swin-4f592a7237 "
-              "segformer-70d9e05398 ours-segformer-721a5ddd9c",
-    "ablation_loss": "ce-b808c0e4df ce-ppc-81c5dfaa1e ce-ppd-2e4e85615c "
-                     "ce-ppc-ppd-be2443cd8b",
-    "ablation_k": "k-1-898a3733c4 k-5-ccac6be046 k-10-be2443cd8b k-20-1add662c1b "
-                  "k-50-979f942f3e",
-    "camvid": "softmax-5b17d9daa7 pixel-query-0c9d398503 pixel-contrast-7e95b3a793 "
-              "prototype-k-10-c85230baa5",
-    "discrepancies_camvid": "released-code-15ddd33f5e ppc-temperature-1-0-0-1-9fd9c89b6f "
-                            "ppd-weight-0-001-0-01-f8934c9b60 "
-                            "prototype-update-gumbel-draw-argmax-bb464f20b8 "
-                            "projection-mlp-none-4f0fcb7811 score-layernorm-none-946786ab20 "
-                            "embedding-norm-over-width-channels-efec044ae4",
+    "smoke": "softmax-aa13d040dc pixel-query-3a60053a8f pixel-contrast-5012540082 "
+             "prototype-k-1-132d72fa88 prototype-k-5-365b5d8361",
+    "table1": "fcn-86de8ed87f ours-fcn-5af87d7deb hrnet-f3b909afd0 ours-hrnet-e96d573a05 "
+              "swin-41853eb5ef ours-swin-28ad88d74f segformer-8fc4e6a33f ours-segformer-6e60e1e130",
+    "table2": "fcn-75113e52e3 ours-fcn-abc8710307 hrnet-fad4ed7c88 ours-hrnet-90abb3b961 "
+              "swin-b2ac127bbc ours-swin-457f30cfa9 segformer-f4bc73fcf7 "
+              "ours-segformer-80b275874d contrastiveseg-03e4bad263",
+    "table3": "fcn-aaa0890d0a ours-fcn-d092719f3e hrnet-84dfba21e3 ours-hrnet-bf15981bf8 "
+              "swin-9bf45be316 ours-swin-27808522fa segformer-ec2d0882f0 ours-segformer-232ce884d3",
+    "ablation_loss": "ce-49fa096f48 ce-ppc-41ebc6abab ce-ppd-61d1fcab81 ce-ppc-ppd-788f8b6fa2",
+    "ablation_k": "k-1-a618a0d8a6 k-5-040f680494 k-10-788f8b6fa2 k-20-4f8c14517c "
+                  "k-50-ce50412b7e",
+    "camvid": "softmax-a941a0de16 pixel-query-1d9bd7edeb pixel-contrast-f41519a01e "
+              "prototype-k-10-2a452d2fcc",
+    "discrepancies_camvid": "released-code-3b48171cca ppc-temperature-1-0-0-1-959f3b1cd7 "
+                            "ppd-weight-0-001-0-01-4d1011d3c9 "
+                            "prototype-update-gumbel-draw-argmax-506bf47673 "
+                            "projection-mlp-none-439f71efb9 score-layernorm-none-7db82b4369 "
+                            "embedding-norm-over-width-channels-f29fddc0a9",
 }
+# The committed records' keys before version 2 (the folders benchmark/migrate.py moved).
+V1_KEYS = {"softmax-5b17d9daa7": "softmax-a941a0de16",
+           "prototype-k-10-c85230baa5": "prototype-k-10-2a452d2fcc",
+           "released-code-15ddd33f5e": "released-code-3b48171cca"}
 
 
 @pytest.mark.parametrize("grid", list(GRID_KEYS))
@@ -179,65 +208,126 @@ def test_every_grids_cell_keys_are_unchanged(grid: str) -> None:
     assert [c.key for c in get_grid(grid).cells] == GRID_KEYS[grid].split()
 
 
+def _committed(grid: str) -> list:
+    from pathlib import Path
+
+    runs = Path(__file__).resolve().parents[2] / "results" / "runs" / grid
+    return sorted(runs.glob("*/seed*.json"))
+
+
 @pytest.mark.parametrize("grid", ["camvid", "discrepancies_camvid"])
 def test_the_committed_records_rebuild_to_their_keys(grid: str) -> None:
     """A committed record's cell, read back into today's specs, hashes to the key it was stored
-    under, and each of the grid's cells has its 3 seeds."""
+    under, every stored option of its own head is read, and each cell has its 3 seeds."""
     import json
-    from pathlib import Path
 
     from experiments import get_grid
 
-    runs = Path(__file__).resolve().parents[2] / "results" / "runs" / grid
-    paths = sorted(runs.glob("*/seed*.json"))
+    paths = _committed(grid)
     assert sorted({p.parent.name for p in paths}) == sorted(c.key for c in get_grid(grid).cells)
     assert len(paths) == 3 * len(get_grid(grid).cells)
     for path in paths:
         record = json.loads(path.read_text())
         cell = cell_from_dict(record["cell"])
         assert cell.key == record["cell_key"] == path.parent.name
-        stored, rebuilt = record["cell"]["model"]["head"], cell.to_dict()["model"]["head"]
-        assert {k: rebuilt[k] for k in stored} == stored  # every stored head field is read
+        stored, own = record["cell"]["model"]["head"], cell.model.head.options.spec_values()
+        assert {k: stored[k] for k in own} == own  # the flat layout's own-head options
 
 
-def test_head_spec_is_composed_from_the_heads_options() -> None:
-    from methods.heads.options import HEAD_OPTIONS
+@pytest.mark.parametrize("old", list(V1_KEYS))
+def test_a_folder_under_its_old_key_moves_with_its_results_unchanged(old: str, tmp_path) -> None:
+    """A results folder from before key version 2: the cell folder moves to today's key, every
+    byte of its records but the key stays, and a second scan does nothing."""
+    import json
 
-    spec_fields = {f.name: f.default for f in dataclasses.fields(HeadSpec)}
-    expected = {"name": "softmax"}
-    for options in HEAD_OPTIONS.values():
-        expected.update({options.PREFIX + f.name: f.default for f in dataclasses.fields(options)})
-    assert spec_fields == expected
-    assert "contrast_variant" in spec_fields and "query_heads" in spec_fields
-    spec = HeadSpec(name="prototype", num_prototypes=3, contrast_variant="memory")
-    assert spec.options() == HEAD_OPTIONS["prototype"](num_prototypes=3)
-    assert HeadSpec(name="pixel_contrast", contrast_variant="memory").options().variant == "memory"
+    from benchmark.migrate import MARKER, migrate_grid
+    from benchmark.store import ResultsLayout
+
+    new = V1_KEYS[old]
+    (src,) = [p for p in _committed("camvid") + _committed("discrepancies_camvid")
+              if p.parent.name == new and p.name == "seed0.json"]
+    grid = src.parents[1].name
+    layout = ResultsLayout(tmp_path)
+    old_text = src.read_text().replace(f'"cell_key": "{new}"', f'"cell_key": "{old}"')
+    (layout.runs(grid) / old).mkdir(parents=True)
+    (layout.runs(grid) / old / "seed0.json").write_text(old_text)
+    (layout.checkpoints(grid, old, 0)).mkdir(parents=True)
+    assert migrate_grid(layout, grid) == [(old, new)]
+    moved = layout.record(grid, new, 0)
+    assert json.loads(moved.read_text()) == json.loads(src.read_text())
+    assert layout.checkpoints(grid, new, 0).is_dir() and not (layout.runs(grid) / old).exists()
+    assert (layout.runs(grid) / MARKER).exists() and migrate_grid(layout, grid) == []
+
+
+def test_head_spec_holds_one_heads_own_options() -> None:
+    from methods.heads.options import PixelContrastOptions, PrototypeOptions
+
+    spec = HeadSpec(name="prototype", num_prototypes=3)
+    assert spec.options == PrototypeOptions(num_prototypes=3) and spec.num_prototypes == 3
+    assert HeadSpec(name="pixel_contrast", contrast_variant="memory").options == \
+        PixelContrastOptions(variant="memory")
+    with pytest.raises(ConfigError, match="prototype head has no option contrast_variant"):
+        HeadSpec(name="prototype", contrast_variant="memory")
+    flat = {"name": "prototype", "num_prototypes": 3, "contrast_variant": "memory",
+            "query_heads": 8}  # a record from before key version 2: every head's options
+    assert HeadSpec.from_dict(flat) == spec
+    assert spec.label() == "Prototype (K=3)" and HeadSpec().label() == "Softmax"
 
 
 def test_an_option_added_next_to_a_head_becomes_a_set_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    import benchmark.config as config
-    from methods.heads.options import HEAD_OPTIONS, PixelQueryOptions
+    from methods.catalog import HEADS
+    from methods.heads.options import PixelQueryOptions
 
     @dataclasses.dataclass(frozen=True)
     class WithDropout(PixelQueryOptions):
-        dropout: float = 0.0  # a new option: one edit next to the head
+        dropout: float = setting(0.0, legacy=0.0)  # a new option: one edit next to the head
 
-    monkeypatch.setitem(HEAD_OPTIONS, "pixel_query", WithDropout)
-    fields = {name: (hint, f.default) for name, hint, f in config._head_spec_fields()}
-    assert fields["query_dropout"] == (float, 0.0)
-    assert fields["query_heads"] == (int, 4)
+    entry = HEADS.get("pixel_query")
+    monkeypatch.setitem(HEADS._entries, "pixel_query", dataclasses.replace(entry,
+                                                                           options=WithDropout))
+    cell = Cell(grid="g", row="x", model=ModelSpec(head=HeadSpec("pixel_query")))
+    assert "model.head.query_dropout" in override_keys(cell)
+    assert apply_overrides(cell, ["model.head.query_dropout=0.5"]).model.head.query_dropout == 0.5
 
 
-def test_allowed_head_values_are_the_options_declared_choices() -> None:
-    from benchmark.validation import CHOICES
-    from methods.heads.options import HEAD_OPTIONS
-
-    for options in HEAD_OPTIONS.values():
-        for name, allowed in options.choices().items():
-            assert CHOICES[f"model.head.{options.PREFIX}{name}"] == allowed
+def test_head_values_are_checked_against_the_options_declared_choices_and_ranges() -> None:
+    proto = Cell(grid="g", row="x", model=ModelSpec(head=HeadSpec("prototype")))
     with pytest.raises(ConfigError, match="bad value for model.head.score_norm: 'batchnorm'; "
                                           "choose one of layernorm, none"):
-        apply_overrides(Cell(grid="g", row="x"), ["model.head.score_norm=batchnorm"])
+        apply_overrides(proto, ["model.head.score_norm=batchnorm"])
+    with pytest.raises(ConfigError, match="bad value for model.head.gamma: must be <= 1.0"):
+        apply_overrides(proto, ["model.head.gamma=1.5"])
+    with pytest.raises(ConfigError, match="bad value for model.head.num_prototypes: must be >= 1"):
+        apply_overrides(proto, ["model.head.num_prototypes=0"])
+
+
+# --------------------------------------------------------------------------- --set on a grid
+
+
+def test_a_head_option_changes_only_the_cells_whose_head_has_it() -> None:
+    """README: `--set model.head.num_prototypes=7` on the smoke grid changes the two prototype
+    cells (labelled K=7, now one configuration) and leaves the other three keys alone."""
+    from experiments import get_grid
+
+    cells = list(get_grid("smoke").cells)
+    out, notes = apply_to_grid(cells, ["model.head.num_prototypes=7"])
+    assert [c.key for c in out[:3]] == [c.key for c in cells[:3]]
+    assert [c.row for c in out[3:]] == ["Prototype (K=7)"] * 2 and out[3].key == out[4].key
+    assert notes[0] == "--set model.head.num_prototypes=7: 2 of 5 cells"
+    assert "are one configuration" in notes[1]
+    with pytest.raises(ConfigError, match="no cell of this grid has a head with that option"):
+        apply_to_grid(get_grid("table1").cells, ["model.head.contrast_tau=0.2"])
+    with pytest.raises(ConfigError, match="did you mean model.head.num_prototypes"):
+        apply_to_grid(cells, ["model.head.num_protoypes=7"])
+
+
+def test_changing_the_head_relabels_and_runs_one_configuration_once(tmp_path) -> None:
+    from benchmark.launch.executors import plan
+    from experiments import get_grid
+
+    out, _ = apply_to_grid(get_grid("smoke").cells, ["model.head.name=pixel_query"])
+    assert {c.row for c in out} == {"Pixel-query"} and len({c.key for c in out}) == 1
+    assert len(plan(out, [0, 1], tmp_path)) == 2  # one cell, two seeds
 
 
 def test_the_key_names_which_weights_not_where_they_are() -> None:
