@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmark.config import Cell, ConfigError, apply_overrides
+from benchmark.ranges import check_flags
 from benchmark.validation import validate
 from benchmark.launch import locks
 from benchmark.launch.executors import (EXECUTORS, ClusterOptions, Run, execute_run, plan,
@@ -349,8 +350,7 @@ def load_grids(args: argparse.Namespace) -> GridCells:
     if args.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {args.executor!r}; "
                           f"choose one of {', '.join(EXECUTORS)}")
-    if args.seeds is not None and args.seeds < 1:
-        raise ConfigError("--seeds must be >= 1")
+    check_flags(args)  # numeric flags in range, an explicit --checkpoint exists
     return [load_grid(name, overrides) for name in args.grid]
 
 
