@@ -72,15 +72,23 @@ def datasets(pairs: list[Any], quick: bool) -> dict[str, Any]:
 
 
 def load_all(dataset: Any) -> Callable[[], None]:
-    """One pass over the split as a worker makes it: item i with seed i."""
-    return lambda: [dataset[(i, i)] for i in range(len(dataset))]
+    """One pass over the split as a worker makes it: item i with seed i (a staged pipeline's
+    uint8 part, benchmark/datasets/staging.py; its normalisation runs on the device)."""
+    from benchmark.datasets.staging import staged
+
+    items, _ = staged(dataset)
+    return lambda: [items[(i, i)] for i in range(len(dataset))]
 
 
 def transform_all(dataset: Any, decoded: list[tuple[torch.Tensor, torch.Tensor]]) -> Callable:
+    from benchmark.datasets.staging import is_staged
+
+    transform = dataset.transform.host if is_staged(dataset.transform) else dataset.transform
+
     def call() -> None:
         for i, (image, label) in enumerate(decoded):
-            torch.manual_seed(i)
-            dataset.transform(image, label)
+            torch.default_generator.manual_seed(i)
+            transform(image, label)
     return call
 
 

@@ -54,10 +54,14 @@ def first_line(err: BaseException) -> str:
 
 
 def decode_rgb(source: Path | BinaryIO) -> torch.Tensor:
-    """uint8 (3, H, W) RGB tensor of an encoded image (file path or file object), via Pillow."""
+    """uint8 (3, H, W) RGB tensor of an encoded image (file path or file object), via Pillow.
+
+    A channels-first *view* of the decoded (H, W, 3) array, not a copy: the mmseg pipeline
+    works on that array as it is (`image.permute(1, 2, 0).numpy()` costs nothing), and the
+    torchvision pipeline's kernels take either layout."""
     with Image.open(source) as im:
-        arr = np.array(im.convert("RGB"))
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+        arr = np.array(im if im.mode == "RGB" else im.convert("RGB"))
+    return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 def read_image(path: Path) -> torch.Tensor:
@@ -159,9 +163,16 @@ def inverse_lut(lut: np.ndarray, target: np.ndarray, unlabelled: int) -> np.ndar
 
 
 def decode_label(raw: np.ndarray, lut: np.ndarray, ignore_index: int, where: str,
-                 definition: DatasetDef, encoding: str = "raw") -> torch.Tensor:
-    """int64 (H, W) class ids (ignore -> `ignore_index`); DataError on a value outside the LUT."""
+                 definition: DatasetDef, encoding: str = "raw",
+                 compact: bool = False) -> torch.Tensor:
+    """int64 (H, W) class ids (ignore -> `ignore_index`); DataError on a value outside the LUT.
+
+    `compact`: uint8 instead when every class id and the ignore value fit (MMSeg's label type;
+    a quarter of the bytes through a DataLoader's queue). uint8 label files take one table
+    look-up and a histogram (the check), not an int64 copy of the map."""
     raw = np.asarray(raw)
+    if raw.dtype == np.uint8:
+        return _decode_uint8_label(raw, lut, ignore_index, where, definition, encoding, compact)
     if raw.dtype.kind not in "iub":
         raise DataError(f"label map {where} holds {raw.dtype} values; expected integer class ids")
     bad_range = (raw < 0) | (raw > 255) if raw.size else np.zeros(0, bool)
@@ -173,6 +184,26 @@ def decode_label(raw: np.ndarray, lut: np.ndarray, ignore_index: int, where: str
         _bad_value(int(raw[invalid].flat[0]), where, definition, encoding)
     mapped[mapped == IGNORE] = ignore_index
     return torch.from_numpy(mapped)
+
+
+def _decode_uint8_label(raw: np.ndarray, lut: np.ndarray, ignore_index: int, where: str,
+                        definition: DatasetDef, encoding: str, compact: bool) -> torch.Tensor:
+    """`decode_label` of a uint8 map: a histogram finds values outside the LUT, one look-up
+    in a (256,) table maps the rest (equal to the int64 path, value for value)."""
+    from benchmark.datasets.mmseg_pipeline import _cv2
+
+    cv2 = _cv2()  # a 256-bin histogram and a table look-up on uint8, each one pass
+    if raw.size:
+        counts = cv2.calcHist([np.ascontiguousarray(raw)], [0], None, [256], [0, 256]).ravel()
+        bad = np.flatnonzero((counts > 0) & (lut == INVALID))
+        if bad.size:
+            _bad_value(int(bad[0]), where, definition, encoding)
+    table = np.where(lut == IGNORE, ignore_index, lut)
+    fits = compact and 0 <= ignore_index <= 255 and int(table.max()) <= 255
+    if fits:
+        out = cv2.LUT(raw, table.clip(0, 255).astype(np.uint8)) if raw.size else raw.copy()
+        return torch.from_numpy(out.reshape(raw.shape))
+    return torch.from_numpy(table[raw])
 
 
 def _bad_value(value: int, where: str, definition: DatasetDef, encoding: str) -> None:
@@ -272,16 +303,18 @@ class NativeSource:
         return RawItem(image, label, p.encoding, str(p.image), str(p.label))
 
 
-def decode_item(item: RawItem, definition: DatasetDef,
-                ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 image, int64 class-id label) with the size and value checks."""
+def decode_item(item: RawItem, definition: DatasetDef, ignore_index: int,
+                compact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 image, int64 class-id label) with the size and value checks; `compact`: a uint8
+    label where the ids fit (`decode_label`)."""
     h, w = item.image.shape[-2:]
     if tuple(item.label.shape) != (h, w):
         lh, lw = item.label.shape[:2]
         raise DataError(f"image {item.image_name} is {w}x{h} but its label map {item.label_name} "
                         f"is {lw}x{lh} (WxH); they must match: re-extract the pair or delete it")
     lut = definition.luts[item.encoding]
-    label = decode_label(item.label, lut, ignore_index, item.label_name, definition, item.encoding)
+    label = decode_label(item.label, lut, ignore_index, item.label_name, definition, item.encoding,
+                         compact)
     return item.image, label
 
 
@@ -317,13 +350,26 @@ class SegmentationDataset(Dataset):
         return decode_item(self.source.load(self._index(i)), self.definition, self.ignore_index)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._transformed(key, self.transform, compact=False)
+
+    def host_item(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """What a DataLoader worker makes of item `key` when the transform is staged
+        (benchmark/datasets/staging.py): its `host` part on a uint8 label; the device part
+        (`transform.finish`) then makes exactly `self[key]` of the batch."""
+        return self._transformed(key, self.transform.host, compact=True)
+
+    def _transformed(self, key: int | tuple[int, int], transform: Transform,
+                     compact: bool) -> Any:
         if isinstance(key, tuple):
             index, seed = key
         else:
             index, seed = key, None
-        image, label = self.load(index)
+        image, label = decode_item(self.source.load(self._index(index)), self.definition,
+                                   self.ignore_index, compact)
         if seed is None:
-            return self.transform(image, label)
+            return transform(image, label)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            return self.transform(image, label)
+            # the CPU generator only: torch.manual_seed also queues a seed for every lazy
+            # accelerator backend, formatting a stack trace each time (1 ms an item)
+            torch.default_generator.manual_seed(int(seed))
+            return transform(image, label)

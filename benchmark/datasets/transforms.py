@@ -3,8 +3,10 @@
 Training follows MMSegmentation's pipeline: random rescale around the recipe scale, random
 crop (retried while one class dominates, `cat_max_ratio`), horizontal flip, photometric
 distortion, normalisation. Evaluation resizes only the image; the label keeps its size for the
-metric. Masks are only resized by nearest neighbour and stay int64. All randomness comes from
-the torch RNG, so seeding it (`SegmentationDataset`) makes a sample reproducible.
+metric. Masks are only resized by nearest neighbour (uint8 in a DataLoader worker, int64 out of
+a whole transform). All randomness comes from the torch RNG, so seeding it
+(`SegmentationDataset`) makes a sample reproducible. Training pipelines without float
+photometric ops are staged (benchmark/datasets/staging.py): normalised on the device.
 
 `data.pipeline` (docs/fidelity.md) picks the implementation: "torchvision" (the default, what
 every earlier cell ran: float tensors, antialiased resize, nearest-exact masks, crops padded
@@ -25,6 +27,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from benchmark.datasets.mmseg_pipeline import PHOTOMETRIC, MMSegPipeline
+from benchmark.datasets.staging import DeviceNormalise, is_staged
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -161,21 +164,38 @@ class PhotoMetricDistortion(v2.Transform):
 
 
 class PairTransform:
-    """Calls a v2 pipeline on (uint8 image, int64 label) and returns plain tensors."""
+    """Calls a v2 pipeline on (uint8 image, label) and returns plain tensors (int64 labels).
 
-    def __init__(self, pipeline: v2.Transform, resize_label: bool = True) -> None:
-        self.pipeline, self.resize_label = pipeline, resize_label
+    With `finish` (a training pipeline whose steps after the geometry are only ToDtype +
+    Normalize) it is staged (benchmark/datasets/staging.py): `host` runs the pipeline on uint8
+    in the worker and `finish` normalises the batch on the device; a call does both."""
 
-    def __call__(self, image: torch.Tensor,
-                 label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __init__(self, pipeline: v2.Transform, resize_label: bool = True,
+                 finish: DeviceNormalise | None = None) -> None:
+        self.pipeline, self.resize_label, self.finish = pipeline, resize_label, finish
+
+    @property
+    def staged(self) -> bool:
+        return self.finish is not None
+
+    def host(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pipeline's own output: uint8 when staged, the finished float image otherwise."""
         if self.resize_label:
             img, mask = self.pipeline(tv_tensors.Image(image), tv_tensors.Mask(label))
         else:  # evaluation: the label keeps its original size
             img, mask = self.pipeline(tv_tensors.Image(image)), label
         return img.as_subclass(torch.Tensor).contiguous(), mask.as_subclass(torch.Tensor)
 
+    def __call__(self, image: torch.Tensor,
+                 label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        img, mask = self.host(image, label)
+        if self.finish is None:
+            return img, mask.long()
+        images, masks = self.finish([img[None], mask[None]])
+        return images[0], masks[0]
+
     def __repr__(self) -> str:
-        return f"PairTransform({self.pipeline})"
+        return f"PairTransform({self.pipeline}{', staged' if self.staged else ''})"
 
 
 def _normalise() -> list[v2.Transform]:
@@ -195,10 +215,11 @@ def train_transform(scale: tuple[int, int] | None = None,
         steps.append(RandomCropPad(crop, ignore_index, cat_max_ratio))
     if flip_prob > 0:
         steps.append(v2.RandomHorizontalFlip(flip_prob))
-    steps += _normalise()
-    if photometric != "none":
-        steps.append(PhotoMetricDistortion(photometric))
-    steps.append(v2.Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    if photometric == "none":  # geometry only: uint8 to the batch, normalised on the device
+        return PairTransform(v2.Compose(steps),
+                             finish=DeviceNormalise(IMAGENET_MEAN, IMAGENET_STD, "torchvision"))
+    steps += _normalise() + [PhotoMetricDistortion(photometric),
+                             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return PairTransform(v2.Compose(steps))
 
 
@@ -222,6 +243,17 @@ class BGRInput:
     def __call__(self, image: torch.Tensor,
                  label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.pipeline(image.flip(0), label)
+
+    @property
+    def staged(self) -> bool:
+        return is_staged(self.pipeline)
+
+    @property
+    def finish(self) -> Any:
+        return self.pipeline.finish
+
+    def host(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.pipeline.host(image.flip(0), label)
 
     def __repr__(self) -> str:
         return f"BGRInput({self.pipeline!r})"

@@ -20,6 +20,7 @@ from accelerate.utils import set_seed
 
 from benchmark.checkpoints.identity import weights_sha256
 from benchmark.datasets import DatasetInfo, build_dataset, dataset_info
+from benchmark.datasets.staging import staged
 from benchmark.store import atomic_write
 from benchmark.train.build import build_state, make_accelerator
 from benchmark.train.data import (GlobalBatchSampler, labelled_batches, loader_workers,
@@ -112,10 +113,11 @@ def _run(ctx: RunContext, weights_path: Path | None, heartbeat_path: Path | None
     sampler = GlobalBatchSampler(len(train_set), cell.train.batch_size, ctx.total, ctx.seed,
                                  accelerator.process_index, world, start_step=state.step)
     workers = loader_workers(cell.train.num_workers, world)
-    loader = make_train_loader(train_set, sampler, workers, ctx.seed, device)
+    host_set, finish = staged(train_set)  # uint8 from the workers, normalised on the device
+    loader = make_train_loader(host_set, sampler, workers, ctx.seed, device)
     ctx.say(f"training {cell.row} seed {ctx.seed}: step {state.step} of {ctx.total}, "
             f"{world} process(es), {device}")
-    train_loop(ctx, state, loader, on_step)
+    train_loop(ctx, state, loader, on_step, finish)
     if world > 1:  # DDP keeps rank 0's buffers authoritative; make the final state identical
         for buffer in accelerator.unwrap_model(state.model).buffers():
             torch.distributed.broadcast(buffer, src=0)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 
 from tqdm import tqdm
 
+from benchmark.datasets.staging import Finish, move
 from benchmark.train.data import labelled_batches
 from benchmark.train.progress import prototype_scalars
 from benchmark.train.resume import save
@@ -20,9 +21,11 @@ from benchmark.train.step import set_lr, training_step
 
 
 def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
-               on_step: Callable[[int], None] | None = None) -> None:
+               on_step: Callable[[int], None] | None = None, finish: Finish = move) -> None:
     """Train from `state.step` to the last step; `on_step(step)` after each step (e.g. a
-    profiler's `step`, perf/profile_step.py), before that step's boundary is handled."""
+    profiler's `step`, perf/profile_step.py), before that step's boundary is handled.
+    `finish(batch, device)` makes the step's inputs of a loaded batch on the device (the
+    normalisation of a staged pipeline, benchmark/datasets/staging.py)."""
     cell, accelerator = ctx.cell, ctx.accelerator
     device = accelerator.device
     state.model.train()
@@ -31,11 +34,10 @@ def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
     bar = tqdm(total=ctx.total, initial=state.step, desc=f"train {cell.row} seed{ctx.seed}",
                disable=not ctx.show, leave=False)
     t0, train_s = time.perf_counter(), state.train_s
-    for step, (images, labels) in enumerate(labelled_batches(loader), start=state.step):
+    for step, batch in enumerate(labelled_batches(loader), start=state.step):
         t_step = time.perf_counter()
         lr = set_lr(state.optimizer, cell, step)
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
+        images, labels = finish(batch, device)
         result = training_step(state.model, state.optimizer, images, labels,
                                cell.data.ignore_index, autocast=accelerator.autocast,
                                backward=accelerator.backward, clip=clip, step=step,

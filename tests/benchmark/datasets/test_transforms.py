@@ -14,8 +14,8 @@ from torchvision import tv_tensors
 
 from benchmark.config import Cell, ConfigError, DataSpec, apply_overrides
 from benchmark.datasets.mmseg_pipeline import (MMSEG_MEAN, MMSEG_STD, MMSegPipeline,
-                                               mmseg_rescale_size, nearest_index,
-                                               photometric_uint8, resize_pair)
+                                               mmseg_rescale_size, photometric_uint8,
+                                               resize_pair)
 from benchmark.datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, BGRInput, PairTransform,
                                            RandomCropPad, eval_transform, rescale_size,
                                            train_transform, transforms_from_spec)
@@ -189,7 +189,8 @@ def test_labels_resize_by_cv2s_nearest_and_images_by_its_bilinear(src, dst) -> N
     assert np.array_equal(ours_label, cv2.resize(label.astype(np.uint8), (dst + 5, dst),
                                                  interpolation=cv2.INTER_NEAREST))
     assert np.array_equal(ours, cv2.resize(img, (dst + 5, dst), interpolation=cv2.INTER_LINEAR))
-    assert np.array_equal(nearest_index(4, 8), [0, 0, 1, 1, 2, 2, 3, 3])  # floor, not centres
+    _, upsampled = resize_pair(img[:1, :4], np.arange(4, dtype=np.uint8)[None], [1, 8])
+    assert upsampled.tolist() == [[0, 0, 1, 1, 2, 2, 3, 3]]  # floor, not centres
 
 
 def test_mmseg_resize_does_not_antialias() -> None:
