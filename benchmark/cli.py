@@ -7,19 +7,24 @@ Runs that fail write a failed record; the command goes on with the rest and exit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from benchmark.config import Cell, ConfigError, apply_overrides
+from benchmark.config import Cell, ConfigError, HeadSpec, apply_to_grid, relabel
+from benchmark.migrate import migrate_grid
 from benchmark.ranges import check_flags
 from benchmark.validation import validate
+from methods.registry import PLUGINS_ENV, RegistryError, import_plugins
 from benchmark.launch import locks
 from benchmark.launch.executors import (EXECUTORS, ClusterOptions, Run, execute_run, plan,
                                         run_status, submit)
 from benchmark.store import (ResultsLayout, as_layout, forget_reported, load_records,
                              load_summaries)
-from benchmark.train.interrupts import Interrupted
+from benchmark.disk import DiskFull
+from benchmark.train.interrupts import Interrupted, Stopped
 from experiments import Grid, get_grid, grid_names
 
 GridCells = list[tuple[Grid, list[Cell]]]
@@ -28,19 +33,42 @@ GridCells = list[tuple[Grid, list[Cell]]]
 # written, so that `--dry-run` and `--status` start fast.
 
 
+def seeds_flag(text: str) -> int | str:
+    """`--seeds`: a number of seeds, or `auto` (benchmark/launch/waves.py)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="run_all.py", description="Reproduce the ProtoSeg paper's tables: plan, run, tabulate.",
     )
     p.add_argument("--grid", action="append", required=True,
                    help=f"grid to run (repeatable): {', '.join(grid_names())}")
-    p.add_argument("--seeds", type=int, default=None,
-                   help="number of seeds (0..N-1); default: the grid's own")
+    p.add_argument("--seeds", type=seeds_flag, default=None, metavar="N|auto",
+                   help="number of seeds (0..N-1); default: the grid's own; auto: seeds in "
+                        "waves (3, 5, 8, ...), each pair stopping when its verdict is decided "
+                        "(group-sequential, overall 5%%; docs/verdicts.md)")
+    p.add_argument("--spending", choices=("obf", "pocock"), default="obf",
+                   help="--seeds auto: alpha-spending shape, O'Brien-Fleming (default: "
+                        "looks early only at large effects) or Pocock")
     p.add_argument("--sigma", type=float, default=None, metavar="MIOU",
                    help="seed-to-seed sd of one run for the dry run's seed plan "
                         "(default: measured from the grid's records, else 0.5)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting of every cell, e.g. train.iters=2000 (repeatable)")
+                   help="override a setting of every cell, e.g. train.iters=2000 (repeatable); "
+                        "a head option (model.head.*) changes only the cells whose head has it")
+    p.add_argument("--ours", default=None, metavar="HEAD",
+                   help="put this registered head in place of the prototype head in every "
+                        "'ours' cell (baselines unchanged); its options via --set model.head.*")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import a module that registers heads, backbones, decoders, data sets "
+                        "or grids (repeatable; also $PROTOSEG_PLUGINS; installed packages "
+                        "register through entry points without it)")
     p.add_argument("--data-root", default=None,
                    help="folder holding the data sets (camvid/, ADEChallengeData2016/, "
                         "cityscapes/, coco_stuff10k/) or one data set's own folder; same as "
@@ -83,10 +111,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_grid(name: str, overrides: list[str]) -> tuple[Grid, list[Cell]]:
-    """The grid with overrides applied to every cell (validated)."""
+def load_grid(name: str, overrides: list[str], ours: str | None = None
+              ) -> tuple[Grid, list[Cell], list[str]]:
+    """The grid with `--ours` and the overrides applied (validated), and one line per head
+    option saying how many cells it changed."""
     grid = get_grid(name)
-    return grid, [apply_overrides(c, overrides) if overrides else validate(c) for c in grid.cells]
+    cells = list(grid.cells)
+    if ours is not None:
+        cells = with_our_head(grid, cells, ours)
+    if not overrides:
+        return grid, [validate(c) for c in cells], []
+    cells, notes = apply_to_grid(cells, overrides)
+    return grid, cells, notes
+
+
+def with_our_head(grid: Grid, cells: list[Cell], head: str) -> list[Cell]:
+    """`--ours HEAD`: every "ours" cell takes the registered head (its defaults), labelled with
+    its display name; baseline cells stay as they are, byte for byte."""
+    if not any(c.tag == "ours" for c in cells):
+        raise ConfigError(f"--ours: grid {grid.name} has no 'ours' cells to put {head} in")
+    spec = HeadSpec(head)
+    return [relabel(c, replace(c, model=replace(c.model, head=spec))) if c.tag == "ours" else c
+            for c in cells]
 
 
 def preflight_grid(grid: Grid, cells: list[Cell]) -> bool:
@@ -107,19 +153,25 @@ def write_tables(grid: Grid, cells: list[Cell], results: ResultsLayout | Path | 
     from benchmark.report.render import render
 
     # figures draw the per-step history; tables need only the records' summaries (fast)
+    from benchmark.looks import load_history, paired_counts, record_looks
+    from benchmark.report.verdicts import look_history
+
     results = as_layout(results)
     records = (load_records if figures else load_summaries)(results, grid.name)
     results_root = results.root
     refs, table_layout = grid.reference_rows, grid.layout
-    paths = render(grid.name, cells, records, results.tables(), refs, table_layout)
+    record_looks(results, grid.name, paired_counts(cells, records))  # repeated looks, said
+    with look_history(load_history(results, grid.name)):
+        paths = render(grid.name, cells, records, results.tables(), refs, table_layout)
     print(f"tables: {', '.join(str(p) for p in paths.values())}")
     if figures:
         from benchmark.report.plots import render_figures  # matplotlib only for figures
 
         drawn = render_figures(grid.name, cells, records, results_root)
         print(f"figures: {len(drawn)} files in {results.figures(grid.name)}")
-    report = write_report(grid.name, cells, records, results_root, grid.description, refs,
-                          table_layout)
+    with look_history(load_history(results, grid.name)):
+        report = write_report(grid.name, cells, records, results_root, grid.description, refs,
+                              table_layout)
     print(f"report: {report}")
     return paths["md"].read_text(encoding="utf-8")
 
@@ -142,9 +194,12 @@ def run_inline(pending: list[Run], progress: bool, force: bool = False) -> int:
         except Interrupted as err:  # one line: signal, step, checkpoint folder, what to do
             print(err, file=sys.stderr)
             raise
-        except KeyboardInterrupt:  # Ctrl-C outside the engine (before it starts, record write)
-            print("interrupted by SIGINT; run the same command again to resume", file=sys.stderr)
-            raise Interrupted("SIGINT") from None
+        except KeyboardInterrupt as err:  # a signal outside the engine (start, record write)
+            name = err.args[0] if isinstance(err, Stopped) else "SIGINT"
+            print(f"interrupted by {name}; run the same command again to resume", file=sys.stderr)
+            raise Interrupted(name) from None
+        except (DiskFull, BrokenPipeError):  # the grid stops: no failed record, no next run
+            raise
         except Exception as err:  # noqa: BLE001 - recorded as failed; continue the grid
             failures += 1
             print(f"  failed: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
@@ -188,8 +243,18 @@ def print_status(grid: Grid, runs: list[Run]) -> None:
 
 
 def grid_runs(grid: Grid, cells: list[Cell], args: argparse.Namespace,
-              results: ResultsLayout) -> list[Run]:
-    """The grid's runs: every cell times `--seeds` (default: the grid's own number)."""
+              results: ResultsLayout, save: bool = False) -> list[Run]:
+    """The grid's runs: every cell times `--seeds` (default: the grid's own number); under
+    `--seeds auto` each cell's seeds so far (benchmark/launch/waves.py: `save` takes the looks
+    the records allow, says them, and keeps the sequential state)."""
+    if args.seeds == "auto":
+        from benchmark.launch.waves import plan_waves
+
+        wave = plan_waves(grid.name, cells, results, load_summaries(results, grid.name),
+                          args.sigma, args.spending, save=save)
+        if save and wave.lines:
+            print("\n".join(wave.lines))
+        return [run for c in cells for run in plan([c], list(range(wave.targets[c.key])), results)]
     return plan(cells, list(range(args.seeds if args.seeds is not None else grid.seeds)), results)
 
 
@@ -207,7 +272,7 @@ def data_problem(grids: GridCells, args: argparse.Namespace, results: ResultsLay
 def pending_runs(grid: Grid, cells: list[Cell], args: argparse.Namespace,
                  results: ResultsLayout) -> list[Run]:
     """The runs still to make (all with --force, whose checkpoints are then dropped)."""
-    runs = grid_runs(grid, cells, args, results)
+    runs = grid_runs(grid, cells, args, results, save=True)
     pending = [r for r in runs if args.force or not r.done]
     print(f"grid {grid.name}: {len(runs)} runs, {len(runs) - len(pending)} done, "
           f"{len(pending)} to run")
@@ -216,6 +281,20 @@ def pending_runs(grid: Grid, cells: list[Cell], args: argparse.Namespace,
             if locks.holder(run.lock_path) is None:  # never another process's checkpoints
                 run.clear_checkpoints()
     return pending
+
+
+def waves(grid: Grid, cells: list[Cell], args: argparse.Namespace,
+          results: ResultsLayout) -> Iterator[list[Run]]:
+    """The pending runs once; under `--seeds auto` wave after wave while each wave ends done
+    (a run left undone, failed or held by another process, ends the loop: its record or
+    --status says why, and the same command continues)."""
+    pending = pending_runs(grid, cells, args, results)
+    yield pending
+    while args.seeds == "auto" and pending and all(r.done for r in pending):
+        pending = pending_runs(grid, cells, args, results)
+        if not pending:
+            return
+        yield pending
 
 
 # --------------------------------------------------------------------------- one function per mode
@@ -229,9 +308,21 @@ def dry_run(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) 
     from experiments.recipes import RECIPES
 
     for grid, cells in grids:
+        if args.checkpoint or grid.name == "zoo":  # evaluated, not trained: no seeds, no recipe
+            from benchmark.launch.plan import describe_checkpoints
+            from experiments.zoo import published_for
+
+            print(describe_checkpoints(grid, cells, args.checkpoint, published_for))
+            continue
         print(describe_plan(grid, grid_runs(grid, cells, args, results), RECIPES))
         records = load_summaries(results, grid.name)
-        print("\n".join(seed_plan(cells, records, args.seeds or grid.seeds, args.sigma)))
+        fixed = args.seeds if isinstance(args.seeds, int) else grid.seeds
+        print("\n".join(seed_plan(cells, records, fixed, args.sigma)))
+        if args.seeds == "auto":
+            from benchmark.launch.waves import sequential_plan
+
+            print("\n".join(sequential_plan(grid.name, cells, results, records, args.sigma,
+                                            args.spending)))
     return 0
 
 
@@ -264,9 +355,9 @@ def run_here(args: argparse.Namespace, results: ResultsLayout, grids: GridCells)
     """`--executor inline`: every pending run in this process, then the tables."""
     failures = 0
     for grid, cells in grids:
-        pending = pending_runs(grid, cells, args, results)
         try:
-            failures += run_inline(pending, progress=not args.no_progress, force=args.force)
+            for pending in waves(grid, cells, args, results):
+                failures += run_inline(pending, progress=not args.no_progress, force=args.force)
         except Interrupted:
             return INTERRUPTED
         if not write_outputs(grid, cells, args, results):
@@ -279,14 +370,17 @@ def run_submitted(args: argparse.Namespace, results: ResultsLayout, grids: GridC
     unless --wait), then the tables of the grids whose jobs have ended."""
     failures = 0
     for grid, cells in grids:
-        pending = locks.skip_held(pending_runs(grid, cells, args, results))  # no wasted job
-        if args.executor == "slurm" and not args.force:
-            pending = skip_live_jobs(pending)
-        submit(pending, args.executor, results, cluster_options(args), wait=args.wait)
+        for wave in waves(grid, cells, args, results):  # --seeds auto: wave after wave
+            pending = locks.skip_held(wave)  # no wasted job
+            if args.executor == "slurm" and not args.force:
+                pending = skip_live_jobs(pending)
+            submit(pending, args.executor, results, cluster_options(args), wait=args.wait)
+            if args.executor == "slurm" and not args.wait:
+                break  # the same command, run again, takes the looks and the next wave
+            failures += sum(not r.done for r in pending)
         if args.executor == "slurm" and not args.wait:
             print(f"follow with: python run_all.py --grid {grid.name} --status")
             continue
-        failures += sum(not r.done for r in pending)
         if not write_outputs(grid, cells, args, results):
             return 1
     return finish(failures)
@@ -298,6 +392,8 @@ def write_outputs(grid: Grid, cells: list[Cell], args: argparse.Namespace,
     results folder cannot be written."""
     try:
         print(write_tables(grid, cells, results, figures=args.figures))
+    except DiskFull:
+        raise
     except OSError as err:
         print(f"error: {err}; make the results folder writable or pass --results DIR",
               file=sys.stderr)
@@ -351,7 +447,43 @@ def load_grids(args: argparse.Namespace) -> GridCells:
         raise ConfigError(f"unknown executor {args.executor!r}; "
                           f"choose one of {', '.join(EXECUTORS)}")
     check_flags(args)  # numeric flags in range, an explicit --checkpoint exists
-    return [load_grid(name, overrides) for name in args.grid]
+    if args.seeds == "auto" and args.force:
+        raise ConfigError("--force with --seeds auto would rerun seeds the sequential study "
+                          "has already looked at; delete the grid's records and "
+                          "results/sequential/<grid>.json to start over")
+    grids = []
+    for name in args.grid:
+        grid, cells, notes = load_grid(name, overrides, args.ours)
+        for note in notes:
+            print(f"grid {grid.name}: {note}")
+        grids.append((grid, cells))
+    return grids
+
+
+def use_plugins(modules: list[str]) -> None:
+    """Import `--plugin` modules here and hand them to every worker ($PROTOSEG_PLUGINS is
+    inherited by local and SLURM jobs); a module that cannot be imported is a ConfigError."""
+    try:
+        import_plugins(modules)
+    except RegistryError as err:
+        raise ConfigError(str(err)) from None
+    if modules:
+        known = [m for m in os.environ.get(PLUGINS_ENV, "").split(",") if m]
+        os.environ[PLUGINS_ENV] = ",".join(dict.fromkeys([*known, *modules]))
+
+
+def migrate_keys(results: ResultsLayout, grids: GridCells) -> None:
+    """Move records stored under an older cell key to today's key (once; benchmark/migrate.py)."""
+    for grid, _ in grids:
+        try:
+            moved = migrate_grid(results, grid.name)
+        except OSError as err:
+            print(f"warning: cannot move {grid.name}'s records to today's cell keys: {err}",
+                  file=sys.stderr)
+            continue
+        if moved:
+            print(f"grid {grid.name}: {len(moved)} cell folder(s) moved to today's cell keys "
+                  f"(results unchanged), e.g. {moved[0][0]} -> {moved[0][1]}")
 
 
 def evaluate_published(args: argparse.Namespace, results, grids) -> int:
@@ -385,11 +517,17 @@ def main(argv: list[str] | None = None) -> int:
     results = ResultsLayout(args.results)
     forget_reported()  # one warning per damaged record and command
     try:
+        use_plugins(args.plugin)
         grids = load_grids(args)
-    except ConfigError as err:
+    except (ConfigError, RegistryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    migrate_keys(results, grids)
     mode = choose_mode(args, grids)
     if not ready_to_compute(mode, args, results, grids):
         return 2
-    return mode(args, results, grids)
+    try:
+        return mode(args, results, grids)
+    except DiskFull as err:  # at any write: one line, and no further run on that disk
+        print(f"error: {err}", file=sys.stderr)
+        return 1

@@ -431,7 +431,10 @@ def apply_to_grid(cells: list[Cell] | tuple[Cell, ...], overrides: list[str]
         by_key.setdefault(cell.key, []).append(cell.row)
     notes += [f"{len(rows)} cells ({', '.join(dict.fromkeys(rows))}) are one configuration "
               f"({key}): run once" for key, rows in by_key.items() if len(rows) > 1]
-    return out, notes
+    unique: dict[tuple[str, str], Cell] = {}  # the same key and row: one row of the table
+    for cell in out:
+        unique.setdefault((cell.key, cell.row), cell)
+    return list(unique.values()), notes
 
 
 def _close_keys(key: str, valid: list[str]) -> str:
