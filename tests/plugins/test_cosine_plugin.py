@@ -111,7 +111,7 @@ def test_an_unknown_head_without_its_plugin_is_one_line(tmp_path) -> None:
 def test_the_documented_contract_command_runs_on_the_plugins_head(plugin_env) -> None:
     """docs/extending.md: `python -m pytest tests/methods/test_head_contract.py -k cosine`."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/methods/test_head_contract.py", "-k", "cosine"], cwd=ROOT,
+                           "-rA", "tests/methods/test_head_contract.py", "-k", "cosine"], cwd=ROOT,
                           env=plugin_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:]
-    assert "5 passed" in proc.stdout
+    assert proc.stdout.count("PASSED tests/methods/test_head_contract.py") == 5  # cosine's five
