@@ -14,8 +14,7 @@ so that `missing_weights` and the dry run's weights column import no torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from methods._lazy import lazy_exports
 
 _EXPORTS = {
     "CheckpointError": "coverage", "PretrainedError": "coverage", "LoadReport": "coverage",
@@ -26,11 +25,8 @@ _EXPORTS = {
     "weights_sha256": "identity",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, {name: f"{__name__}.{module}"
+                                      for name, module in _EXPORTS.items()})
 
 
 __all__ = list(_EXPORTS)
