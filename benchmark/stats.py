@@ -96,15 +96,19 @@ class Verdict:
     more_seeds: int = 0  # seeds to add that would decide an inconclusive verdict
     sigma: float = SIGMA_PRIOR  # per-run sigma used for planning
     sigma_source: str = "prior"  # prior | measured
+    how: str = ""  # how the seeds were looked at (benchmark/report/verdicts.py), when it matters
 
     def text(self) -> str:
-        """One line for tables: the label, and the seeds needed when inconclusive."""
-        if self.label == "inconclusive":
-            return f"inconclusive: about {self.more_seeds} more seeds would decide"
-        if self.label == "no difference detected":
-            return (f"no difference detected: about {self.more_seeds} more seeds would detect "
+        """One line for tables: the label, the seeds needed when inconclusive, and how the
+        verdict was reached when it was looked at more than once."""
+        if self.label == "inconclusive" and self.more_seeds:
+            text = f"inconclusive: about {self.more_seeds} more seeds would decide"
+        elif self.label == "no difference detected" and self.more_seeds:
+            text = (f"no difference detected: about {self.more_seeds} more seeds would detect "
                     f"{self.target:.1f}")
-        return self.label
+        else:
+            text = self.label
+        return f"{text} ({self.how})" if self.how else text
 
 
 def planning_sigma(per_run_sd: float | None, n: int, prior: float = SIGMA_PRIOR
@@ -149,6 +153,16 @@ def seeds_for_precision(half_width: float, sigma_run: float = SIGMA_PRIOR,
     return MAX_SEEDS
 
 
+def gain_label(low: float, high: float, paper_gain: float) -> str:
+    """The label an interval of ours - baseline earns against the paper's gain: excluding 0,
+    reproduced / smaller / larger than the paper as the gain lies in / above / below it;
+    else not reproduced when it excludes the gain, inconclusive when it holds both."""
+    if low > 0:
+        return ("reproduced" if low <= paper_gain <= high else
+                "smaller than the paper" if high < paper_gain else "larger than the paper")
+    return "inconclusive" if low <= paper_gain <= high else "not reproduced"
+
+
 def gain_verdict(diffs: Sequence[float], paper_gain: float, sigma_prior: float = SIGMA_PRIOR,
                  confidence: float = 0.95) -> Verdict:
     """Verdict on ours - baseline (per-seed paired differences) against the paper's gain.
@@ -168,13 +182,7 @@ def gain_verdict(diffs: Sequence[float], paper_gain: float, sigma_prior: float =
         return Verdict("inconclusive", low=None, high=None,
                        more_seeds=max(1, seeds_for_gain(paper_gain, sigma) - n), **base)
     low, high = float(interval[0]), float(interval[1])
-    if low > 0:
-        label = ("reproduced" if low <= paper_gain <= high else
-                 "smaller than the paper" if high < paper_gain else "larger than the paper")
-    elif not low <= paper_gain <= high:
-        label = "not reproduced"
-    else:
-        label = "inconclusive"
+    label = gain_label(low, high, paper_gain)
     more = max(1, seeds_for_gain(paper_gain, sigma) - n) if label == "inconclusive" else 0
     return Verdict(label, low=low, high=high, more_seeds=more, **base)
 

@@ -11,32 +11,18 @@ error; the table "published vs this suite" gives the difference.
 from __future__ import annotations
 
 import datetime
-import os
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from benchmark.checkpoints.coverage import CheckpointError
+from benchmark.checkpoints.files import DEFAULT_DIR_ENV, default_folder, names_for  # noqa: F401
 from benchmark.checkpoints.whole import find_checkpoint, load_checkpoint
 from benchmark.config import Cell
 from benchmark.store import Record, ResultsLayout, write_record
 
-DEFAULT_DIR_ENV = "PROTOSEG_CHECKPOINTS"  # folder of published checkpoints; default ./checkpoints
 Lookup = Callable[[Cell], Any]  # cell -> Published-like (config, patterns, origin, miou, ...)
-
-
-def default_folder() -> str:
-    return os.environ.get(DEFAULT_DIR_ENV, "checkpoints")
-
-
-def names_for(cell: Cell, published: Any) -> tuple[str, ...]:
-    """File-name globs of a cell's checkpoint inside a folder."""
-    if published is not None:
-        return tuple(published.patterns)
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", cell.row).strip("_")
-    return (f"{cell.key}*.pth", f"{slug}*.pth")
 
 
 def _device() -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from benchmark.checkpoints.coverage import CheckpointError, LoadReport, apply_state
+from benchmark.checkpoints.files import find_file
 from benchmark.checkpoints.mmseg_zoo import convert_mmseg_zoo, is_mmseg_zoo
 from benchmark.checkpoints.openseg import ALIAS, convert_openseg_hrnet, is_openseg
 from benchmark.checkpoints.expected import sha256_of
@@ -27,14 +28,10 @@ COMPUTED = re.compile(r"relative_position_index$|attn_mask$")  # buffers the sui
 def find_checkpoint(path: str | Path, names: tuple[str, ...] = ()) -> Path:
     """`path` itself when a file; in a folder, the first file matching one of `names` (globs,
     e.g. 'fcn_r101-d8_512x512_160k_ade20k*.pth'). CheckpointError naming them otherwise."""
+    found = find_file(path, names)
+    if found is not None:
+        return found
     path = Path(path).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for pattern in names:
-            found = sorted(p for p in path.glob(pattern) if p.is_file())
-            if found:
-                return found[0]
     wanted = f" (looked for {', '.join(names)})" if names and path.is_dir() else ""
     raise CheckpointError(f"{WHAT}: no checkpoint at {path}{wanted}")
 

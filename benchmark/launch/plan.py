@@ -232,3 +232,29 @@ def describe_plan(grid: object, runs: list, recipes: dict | None = None) -> str:
         if recipe.deviations:
             lines.append(f"    deviations: {recipe.deviations}")
     return "\n".join(lines)
+
+
+def describe_checkpoints(grid: object, cells: list, checkpoint: str | None, lookup) -> str:
+    """The `--dry-run` text of a grid evaluated from checkpoints (`zoo`, `--checkpoint`): no
+    seeds and no training recipe; per cell its published mIoU and whether its file is there
+    (`lookup`: cell -> the published entry or None, experiments/zoo.py `published_for`)."""
+    from benchmark.checkpoints.files import default_folder, find_file, names_for
+
+    folder = checkpoint or default_folder()
+    cells = list(cells)
+    lines = [f"grid {grid.name}: {grid.description}",
+             f"  evaluated from checkpoints in {folder} (no training, no seeds)"]
+    found = 0
+    for c in cells:
+        published = lookup(c)
+        path = find_file(folder, names_for(c, published))
+        found += path is not None
+        miou = f"published mIoU {c.paper_miou:.2f}" if c.paper_miou is not None else \
+            "no published mIoU"
+        where = (f"present: {path}" if path is not None else
+                 f"missing (looked for {', '.join(names_for(c, published))}"
+                 + (f"; download from {published.origin})" if published is not None else ")"))
+        lines.append(f"  {c.row:<66} {c.column:<11} {miou}")
+        lines.append(f"      {where}")
+    lines.append(f"  {found} of {len(cells)} checkpoint files present")
+    return "\n".join(lines)

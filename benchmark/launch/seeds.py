@@ -60,7 +60,7 @@ def planned_seeds(cells: list[Cell] | tuple[Cell, ...], sigma: float = SIGMA_PRI
     return seeds_for_gain(min(gains) if gains else PAPER_SMALLEST_GAIN, sigma)
 
 
-def _run_hours(records: list[Record]) -> float | None:
+def run_hours(records: list[Record]) -> float | None:
     """Median GPU- (or CPU-process-) hours of the grid's done runs: (train + eval) x processes."""
     hours = sorted((r.timings.get("train_s", 0) + r.timings.get("eval_s", 0))
                    * max(1, r.world_size) / 3600 for r in records
@@ -88,7 +88,7 @@ def seed_plan(cells: list[Cell] | tuple[Cell, ...], records: list[Record], grid_
                      f"{PAPER_SMALLEST_GAIN:+.1f}")
     need = planned_seeds(cells, used)
     runs = need * len(cells)
-    hours = _run_hours(records)
+    hours = run_hours(records)
     cost = (f"about {runs * hours:,.0f} device-hours at the measured {hours:.2f} h per run"
             if hours is not None else
             "device-hours unknown until a run of this grid finishes (--preflight on a GPU "

@@ -7,7 +7,7 @@ from benchmark.config import Cell
 from benchmark.report.aggregate import baselines, cell_results
 from benchmark.report.tables import (DASH, PAIRED_HEADER, ResultTable, _base_row, _make_table,
                                      _mean_text, _NOTES, _paired_text, _verdict_text)
-from benchmark.report.verdicts import VERDICT_HEADER, verdicts
+from benchmark.report.verdicts import VERDICT_HEADER, verdict_notes, verdicts
 from benchmark.stats import paired_difference
 from benchmark.store import Record
 
@@ -33,4 +33,5 @@ def switch_table(cells: list[Cell], records: list[Record]) -> ResultTable:
                     VERDICT_HEADER: _verdict_text(judged[c.key]), "Seeds": str(res.n)})
         rows.append(row)
     notes = [SWITCH_NOTE] + ([_NOTES["std"]] if any(r.n > 1 for r in results.values()) else [])
+    notes += verdict_notes(judged)
     return _make_table(rows, SWITCH_COLUMNS, ("left", "right", "right", "left", "right"), notes)

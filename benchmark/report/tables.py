@@ -19,7 +19,7 @@ import pandas as pd
 from benchmark.config import Cell
 from benchmark.report.aggregate import (CellResult, baselines, cell_results,
                                         evaluated_beside_trained, per_class_iou)
-from benchmark.report.verdicts import VERDICT_HEADER, VERDICT_NOTE, verdicts
+from benchmark.report.verdicts import VERDICT_HEADER, VERDICT_NOTE, verdict_notes, verdicts
 from benchmark.stats import PairedDifference, Verdict, paired_difference
 from benchmark.store import Record
 
@@ -259,15 +259,15 @@ def paper_table(cells: list[Cell], records: list[Record],
     notes = _paper_notes(cells, refs, bool(base_of), {**results, **{
         f"{key} evaluated": res for key, res in evaluated.items()}})
     if any(judged.values()):
-        notes.append(VERDICT_NOTE)
+        notes += [VERDICT_NOTE] + verdict_notes(judged)
     return _make_table(rows, columns, align, notes, bold)
 
 
 def _ablation_rows(cells: list[Cell], records: list[Record],
                    labels: Callable[[Cell], dict[str, str]]
-                   ) -> tuple[list[dict[str, Any]], bool, bool]:
+                   ) -> tuple[list[dict[str, Any]], bool, list[str] | None]:
     """One row per cell: `labels(cell)` then mIoU, the paper's number, Δ, verdict and seeds;
-    whether any cell has several seeds, and whether any has a verdict."""
+    whether any cell has several seeds, and the verdict notes ([] or more: some verdict)."""
     results = cell_results(cells, records)
     judged = verdicts(cells, results)
     rows = []
@@ -280,12 +280,13 @@ def _ablation_rows(cells: list[Cell], records: list[Record],
         row.update({"mIoU (%)": _mean_text(res), "Paper mIoU (%)": _fmt(c.paper_miou),
                     "Δ paper": _fmt(delta, signed=True), "Seeds": str(res.n)})
         rows.append(row)
-    return rows, any(r.n > 1 for r in results.values()), any(judged.values())
+    return rows, any(r.n > 1 for r in results.values()), verdict_notes(judged) if any(
+        judged.values()) else None
 
 
 def loss_terms(cell: Cell) -> dict[str, str]:
     """Checkmarks of the loss terms a cell trains with: CE always, PPC/PPD as its head says."""
-    terms = cell.model.head.options().loss_names()
+    terms = cell.model.head.options.loss_names()
     return {"CE": CHECK, "PPC": CHECK if "ppc" in terms else "",
             "PPD": CHECK if "ppd" in terms else ""}
 
@@ -306,8 +307,9 @@ def k_table(cells: list[Cell], records: list[Record]) -> ResultTable:
                        _ablation_notes(multi, judged))
 
 
-def _ablation_notes(multi_seed: bool, judged: bool) -> list[str]:
-    return ([_NOTES["std"]] if multi_seed else []) + ([VERDICT_NOTE] if judged else [])
+def _ablation_notes(multi_seed: bool, judged: list[str] | None) -> list[str]:
+    return ([_NOTES["std"]] if multi_seed else []) + (
+        [VERDICT_NOTE] + judged if judged is not None else [])
 
 
 def _make_table(rows: list[dict[str, Any]], columns: list[str], align: tuple[str, ...],

@@ -1,0 +1,41 @@
+"""The dry run of `--seeds auto` (sequential plan beside the fixed one, nothing written) and of
+grids evaluated from checkpoints (each file with its published mIoU; no seeds, no recipe)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmark.cli import main
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_table1_auto_dry_run_prints_both_plans_and_writes_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "run_all.py", "--grid", "table1", "--seeds", "auto",
+                          "--dry-run", "--results", str(tmp_path / "results")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "seed plan: 80% power" in text and "(104 runs" in text  # the fixed plan
+    assert "sequential plan (--seeds auto): looks at 3, 5, 8, 13 seeds" in text
+    assert "within-seed correlation 0.00 (prior" in text and "per-run sd 0.50" in text
+    plan = text[text.index("sequential plan"):]
+    swin = next(line for line in plan.splitlines() if line.strip().startswith("Ours (Swin)"))
+    assert "+0.6" in swin and "(80%)" in swin and "not started" in swin
+    assert "against 104 with the fixed 13 seeds per cell" in text
+    assert not (tmp_path / "results").exists()
+
+
+def test_zoo_dry_run_lists_checkpoints_not_seeds(tmp_path, capsys):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "fcn_r101-d8_512x512_160k_ade20k_20200615_105816-fd192bd5.pth").write_bytes(b"x")
+    assert main(["--grid", "zoo", "--dry-run", "--checkpoint", str(folder), "--results",
+                 str(tmp_path / "results")]) == 0
+    text = capsys.readouterr().out
+    assert "published mIoU 39.91" in text and "present: " in text
+    assert "missing (looked for fcn_hr48_4xb4-160k_ade20k-512x512*.pth" in text
+    assert "1 of 8 checkpoint files present" in text
+    assert "seed plan" not in text and "recipe " not in text and "seeds " not in text
