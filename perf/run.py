@@ -28,7 +28,7 @@ from perf.common import (
 )
 
 BENCHMARKS = ("train_step", "head_scaling", "inference", "metric", "overhead", "profile_step",
-              "pipeline")
+              "pipeline", "peer")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -193,17 +193,34 @@ def _decode_uint8_label(raw: np.ndarray, lut: np.ndarray, ignore_index: int, whe
     from benchmark.datasets.mmseg_pipeline import _cv2
 
     cv2 = _cv2()  # a 256-bin histogram and a table look-up on uint8, each one pass
+    invalid, table, small = _label_tables(lut, ignore_index)
     if raw.size:
-        counts = cv2.calcHist([np.ascontiguousarray(raw)], [0], None, [256], [0, 256]).ravel()
-        bad = np.flatnonzero((counts > 0) & (lut == INVALID))
+        counts = cv2.calcHist([np.ascontiguousarray(raw)], [0], None, [256], [0, 256])
+        bad = np.flatnonzero(counts.ravel()[invalid])
         if bad.size:
-            _bad_value(int(bad[0]), where, definition, encoding)
-    table = np.where(lut == IGNORE, ignore_index, lut)
-    fits = compact and 0 <= ignore_index <= 255 and int(table.max()) <= 255
-    if fits:
-        out = cv2.LUT(raw, table.clip(0, 255).astype(np.uint8)) if raw.size else raw.copy()
+            _bad_value(int(np.flatnonzero(invalid)[bad[0]]), where, definition, encoding)
+    if compact and small is not None:
+        out = cv2.LUT(raw, small) if raw.size else raw.copy()
         return torch.from_numpy(out.reshape(raw.shape))
     return torch.from_numpy(table[raw])
+
+
+_TABLES: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = {}
+
+
+def _label_tables(lut: np.ndarray, ignore_index: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(INVALID mask, int64 table, uint8 table or None where ids do not fit) of a LUT, made
+    once per LUT (the data sets' LUTs live as long as the process)."""
+    key = (id(lut), ignore_index)
+    cached = _TABLES.get(key)
+    if cached is None or cached[0] is not lut:
+        table = np.where(lut == IGNORE, ignore_index, lut)
+        fits = 0 <= ignore_index <= 255 and int(table.max()) <= 255
+        cached = (lut, lut == INVALID, table,
+                  table.clip(0, 255).astype(np.uint8) if fits else None)
+        _TABLES[key] = cached
+    return cached[1], cached[2], cached[3]
 
 
 def _bad_value(value: int, where: str, definition: DatasetDef, encoding: str) -> None:

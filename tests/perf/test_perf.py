@@ -232,3 +232,32 @@ def test_whole_run_shares_weight_the_first_epoch_by_its_steps() -> None:
     assert run_overhead(120.0, 100.0, (100.0, 100.0), 10, 40) == pytest.approx(100 * 200 / 4200)
     # a run shorter than one epoch is all first epoch
     assert run_share((10.0, 0.0), (100.0, 50.0), 64, 8) == pytest.approx(10.0)
+
+
+def test_peer_draws_serve_mmseg_the_suites_numbers_and_restore_numpy() -> None:
+    import numpy as np
+
+    from benchmark.datasets.mmseg_pipeline import TorchDraws
+    from perf.peer import SharedDraws
+
+    before = np.random.randint
+    torch.manual_seed(5)
+    ours = [TorchDraws().random(), TorchDraws().randint(0, 7), TorchDraws().uniform(2, 3),
+            TorchDraws().randint(0, 2)]
+    torch.manual_seed(5)
+    with SharedDraws():
+        theirs = [np.random.random_sample(), np.random.randint(0, 7), np.random.uniform(2, 3),
+                  np.random.randint(2)]  # randint(n): MMSeg's coins
+    assert theirs == ours and np.random.randint is before
+
+
+@pytest.mark.filterwarnings("ignore:`reduce_zero_label` will be deprecated")
+def test_peer_pipeline_sides_make_the_same_samples(tmp_path) -> None:
+    """Two tiny pairs through the suite's staged pipeline and MMSeg's train_pipeline (the
+    check `perf.peer` runs before timing raises when they differ)."""
+    pytest.importorskip("mmseg")
+    from perf.peer import pipeline_fns
+
+    fns, worst = pipeline_fns(tmp_path, 2, quick=True)
+    assert worst <= 1 and set(fns) == {"suite", "mmseg"}
+    assert len(fns["suite"]()) == len(fns["mmseg"]()) == 2
