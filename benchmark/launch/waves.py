@@ -122,7 +122,7 @@ def new_state(cells: list[Cell] | tuple[Cell, ...], records: list[Record],
     v = variation(cells, records, sigma)
     design = Design(wave_looks(planned_seeds(cells, v.sigma)), shape)
     return SequentialState(design, boundaries(design),
-                           f"per-run sd {v.sigma:.2f} mIoU, 80% power at the smallest gain")
+                           f"{v.source.split(', within')[0]}, 80% power at the smallest gain")
 
 
 # --------------------------------------------------------------------------- the next wave
@@ -184,6 +184,7 @@ def plan_waves(grid: str, cells: list[Cell] | tuple[Cell, ...], layout: ResultsL
     if changed and any(state.pairs[p.key].looks for p in pairs):
         v = variation(cells, records)
         state.measured = {"sigma": round(v.sigma, 4), "rho": round(v.rho, 4), "from": v.source}
+        lines.append(f"  remaining plan at {v.source}")
     if save and changed:
         save_state(layout, grid, state)
     open_pairs = [p for p in pairs if state.pairs[p.key].decision is None]

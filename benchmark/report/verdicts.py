@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import math
 from typing import Iterator
 
 from benchmark.config import Cell
 from benchmark.looks import LookHistory, pair_key
 from benchmark.report.aggregate import CellResult, baselines
-from benchmark.stats import Verdict, baseline_verdict, difference_verdict, gain_verdict
+from benchmark.stats import (Verdict, baseline_verdict, difference_verdict, gain_verdict,
+                             mean_std)
 
 VERDICT_HEADER = "Verdict"
 VERDICT_NOTE = ("Verdict: the 95% interval of ours - baseline (paired over seeds) against the "
@@ -98,8 +100,29 @@ def cell_verdict(cell: Cell, results: dict[str, CellResult],
             verdict = difference_verdict(diffs)
         return _how_looked(verdict, pair_key(base, cell), _HISTORY.get())
     if cell.paper_miou is not None and cell.tag != "ours":
-        return baseline_verdict(list(res.miou_by_seed.values()), cell.paper_miou)
+        values = list(res.miou_by_seed.values())
+        return _baseline_looked(baseline_verdict(values, cell.paper_miou), cell, values,
+                                _HISTORY.get())
     return None
+
+
+def _baseline_looked(verdict: Verdict, cell: Cell, values: list[float],
+                     history: LookHistory | None) -> Verdict:
+    """A baseline of a `--seeds auto` study, at one of its looks, is read off the repeated
+    interval mean -+ c_k se of that look (its seeds were looked at in waves, too)."""
+    state = history.state if history is not None else None
+    if (state is None or verdict.n not in state.design.looks or verdict.n < 2
+            or not any(key.startswith(f"{cell.key}/") for key in state.pairs)):
+        return verdict
+    k = state.design.looks.index(verdict.n)
+    mean, sd = mean_std(values)
+    half = state.boundaries.efficacy[k] * sd / math.sqrt(verdict.n)
+    low, high = mean - half, mean + half
+    label = ("matches the paper" if low <= verdict.target <= high else
+             "below the paper" if high < verdict.target else "above the paper")
+    return dataclasses.replace(verdict, label=label, low=low, high=high, more_seeds=0, how=(
+        f"repeated interval at {verdict.n} of {state.design.max_seeds} seeds; sequential, "
+        f"overall {state.design.alpha:.0%}"))
 
 
 def verdict_notes(judged: dict[str, Verdict | None]) -> list[str]:

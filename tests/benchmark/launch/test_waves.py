@@ -201,3 +201,33 @@ def test_fixed_seeds_looked_at_twice_say_their_interval_is_not_corrected(tmp_pat
     table = (tmp_path / "tables" / "smoke.md").read_text()
     assert "(interval not corrected for repeated looks at 3, 4 seeds)" in table
     assert "Not corrected for repeated looks" in table
+
+
+def test_table_verdicts_say_how_the_sequential_study_reached_them(tmp_path):
+    from benchmark.looks import load_history
+    from benchmark.report.aggregate import cell_results
+    from benchmark.report.verdicts import look_history, verdicts
+
+    layout = ResultsLayout(tmp_path)
+    clear = paired(A, A_OURS, [1.0, 1.4, 0.6, 1.2, 0.8])
+    plan_waves("g", CELLS, layout, [], save=True)
+    plan_waves("g", CELLS, layout, clear[:6], save=True)
+    with look_history(load_history(layout, "g")):
+        judged = verdicts(CELLS, cell_results(CELLS, clear[:6]))
+    assert judged[A_OURS.key].text() == ("open (after 3 of 7 seeds; next look at 5; "
+                                         "sequential, overall 5%)")
+    plan_waves("g", CELLS, layout, clear, save=True)
+    results = cell_results(CELLS, clear)
+    with look_history(load_history(layout, "g")):
+        judged = verdicts(CELLS, results)
+    assert judged[A_OURS.key].text() == ("reproduced (stopped at 5 of 7 seeds; sequential, "
+                                         "overall 5%)")
+    # the baseline (about 40.0 over 5 seeds) against the paper's 40.0, on its repeated interval
+    assert judged[A.key].text() == ("matches the paper (repeated interval at 5 of 7 seeds; "
+                                    "sequential, overall 5%)")
+    fixed = verdicts(CELLS, results)[A.key]  # t_{0.975, 4} = 2.776 against c_2
+    c2 = load_history(layout, "g").state.boundaries.efficacy[1]
+    assert (judged[A.key].high - judged[A.key].low) / (fixed.high - fixed.low) == \
+        pytest.approx(c2 / 2.776, rel=1e-3)
+    # outside the tables of this results folder: the fixed-seed wording
+    assert verdicts(CELLS, results)[A_OURS.key].text() == "reproduced"
