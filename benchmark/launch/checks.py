@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from benchmark.config import Cell
-from benchmark.store import ResultsLayout
+from benchmark.store import ResultsLayout, jsonable
 
 EVAL_PAIRS = 2  # evaluation pairs decoded before training (a cheap sample, not a full check)
 RECORD_BASE_BYTES = 256 * 1024  # a record without its history and confusion matrix, generous
@@ -152,21 +152,40 @@ def check_run(run: Any, root: ResultsLayout | Path) -> None:
 def keep_unsaved(path: Path, record: dict[str, Any], err: OSError) -> str:
     """A record that could not be written to `path`: print it to stderr as JSON and write it
     under a fallback name beside it or in $TMPDIR; returns one line saying where it went."""
-    from benchmark.store import atomic_write, jsonable
-
     text = json.dumps(jsonable(record), indent=2, sort_keys=True, allow_nan=False)
     print(text, file=sys.stderr)
     reason = os.strerror(err.errno) if err.errno else str(err)  # the store's text repeats path
+    fallback = _keep(path, text)
+    if fallback is not None:
+        return (f"cannot write record {path} ({reason}); the result is kept in "
+                f"{fallback} and printed above: move it to {path} once the folder is writable")
+    return (f"cannot write record {path} ({reason}); the result is printed above "
+            f"as JSON: save it as {path} once the folder is writable")
+
+
+def keep_on_full_disk(path: Path, record: dict[str, Any]) -> str:
+    """A record the full disk did not take: kept in a fallback file where one can be written,
+    never printed (a record is hundreds of lines); says where, or that the run's final
+    checkpoint (deleted only after its record) makes the same command evaluate it again."""
+    fallback = _keep(path, json.dumps(jsonable(record), indent=2, sort_keys=True,
+                                      allow_nan=False))
+    if fallback is not None:
+        return f"the result is kept in {fallback}: move it to {path} once there is room"
+    return "the run's final checkpoint is kept: the same command evaluates it again"
+
+
+def _keep(path: Path, text: str) -> Path | None:
+    """Write `text` under a fallback name beside `path` or in $TMPDIR; where it went."""
+    from benchmark import store  # looked up at call time (tests replace the writer)
+
     parts = Path(path).parts[-3:]  # <grid>/<key>/seed<k>.json
     # not `seed*.json`: the store would read a fallback beside the record as a second record
     candidates = [Path(path).with_name(f"unsaved-{Path(path).stem}-{os.getpid()}.json"),
                   Path(tempfile.gettempdir()) / "protoseg-unsaved" / Path(*parts)]
     for fallback in candidates:
         try:
-            atomic_write(fallback, text + "\n")
+            store.atomic_write(fallback, text + "\n")
         except OSError:
             continue
-        return (f"cannot write record {path} ({reason}); the result is kept in "
-                f"{fallback} and printed above: move it to {path} once the folder is writable")
-    return (f"cannot write record {path} ({reason}); the result is printed above "
-            f"as JSON: save it as {path} once the folder is writable")
+        return fallback
+    return None

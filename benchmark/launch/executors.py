@@ -28,6 +28,7 @@ import submitit
 from methods.registry import import_plugins, require_plugins
 from benchmark.catalog import REGISTRIES, cell_plugins
 from benchmark.config import Cell, cell_from_dict
+from benchmark.disk import DiskFull, as_disk_full
 from benchmark.launch import locks
 from benchmark.launch.checks import check_run
 from benchmark.provenance import provenance
@@ -113,8 +114,8 @@ def execute_run(run: Run, progress: bool = True) -> Record:
                                     checkpoint_dir=run.checkpoint_dir,
                                     weights_path=run.weights_path,
                                     heartbeat_path=run.heartbeat_path, log_dir=run.log_dir)
-    except Interrupted:
-        raise  # resumable: no record, the checkpoint is on disk
+    except (Interrupted, DiskFull, BrokenPipeError):
+        raise  # resumable: no record (the disk or the pipe would not take it), a checkpoint
     except Exception as err:  # noqa: BLE001 - any failure becomes a failed record, then re-raised
         record = Record(status="failed", **base, error=_one_line(err),
                         traceback=traceback.format_exc(), finished=_now(),
@@ -146,8 +147,11 @@ def save_record(path: Path, record: Record) -> Path:
         _move_old_evaluation(path)
         return write_record(path, record)
     except OSError as err:  # JSON on stderr and a fallback file (benchmark/launch/checks.py)
-        from benchmark.launch.checks import keep_unsaved
+        from benchmark.launch.checks import keep_on_full_disk, keep_unsaved
 
+        full = as_disk_full(err, path, "the record")
+        if isinstance(full, DiskFull):  # no dump of the record: one line, the grid stops
+            raise DiskFull(f"{full}; {keep_on_full_disk(path, record.to_json())}") from None
         raise OSError(keep_unsaved(path, record.to_json(), err)) from None
 
 
@@ -278,7 +282,10 @@ def submit(runs: list[Run], kind: str, results: ResultsLayout | Path | str, opts
                     try:
                         job.result()
                     except Exception as err:  # noqa: BLE001 - the record holds the error
-                        print(f"  job {job.job_id} failed: {str(err).strip().splitlines()[-1]}")
+                        last = str(err).strip().splitlines()[-1]
+                        if last.startswith(f"{DiskFull.__module__}.DiskFull: "):
+                            raise DiskFull(last.split(": ", 1)[1]) from None  # no next job
+                        print(f"  job {job.job_id} failed: {last}")
             submitted += jobs
     print(f"job ids and logs: {jobs_log}")
     return submitted

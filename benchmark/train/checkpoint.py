@@ -17,6 +17,8 @@ from typing import Any
 
 from accelerate import Accelerator
 
+from benchmark.disk import as_disk_full
+
 META = "meta.json"
 
 
@@ -41,25 +43,50 @@ def save(accelerator: Accelerator, root: Path, step: int, extra: dict[str, Any],
     """Save model, optimizer, RNG states (all processes) and `extra` as `root/step<step>`."""
     final = root / f"step{step}"
     tmp = root / f".tmp-step{step}"
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            meta = {"step": step, "extra": extra,
+                    "files": {str(p.relative_to(tmp)): _sha256(p) for p in _files(tmp)}}
+            with open(tmp / META, "w") as f:
+                json.dump(meta, f)
+                f.flush()
+                os.fsync(f.fileno())
+    except Exception as err:
+        # torch's writer says `inline_container.cc: unexpected pos` for ENOSPC: name the disk
+        need = state_bytes(accelerator)
+        full = as_disk_full(err, tmp, f"the checkpoint of step {step} in", need)
+        shutil.rmtree(tmp, ignore_errors=True)  # the earlier checkpoints stay as they were
+        if full is err:
+            raise
+        raise full from None
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        meta = {"step": step, "extra": extra,
-                "files": {str(p.relative_to(tmp)): _sha256(p) for p in _files(tmp)}}
-        with open(tmp / META, "w") as f:
-            json.dump(meta, f)
-            f.flush()
-            os.fsync(f.fileno())
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in sorted(valid_candidates(root), key=_step_of)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def state_bytes(accelerator: Accelerator) -> int:
+    """Bytes of the tensors a checkpoint holds: the models' and optimizers' states."""
+    total = 0
+    states = [m.state_dict() for m in accelerator._models]
+    states += [o.state_dict().get("state", {}) for o in accelerator._optimizers]
+    stack: list[Any] = states
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif hasattr(item, "element_size") and hasattr(item, "numel"):
+            total += item.element_size() * item.numel()
+    return total
 
 
 def valid_candidates(root: Path) -> list[Path]:

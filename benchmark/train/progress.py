@@ -9,6 +9,7 @@ through Accelerate's trackers, written by the main process.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -22,6 +23,7 @@ from typing import Any, Callable
 import torch
 from accelerate import Accelerator
 
+from benchmark.disk import DiskFull, disk_full, is_full, quiet_full_disk_in_threads
 from benchmark.store import atomic_write
 from methods.prototype_health import pairwise_cosine
 
@@ -77,6 +79,8 @@ class Heartbeat:
         self.last = now
         try:
             atomic_write(self.path, json.dumps(self.content(step, phase)) + "\n")
+        except DiskFull:  # the next checkpoint would fail too: stop at the last good one
+            raise
         except OSError as err:  # progress display only: never worth failing a run for
             print(f"warning: heartbeat off: {err}", file=sys.stderr, flush=True)
             self.path = None
@@ -92,8 +96,10 @@ class TrainLog:
 
     def __init__(self, accelerator: Accelerator, log_dir: Path | None) -> None:
         self.accelerator, self.active = accelerator, log_dir is not None
+        self.log_dir = log_dir
         if log_dir is None:
             return
+        quiet_full_disk_in_threads()  # the event thread's ENOSPC: said once, by `log`
         from accelerate.tracking import TensorBoardTracker
 
         if not any(str(t) == "tensorboard" or getattr(t, "name", "") == "tensorboard"
@@ -102,18 +108,39 @@ class TrainLog:
         accelerator.init_trackers(".")
 
     def log(self, values: dict[str, float], step: int) -> None:
-        """Scalars at `step` (main process only, as Accelerate does)."""
+        """Scalars at `step` (main process only, as Accelerate does); a full disk under the
+        logs is one DiskFull, the event writers stopped quietly."""
         if self.active:
-            self.accelerator.log(values, step=step)
+            try:
+                self.accelerator.log(values, step=step)
+            except Exception as err:
+                self._stop_on_full_disk(err)
+                raise
 
     def close(self) -> None:
         """Flush and close the event files. Not `end_training()`: that would also end the
         process group, which the caller may still use."""
         if self.active:
-            for tracker in self.accelerator.trackers:
-                tracker.finish()
+            try:
+                for tracker in self.accelerator.trackers:
+                    tracker.finish()
+            except Exception as err:
+                self._stop_on_full_disk(err)
+                raise
             self.accelerator.trackers.clear()
             self.active = False
+
+    def _stop_on_full_disk(self, err: Exception) -> None:
+        """When `err` means a full disk: close every writer (errors swallowed: the disk is
+        full), stop logging and raise DiskFull naming the logs' folder."""
+        if self.log_dir is None or not is_full(err, self.log_dir):
+            return
+        for tracker in self.accelerator.trackers:
+            with contextlib.suppress(Exception):
+                tracker.writer.close()
+        self.accelerator.trackers.clear()
+        self.active = False
+        raise disk_full(self.log_dir, "TensorBoard events in") from None
 
 
 def prototype_scalars(model: torch.nn.Module) -> dict[str, float]:

@@ -106,8 +106,9 @@ def test_checkpoint_estimate_counts_weights_and_optimizer_state() -> None:
 
 def test_failed_record_write_keeps_the_result(smoke_reference, results, tiny_smoke, monkeypatch,
                                               capsys) -> None:
-    """The disk fills after the checks: the record goes to stderr and a fallback file, the
-    message names both paths, the checkpoint stays, the exit code says a run failed."""
+    """The record write fails after the checks (an I/O error; a full disk stops the grid
+    instead: tests/faults/test_full_disk.py): the record goes to stderr and a fallback file,
+    the message names both paths, the checkpoint stays, the exit code says a run failed."""
     import benchmark.store as store
 
     shutil.copytree(smoke_reference, results)
@@ -118,7 +119,7 @@ def test_failed_record_write_keeps_the_result(smoke_reference, results, tiny_smo
 
     def atomic_write(path, data, *args, **kwargs):
         if Path(path) == victim:
-            raise OSError(errno.ENOSPC, f"cannot write {path}: No space left on device")
+            raise OSError(errno.EIO, f"cannot write {path}: Input/output error")
         return real(path, data, *args, **kwargs)
 
     monkeypatch.setattr(store, "atomic_write", atomic_write)
@@ -126,7 +127,7 @@ def test_failed_record_write_keeps_the_result(smoke_reference, results, tiny_smo
     err = capsys.readouterr().err
     fallback = next(victim.parent.glob("unsaved-seed0-*.json"))
     line = next(ln for ln in err.splitlines() if "failed:" in ln)
-    assert f"cannot write record {victim} (No space left on device); the result is kept in " \
+    assert f"cannot write record {victim} (Input/output error); the result is kept in " \
         f"{fallback} and printed above: move it to {victim}" in line, line
     kept = json.loads(fallback.read_text())
     assert kept["metrics"] == reference["metrics"]
