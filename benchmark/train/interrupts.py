@@ -19,13 +19,31 @@ from typing import Any
 
 SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
-# Handlers that mean "nobody else wants this signal": then the engine raises `Interrupted`.
-# Python's own SIGINT handler would raise KeyboardInterrupt (a traceback, no message).
-_NO_HANDLER = (signal.SIG_DFL, signal.SIG_IGN, signal.default_int_handler, None)
 
 
 class Interrupted(RuntimeError):
     """The run stopped on a signal after saving a checkpoint; rerunning resumes it."""
+
+
+class Stopped(KeyboardInterrupt):
+    """A signal outside a run (start-up, planning, tables): `stop_now` raises it at once, so the
+    command ends with one line (benchmark/stops.py) instead of a traceback or a silent death."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_now(signum: int, frame: FrameType | None) -> None:
+    """Signal handler of run_all.py outside the engine: raise `Stopped` where the program is
+    (atomic writes remove their temp file on the way out)."""
+    raise Stopped(signum)
+
+
+# Handlers that mean "nobody else wants this signal": then the engine raises `Interrupted`.
+# Python's own SIGINT handler would raise KeyboardInterrupt (a traceback, no message), and
+# `stop_now` is run_all.py's own, which the engine's one-line message replaces.
+_NO_HANDLER = (signal.SIG_DFL, signal.SIG_IGN, signal.default_int_handler, stop_now, None)
 
 
 def interrupted_message(signum: int, step: int, total: int, checkpoint_dir: Path | None,
