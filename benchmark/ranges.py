@@ -76,9 +76,6 @@ def check_ranges(cell: Cell) -> None:
         if (low is not None and value < low) or (high is not None and value > high):
             raise ConfigError(f"bad value for {key}: {value!r}; give a value {_rule(low, high)}")
     t = cell.train
-    if t.warmup_iters > t.iters:
-        raise ConfigError(f"bad value for train.warmup_iters: {t.warmup_iters} is longer than "
-                          f"train.iters={t.iters}; give at most {t.iters}")
     if t.min_lr > t.lr:
         raise ConfigError(f"bad value for train.min_lr: {t.min_lr:g} is above train.lr="
                           f"{t.lr:g}; give at most {t.lr:g}")

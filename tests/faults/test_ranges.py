@@ -15,7 +15,7 @@ CASES = {  # arguments: what the one line must say
     "image-size-huge": (["--set", "data.image_size=100000"], "between 16 and 2048"),
     "iters-huge": (["--set", "train.iters=100000000000000000000000"],
                    "bad value for train.iters: 100000000000000000000000;"),
-    "warmup-longer": (["--set", "train.warmup_iters=5000"], "longer than train.iters=960"),
+    "min-lr-above-lr": (["--set", "train.min_lr=5"], "is above train.lr="),
     "seeds-huge": (["--seeds", "100000000", "--dry-run"], "--seeds 100000000: give a number"),
     "seeds-overflow": (["--seeds", "99999999999999999999"], "between 1 and 1000"),
     "sigma-nan": (["--sigma", "nan", "--dry-run"], "--sigma nan: the per-run sd"),
