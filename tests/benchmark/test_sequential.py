@@ -80,6 +80,9 @@ def test_normal_boundaries_would_not_hold_at_small_n():
     t, _, _ = t_paths(TABLE1.looks, sims, seed=7)
     naive = (np.abs(t) >= 2.361).any(axis=0).mean()
     assert naive > 0.08
+    # and the fixed 95% interval looked at after each wave: 14% (docs/verdicts.md)
+    fixed = np.array([stdtrit(n - 1, 0.975) for n in TABLE1.looks])[:, None]
+    assert abs((np.abs(t) >= fixed).any(axis=0).mean() - 0.14) < 0.01
     calibrated = Design(TABLE1.looks, "pocock")
     c = np.array(boundaries(calibrated).efficacy)[:, None]
     assert (np.abs(t) >= c).any(axis=0).mean() < 0.05 + tolerance(0.05, sims)
