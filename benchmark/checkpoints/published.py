@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from benchmark.checkpoints.coverage import CheckpointError
-from benchmark.checkpoints.files import DEFAULT_DIR_ENV, default_folder, names_for  # noqa: F401
+from benchmark.checkpoints.files import default_folder, names_for
 from benchmark.checkpoints.whole import find_checkpoint, load_checkpoint
 from benchmark.config import Cell
 from benchmark.store import Record, ResultsLayout, write_record

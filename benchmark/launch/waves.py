@@ -189,9 +189,9 @@ def plan_waves(grid: str, cells: list[Cell] | tuple[Cell, ...], layout: ResultsL
         save_state(layout, grid, state)
     open_pairs = [p for p in pairs if state.pairs[p.key].decision is None]
     if pairs:
+        now = ", ".join(str(n) for n in sorted(set(need.values())))
         lines.append(f"  sequential: {len(pairs) - len(open_pairs)} of {len(pairs)} pairs "
-                     f"decided; seeds per cell now {', '.join(sorted({str(n) for n in need.values()}, key=int))}"
-                     f" of at most {design.max_seeds}")
+                     f"decided; seeds per cell now {now} of at most {design.max_seeds}")
     return WavePlan(need, state, lines, changed)
 
 
@@ -276,11 +276,13 @@ def sequential_plan(grid: str, cells: list[Cell] | tuple[Cell, ...], layout: Res
     fixed = design.max_seeds * len(cells)
     runs = expected_runs(state, cells, v)
     hours = run_hours(records)
-    cost = (f"; about {runs.null * hours:,.0f} / {runs.gain * hours:,.0f} device-hours against "
-            f"{fixed * hours:,.0f} at the measured {hours:.2f} h per run" if hours is not None
+    cost = (f"; about {runs.null * hours:,.1f} / {runs.gain * hours:,.1f} device-hours against "
+            f"{fixed * hours:,.1f} at the measured {hours:.2f} h per run" if hours is not None
             else "; device-hours once a run of this grid has been timed")
-    lines += [f"  type-I: futility ignored (non-binding), {20_000:,} simulated pairs each "
-              f"(standard error 0.15 points); power: efficacy in the gain's direction",
+    sims = characteristics(design, pairs[0].gain, round(v.sd_diff, 4)).sims
+    lines += [f"  type-I: futility ignored (non-binding); {sims:,} simulated pairs each "
+              f"(standard error {100 * math.sqrt(0.05 * 0.95 / sims):.2f} points at 5%); "
+              "power: efficacy in the gain's direction",
               f"  grid: about {runs.null:.0f} runs if no pair differs, {runs.gain:.0f} at the "
               f"paper's gains, against {fixed} with the fixed {design.max_seeds} seeds per cell"
               + cost]
