@@ -13,7 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from benchmark.config import Cell, ConfigError, HeadSpec, apply_to_grid, relabel
+from benchmark.config import Cell, ConfigError, HeadSpec
+from benchmark.overrides import apply_to_grid, relabel
 from benchmark.migrate import migrate_grid
 from benchmark.ranges import check_flags
 from benchmark.validation import validate
@@ -43,12 +44,8 @@ def seeds_flag(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="run_all.py", description="Reproduce the ProtoSeg paper's tables: plan, run, tabulate.",
-    )
-    p.add_argument("--grid", action="append", required=True,
-                   help=f"grid to run (repeatable): {', '.join(grid_names())}")
+def add_seed_flags(p: argparse.ArgumentParser) -> None:
+    """--seeds N|auto, and what seed planning and the sequential study assume."""
     p.add_argument("--seeds", type=seeds_flag, default=None, metavar="N|auto",
                    help="number of seeds (0..N-1); default: the grid's own; auto: seeds in "
                         "waves (3, 5, 8, ...), each pair stopping when its verdict is decided "
@@ -59,6 +56,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sigma", type=float, default=None, metavar="MIOU",
                    help="seed-to-seed sd of one run for the dry run's seed plan "
                         "(default: measured from the grid's records, else 0.5)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="run_all.py", description="Reproduce the ProtoSeg paper's tables: plan, run, tabulate.",
+    )
+    p.add_argument("--grid", action="append", required=True,
+                   help=f"grid to run (repeatable): {', '.join(grid_names())}")
+    add_seed_flags(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of every cell, e.g. train.iters=2000 (repeatable); "
                         "a head option (model.head.*) changes only the cells whose head has it")
