@@ -13,7 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from benchmark.config import Cell, ConfigError, HeadSpec, apply_to_grid, relabel
+from benchmark.config import Cell, ConfigError, HeadSpec
+from benchmark.overrides import apply_to_grid, relabel
 from benchmark.migrate import migrate_grid
 from benchmark.ranges import check_flags
 from benchmark.validation import validate

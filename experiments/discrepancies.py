@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from benchmark.config import Cell, HeadSpec, apply_overrides
+from benchmark.config import Cell, HeadSpec
+from benchmark.overrides import apply_overrides
 from benchmark.launch.seeds import planned_seeds
 from experiments import Grid
 

@@ -43,7 +43,7 @@ SUITE_PHASES = ("train/data", "other")
 
 def smoke_cell(extra: list[str] | None = None) -> Any:
     """The smoke grid's "ours" (prototype) cell, evaluated on 8 images only."""
-    from benchmark.config import apply_overrides
+    from benchmark.overrides import apply_overrides
     from experiments.smoke import smoke
 
     cell = next(c for c in smoke().cells if c.tag == "ours")
@@ -108,7 +108,7 @@ def quiet() -> contextlib.AbstractContextManager:
 def profile_steps(cell: Any, skip: int, active: int) -> dict[str, float]:
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    from benchmark.config import apply_overrides
+    from benchmark.overrides import apply_overrides
     from benchmark.train.engine import train_and_evaluate
 
     cell = apply_overrides(cell, [f"train.iters={skip + 1 + active + 1}"])
@@ -189,7 +189,7 @@ def step_times_ms(cell: Any, steps: int, pregenerated: bool = False
                   ) -> tuple[list[float], list[float]]:
     """(wall time of each loop iteration after the first, the batch wait inside each), ms;
     no profiler."""
-    from benchmark.config import apply_overrides
+    from benchmark.overrides import apply_overrides
     from benchmark.train.engine import train_and_evaluate
 
     cell = apply_overrides(cell, [f"train.iters={steps + 1}"])

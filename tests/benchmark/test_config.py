@@ -6,8 +6,9 @@ import pytest
 
 import dataclasses
 
-from benchmark.config import Cell, ConfigError, HeadSpec, ModelSpec, TrainSpec, \
-    apply_overrides, apply_to_grid, cell_from_dict, key_payload, override_keys
+from benchmark.config import (Cell, ConfigError, HeadSpec, ModelSpec, TrainSpec, cell_from_dict,
+                              key_payload, override_keys)
+from benchmark.overrides import apply_overrides, apply_to_grid
 from methods.settings import setting
 
 

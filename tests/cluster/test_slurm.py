@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from benchmark.cli import main
-from benchmark.config import Cell, apply_overrides
+from benchmark.config import Cell
+from benchmark.overrides import apply_overrides
 from benchmark.train.engine import train_and_evaluate
 from benchmark.train.progress import HEARTBEAT_ENV
 from benchmark.launch.executors import ClusterOptions, plan, submit

@@ -93,7 +93,7 @@ def test_full_disk_is_found_before_training(results, tiny_smoke, monkeypatch, ca
 
 
 def test_checkpoint_estimate_counts_weights_and_optimizer_state() -> None:
-    from benchmark.config import apply_overrides
+    from benchmark.overrides import apply_overrides
     from benchmark.launch.plan import estimate_memory
     from experiments import get_grid
 
@@ -145,7 +145,7 @@ def test_a_job_checks_its_run_before_building_the_model(tmp_path, monkeypatch) -
     import types
 
     import benchmark.launch.executors as executors
-    from benchmark.config import apply_overrides
+    from benchmark.overrides import apply_overrides
     from experiments import get_grid
 
     monkeypatch.setattr(executors.submitit, "JobEnvironment",
@@ -187,7 +187,7 @@ def test_unwritable_results_folder_keeps_the_record_in_tmpdir(tmp_path, monkeypa
 
 
 def test_pretrained_none_is_random_init_on_purpose_not_a_missing_file() -> None:
-    from benchmark.config import apply_overrides
+    from benchmark.overrides import apply_overrides
     from experiments import get_grid
 
     cell = get_grid("smoke").cells[0]

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import benchmark.train.evaluate as evaluate
-from benchmark.config import apply_overrides
+from benchmark.overrides import apply_overrides
 from benchmark.train import checkpoint
 from benchmark.train.engine import RunResult, train_and_evaluate
 from benchmark.train.interrupts import Interrupted

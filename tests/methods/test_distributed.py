@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from benchmark.config import apply_overrides
+from benchmark.overrides import apply_overrides
 from benchmark.train.engine import GlobalBatchSampler
 from experiments.smoke import smoke
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.catalog import REGISTRIES
-from benchmark.config import apply_to_grid
+from benchmark.overrides import apply_to_grid
 from experiments import get_grid
 from methods.registry import RegistryError, require_plugins
 

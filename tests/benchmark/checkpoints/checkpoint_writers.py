@@ -280,7 +280,7 @@ def write_tiny_zoo(folder: str = "demo_checkpoints") -> str:
     the point is the round trip through the loader and the evaluation, not the score)."""
     from pathlib import Path
 
-    from benchmark.config import apply_overrides
+    from benchmark.overrides import apply_overrides
     from experiments import get_grid
 
     cell = next(c for c in get_grid("zoo").cells if c.row == TINY_ZOO_ROW)

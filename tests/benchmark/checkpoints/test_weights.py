@@ -11,7 +11,7 @@ import torchvision
 
 from benchmark.checkpoints import NONE, load_pretrained, missing_weights, weights_column
 from benchmark.cli import main
-from benchmark.config import apply_overrides
+from benchmark.overrides import apply_overrides
 from experiments import get_grid
 
 PAPER_BACKBONES = ("resnet101_d8", "hrnetv2_w48", "swin_b", "mit_b4")

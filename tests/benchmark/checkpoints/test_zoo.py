@@ -12,7 +12,7 @@ from checkpoint_writers import TINY_ZOO, TINY_ZOO_ROW, write_tiny_zoo
 
 from benchmark.checkpoints import sha256_of
 from benchmark.cli import main
-from benchmark.config import apply_overrides
+from benchmark.overrides import apply_overrides
 from benchmark.datasets import build_dataset
 from benchmark.store import load_records
 from benchmark.train.evaluate import metrics_from_confusion, predict_confusion
@@ -122,7 +122,7 @@ def test_checkpoint_flag_evaluates_any_grid_from_the_suites_own_weights(tmp_path
 
 def test_an_unwritable_record_keeps_the_evaluation(tmp_path, capsys, monkeypatch) -> None:
     """A full disk at the record write: the evaluated record is kept beside it (the CLI's
-    fallback), one line says where, the command exits 1."""
+    fallback), one line says where and names the device, the command exits 1."""
     import errno
 
     import benchmark.launch.executors as executors
@@ -134,6 +134,7 @@ def test_an_unwritable_record_keeps_the_evaluation(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(executors, "write_record", full_disk)
     assert main(_args(tmp_path / "zoo", tmp_path / "results")) == 1
     err = capsys.readouterr().err
-    assert "No space left on device" in err and "the result is kept in" in err
+    assert err.startswith("error: no space left on device ") and err.count("\n") == 1, err
+    assert "the result is kept in" in err
     kept = list((tmp_path / "results" / "runs" / "zoo").glob("*/unsaved-published-*.json"))
     assert len(kept) == 1 and '"published-checkpoint"' in kept[0].read_text()

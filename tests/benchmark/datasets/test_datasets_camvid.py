@@ -9,7 +9,7 @@ import pytest
 import torch
 from fixtures_data import CAMVID_SHARED
 
-from benchmark.config import apply_overrides
+from benchmark.overrides import apply_overrides
 from benchmark.datasets import build_dataset, check_layout, get_definition
 from benchmark.datasets.check import check_dataset
 from experiments import get_grid

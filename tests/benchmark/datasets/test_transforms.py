@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torchvision import tv_tensors
 
-from benchmark.config import Cell, ConfigError, DataSpec, apply_overrides
+from benchmark.config import Cell, ConfigError, DataSpec
+from benchmark.overrides import apply_overrides
 from benchmark.datasets.mmseg_pipeline import (MMSEG_MEAN, MMSEG_STD, MMSegPipeline,
                                                mmseg_rescale_size, photometric_uint8,
                                                resize_pair)

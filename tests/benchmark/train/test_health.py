@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.config import apply_overrides
+from benchmark.overrides import apply_overrides
 from benchmark.train.engine import train_and_evaluate
 from experiments.smoke import smoke
 

@@ -9,7 +9,7 @@ import socket
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from benchmark.config import apply_overrides
+from benchmark.overrides import apply_overrides
 from benchmark.train.engine import train_and_evaluate
 from benchmark.train.progress import Heartbeat, prototype_scalars
 from experiments.smoke import smoke

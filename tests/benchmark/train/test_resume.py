@@ -12,7 +12,7 @@ import pytest
 import submitit
 
 from benchmark.train import checkpoint
-from benchmark.config import apply_overrides
+from benchmark.overrides import apply_overrides
 from benchmark.train.engine import train_and_evaluate
 from benchmark.train.interrupts import Interrupted
 from benchmark.launch.executors import RunJob, plan
