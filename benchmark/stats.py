@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -225,3 +225,34 @@ def difference_verdict(diffs: Sequence[float], detect: float = PAPER_SMALLEST_GA
         label = "higher than the baseline" if low > 0 else "lower than the baseline"
         return Verdict(label, low=low, high=high, **base)
     return Verdict("no difference detected", low=low, high=high, more_seeds=more, **base)
+
+
+# --------------------------------------------------------------------------- seed plans
+# (here, not in launch/: the grids in experiments/ default to the planned seeds)
+
+
+@dataclass(frozen=True)
+class PairGain:
+    """A baseline/ours pair and the paper's gain of ours over the baseline."""
+
+    pair: str
+    row: str
+    gain: float
+
+
+def paper_gains(cells: Sequence[Any]) -> list[PairGain]:
+    """Each pair's paper gain (ours - baseline), grid order; pairs without numbers left out."""
+    base = {c.pair: c for c in cells if c.tag == "baseline" and c.pair}
+    gains = []
+    for c in cells:
+        b = base.get(c.pair)
+        if c.tag == "ours" and b is not None and None not in (c.paper_miou, b.paper_miou):
+            gains.append(PairGain(c.pair, f"{b.row} / {b.column}", c.paper_miou - b.paper_miou))
+    return gains
+
+
+def planned_seeds(cells: Sequence[Any], sigma: float = SIGMA_PRIOR) -> int:
+    """Seeds per cell that detect the grid's smallest paper gain (or, without paper gains,
+    the paper's smallest gain of all tables) at 80% power."""
+    gains = [g.gain for g in paper_gains(cells) if g.gain > 0]
+    return seeds_for_gain(min(gains) if gains else PAPER_SMALLEST_GAIN, sigma)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from benchmark.config import Cell, HeadSpec, ModelSpec
-from benchmark.launch.seeds import planned_seeds
+from benchmark.stats import planned_seeds
 from experiments import Grid
 from experiments.paper import ABLATION_K, ABLATION_LOSS
 from experiments.recipes import RECIPES, recipe_specs

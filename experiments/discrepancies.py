@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmark.config import Cell, HeadSpec
 from benchmark.overrides import apply_overrides
-from benchmark.launch.seeds import planned_seeds
+from benchmark.stats import planned_seeds
 from experiments import Grid
 
 RELEASED = dict(name="prototype", projection="mlp", proj_norm_axis="width", score_norm="layernorm",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from benchmark.config import Cell, HeadSpec, ModelSpec
-from benchmark.launch.seeds import planned_seeds
+from benchmark.stats import planned_seeds
 from experiments import Grid
 from experiments.paper import PAIRS, REFERENCE_ROWS, paper_numbers
 from experiments.recipes import recipe_for, recipe_specs

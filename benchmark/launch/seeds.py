@@ -9,32 +9,11 @@ per cell that detect its gain at 80% power (paired two-sided t-test, 5%) given a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from benchmark.config import Cell
 from benchmark.stats import (MIN_SEEDS_FOR_MEASURED_SIGMA, PAPER_SMALLEST_GAIN, SIGMA_PRIOR,
-                             mean_std, seeds_for_gain)
+                             mean_std, paper_gains, planned_seeds, seeds_for_gain)
 from benchmark.store import Record
-
-
-@dataclass(frozen=True)
-class PairGain:
-    """A baseline/ours pair and the paper's gain of ours over the baseline."""
-
-    pair: str
-    row: str
-    gain: float
-
-
-def paper_gains(cells: list[Cell] | tuple[Cell, ...]) -> list[PairGain]:
-    """Each pair's paper gain (ours - baseline), grid order; pairs without numbers left out."""
-    base = {c.pair: c for c in cells if c.tag == "baseline" and c.pair}
-    gains = []
-    for c in cells:
-        b = base.get(c.pair)
-        if c.tag == "ours" and b is not None and None not in (c.paper_miou, b.paper_miou):
-            gains.append(PairGain(c.pair, f"{b.row} / {b.column}", c.paper_miou - b.paper_miou))
-    return gains
 
 
 def measured_sigma(records: list[Record]) -> tuple[float, int] | None:
@@ -51,13 +30,6 @@ def measured_sigma(records: list[Record]) -> tuple[float, int] | None:
             dof += len(values) - 1
             runs += len(values)
     return (math.sqrt(squares / dof), runs) if dof else None
-
-
-def planned_seeds(cells: list[Cell] | tuple[Cell, ...], sigma: float = SIGMA_PRIOR) -> int:
-    """Seeds per cell that detect the grid's smallest paper gain (or, without paper gains,
-    the paper's smallest gain of all tables) at 80% power."""
-    gains = [g.gain for g in paper_gains(cells) if g.gain > 0]
-    return seeds_for_gain(min(gains) if gains else PAPER_SMALLEST_GAIN, sigma)
 
 
 def run_hours(records: list[Record]) -> float | None:

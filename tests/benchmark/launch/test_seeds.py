@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from benchmark.config import Cell
-from benchmark.launch.seeds import measured_sigma, paper_gains, planned_seeds, seed_plan
+from benchmark.launch.seeds import measured_sigma, seed_plan
+from benchmark.stats import paper_gains, planned_seeds
 from benchmark.stats import seeds_for_gain
 from benchmark.store import Record
 from experiments import get_grid, grid_names
