@@ -3,8 +3,10 @@
 `Record` is what one run produced (docs/design.md); `ResultsLayout` is the only place that
 knows where anything lives under the results folder; `atomic_write` is the only way a file is
 written there (temp file in the same folder, fsync, rename: a file is complete or absent).
-A record that cannot be read, or lacks what its status requires, is reported once (one line
-with its path) and counts as not done, so the run is made again; it never crashes a command.
+A record that cannot be read, lacks what its status requires, or fails the sense checks of
+benchmark/sense.py (metrics in range and equal to those of its confusion matrix) is reported
+once (one line with its path) and counts as not done, so the run is made again; it never
+crashes a command and never reaches a table.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping
 
 from benchmark.disk import disk_full, is_full
+from benchmark.sense import VERSION as SENSE_VERSION, sense_problem
 
 RECORD_SCHEMA = 2  # 2: provenance nested under "provenance"; 1 (still read): at top level
 STATUSES = ("done", "failed")
@@ -298,7 +301,11 @@ def read_record(path: Path | str) -> Record:
             data = json.loads(f.read())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RecordError(f"record {path}: not valid JSON (truncated?): {err}") from None
-    return Record.from_json(data, path)
+    record = Record.from_json(data, path)
+    problem = sense_problem(data)  # a done record's metrics against its confusion matrix
+    if problem:
+        raise RecordError(f"record {path}: {problem}")
+    return record
 
 
 _REPORTED: set[str] = set()
@@ -382,7 +389,8 @@ def load_summaries(root: ResultsLayout | Path | str, grid: str) -> list[Record]:
         fresh[name] = entry
         summaries.append(summary)
     if changed or len(fresh) != len(entries):
-        _write_cache(cache_path, {"schema": RECORD_SCHEMA, "entries": fresh})
+        _write_cache(cache_path, {"schema": RECORD_SCHEMA, "checks": SENSE_VERSION,
+                                  "entries": fresh})
     return summaries
 
 
@@ -390,7 +398,8 @@ def _read_cache(path: Path) -> dict[str, Any]:
     try:
         with open(path) as f:
             cached = json.load(f)
-        entries = cached["entries"] if cached.get("schema") == RECORD_SCHEMA else {}
+        current = cached.get("schema") == RECORD_SCHEMA and cached.get("checks") == SENSE_VERSION
+        entries = cached["entries"] if current else {}  # summaries read under older checks
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
     return entries if isinstance(entries, dict) else {}

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from record_fixtures import consistent
 
 from benchmark.config import Cell
 from benchmark.launch.executors import plan
@@ -19,7 +20,7 @@ from benchmark.store import (SUMMARY_CACHE, SUMMARY_DROPS, Record, RecordError, 
 
 def sample_record() -> dict:
     return {"schema": 2, "grid": "g", "cell_key": "softmax-abc", "seed": 0, "status": "done",
-            "metrics": {"miou": 41.25, "aacc": 80.5, "per_class_iou": {"a": 1.5, "b": None}},
+            **consistent(41.25, {"a": 40.0, "b": 42.5, "c": None}),  # a matrix backs them
             "params": {"learnable": 123, "total": 130}, "timings": {"train_s": 3.5},
             "history": [{"step": 0, "loss": 2.5}]}
 
@@ -84,7 +85,7 @@ def _write_grid(root, n: int = 3) -> list:
     paths = []
     for i in range(n):
         record = {**sample_record(), "cell_key": f"cell-{i % 2}", "seed": i,
-                  "cell": {"row": "A"}, "confusion": [[1, 2], [3, 4]]}
+                  "cell": {"row": "A"}}
         paths.append(write_record(record_path(root, "g", f"cell-{i % 2}", i), record))
     return paths
 
@@ -108,7 +109,7 @@ def test_summaries_follow_changed_added_and_deleted_records(tmp_path, monkeypatc
 
     paths = _write_grid(tmp_path)
     load_summaries(tmp_path, "g")
-    rewritten = {**read_record(paths[0]).to_json(), "metrics": {"miou": 99.0}}
+    rewritten = {**read_record(paths[0]).to_json(), **consistent(99.0)}
     write_record(paths[0], rewritten)  # same size class, new file (rename): must be re-read
     paths[1].unlink()
     write_record(record_path(tmp_path, "g", "cell-9", 7),
@@ -120,7 +121,7 @@ def test_summaries_follow_changed_added_and_deleted_records(tmp_path, monkeypatc
     assert sorted(p.name for p in parsed) == ["seed0.json", "seed7.json"]  # seed2 from cache
     assert [(s.cell_key, s.seed) for s in summaries] == [("cell-0", 0), ("cell-0", 2),
                                                           ("cell-9", 7)]
-    assert summaries[0].metrics == {"miou": 99.0}
+    assert summaries[0].metrics == consistent(99.0)["metrics"]
     parsed.clear()
     assert load_summaries(tmp_path, "g") == summaries and parsed == []
 
@@ -184,7 +185,8 @@ def test_schema_1_records_read_with_provenance_at_the_top_level() -> None:
     record = Record.from_json(old)
     assert record.provenance == {"git_commit": "abc-dirty", "versions": {"torch": "2"},
                                  "hardware": {"cpu": "Ryzen", "torch_threads": 2}}
-    assert record.schema == 1 and record.miou == 41.25 and record.metrics["aacc"] == 80.5
+    assert record.schema == 1 and record.miou == 41.25
+    assert record.metrics["aacc"] == sample_record()["metrics"]["aacc"]
 
 
 def test_the_committed_camvid_records_are_valid() -> None:
@@ -237,12 +239,15 @@ def test_atomic_write_failure_removes_the_temp_file_and_names_the_path(tmp_path)
 
     def broken(f) -> None:
         f.write(b"half")
-        raise OSError(28, "No space left on device")
+        raise OSError(5, "Input/output error")
 
-    with pytest.raises(OSError, match=f"cannot write {path}: No space left on device") as err:
+    with pytest.raises(OSError, match=f"cannot write {path}: Input/output error") as err:
         atomic_write(path, broken)
-    assert err.value.errno == 28
-    assert str(err.value) == f"cannot write {path}: No space left on device"
+    assert err.value.errno == 5
+    assert str(err.value) == f"cannot write {path}: Input/output error"
+    with pytest.raises(OSError, match=f"no space left on device .* for writing {path}: ") as err:
+        atomic_write(path, lambda f: (_ for _ in ()).throw(OSError(28, "No space left")))
+    assert err.value.errno == 28  # a full disk says its device (tests/faults/test_full_disk.py)
     with pytest.raises(ZeroDivisionError):
         atomic_write(path, lambda f: 1 / 0)
     assert path.read_bytes() == b"old"

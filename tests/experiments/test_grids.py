@@ -156,6 +156,8 @@ def test_grids_carry_their_table_layout_and_reference_rows() -> None:
 def test_dry_run_prints_plan_recipes_and_records(tmp_path, capsys, monkeypatch) -> None:
     import benchmark.launch.plan as plan
     from benchmark.cli import main
+    from record_fixtures import consistent
+
     from benchmark.store import record_path, write_record
 
     # the memory estimate builds every model on the meta device: tested in test_preflight.py
@@ -163,7 +165,7 @@ def test_dry_run_prints_plan_recipes_and_records(tmp_path, capsys, monkeypatch) 
         gb=12.0, batch=4, params={"learnable": 68_571_500, "total": 68_571_500}))
     first = get_grid("table1").cells[0]
     write_record(record_path(tmp_path, "table1", first.key, 0),
-                 {"status": "done", "cell_key": first.key, "seed": 0, "metrics": {"miou": 40.0},
+                 {"status": "done", "cell_key": first.key, "seed": 0, **consistent(40.0),
                   "params": {}, "timings": {}})
     args = ["--results", str(tmp_path), "--dry-run", "--seeds", "1"]
     for name in PAPER_GRIDS:

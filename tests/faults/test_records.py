@@ -104,11 +104,12 @@ def test_a_run_remakes_only_the_damaged_records(smoke_reference, tmp_path, run_a
 WRITER = """
 import sys
 from benchmark.store import Record, write_record
+from record_fixtures import consistent
 path, n = sys.argv[1], 0
 while True:
     n += 1
     write_record(path, Record(status="done", grid="g", cell_key="k", seed=0, history=[
-        {"step": s, "loss": float(n)} for s in range(20000)], metrics={"miou": float(n)},
+        {"step": s, "loss": float(n)} for s in range(20000)], **consistent(n % 90 + 1.0),
         params={}, timings={}))
     print(n, flush=True)
 """
@@ -119,7 +120,7 @@ def test_a_writer_killed_at_any_moment_leaves_a_whole_record(tmp_path) -> None:
     whole (the previous or the new one); the temp files it leaves are cleaned up once stale."""
     path = tmp_path / "runs" / "g" / "k" / "seed0.json"
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}"}
     for delay in (0.3, 0.45, 0.6, 0.75):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=root, env=env,
                                 stdout=subprocess.PIPE, text=True)
@@ -136,3 +137,46 @@ def test_a_writer_killed_at_any_moment_leaves_a_whole_record(tmp_path) -> None:
     assert len(load_records(tmp_path, "g")) == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["seed0.json"]
     assert json.loads(path.read_text())["status"] == "done"
+
+
+NONSENSE = {  # cell folder prefix: (how its record is changed, the problem reported)
+    "prototype-k-1-": (lambda r: r["metrics"].update(miou=4321.0),
+                       "metrics.miou 4321.0 is not a percentage in [0, 100]"),
+    "prototype-k-5-": (lambda r: [r.pop(k) for k in list(r) if k not in (
+        "status", "cell_key", "seed", "metrics", "params", "timings")] and
+        r.update(metrics={"miou": 99.9, "aacc": 99.9, "per_class_iou": {"a": 99.9}}),
+        "done record lacks confusion"),
+    "softmax-": (lambda r: r["metrics"].update(miou=99.9),
+                 "metrics.miou 99.9 disagrees with its confusion matrix"),
+}
+
+
+def test_records_without_sense_are_reported_once_rerun_and_never_tabulated(
+        smoke_reference, tmp_path, run_all, tiny_smoke) -> None:
+    """Issue 24, item 5: an mIoU of 4321, a hand-written six-key record of 99.9, and a stored
+    mIoU its confusion matrix does not give: one line each, pending in the table, made again."""
+    results = tmp_path / "results"
+    shutil.copytree(smoke_reference, results)
+    paths = {}
+    for prefix, (change, _) in NONSENSE.items():
+        (path,) = (results / "runs" / "smoke").glob(f"{prefix}*/seed0.json")
+        record = json.loads(path.read_text())
+        change(record)
+        path.write_text(json.dumps(record))
+        paths[prefix] = path
+    proc = run_all("--grid", "smoke", "--results", str(results), "--tables-only", *tiny_smoke)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for prefix, path in paths.items():
+        lines = [ln for ln in proc.stderr.splitlines() if str(path) in ln]
+        assert len(lines) == 1 and NONSENSE[prefix][1] in lines[0], proc.stderr
+    assert sorted(csv_states(results)) == ["done", "done", "pending", "pending", "pending"]
+    table = (results / "tables" / "smoke.md").read_text()
+    assert "4321" not in table and "99.9" not in table
+
+    proc = run_all("--grid", "smoke", "--results", str(results), *tiny_smoke)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "5 runs, 2 done, 3 to run" in proc.stdout
+    for path in paths.values():
+        assert read_record(path).weights_sha256 == read_record(
+            smoke_reference / path.relative_to(results)).weights_sha256
+    assert csv_states(results) == ["done"] * 5

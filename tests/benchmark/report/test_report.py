@@ -113,12 +113,15 @@ def test_report_without_runs_or_figures(tmp_path):
 def test_cli_tables_only_with_figures_writes_tables_figures_and_report(tmp_path, capsys):
     """`run_all.py --grid smoke --tables-only --figures` on hand-written records: no training."""
     from benchmark.cli import main
+    from record_fixtures import consistent
+
     from benchmark.store import record_path, write_record
     from experiments import get_grid
 
     cells = get_grid("smoke").cells
     for i, cell in enumerate(cells):
         rec = run(cell, 0, 50.0 + 10 * i, 60.0, 5.0, CPU)
+        vars(rec).update(consistent(rec.miou, rec.metrics["per_class_iou"]))  # read back
         rec.history = [{"step": s, "loss": 2.0 - s / 300, "ce": 1.0, "lr": 1e-3}
                        for s in (0, 100, 239)]
         write_record(record_path(tmp_path, "smoke", cell.key, 0), rec)
