@@ -20,6 +20,7 @@ from benchmark.checkpoints.coverage import CheckpointError
 from benchmark.checkpoints.files import default_folder, names_for
 from benchmark.checkpoints.whole import find_checkpoint, load_checkpoint
 from benchmark.config import Cell
+from benchmark.disk import DiskFull
 from benchmark.store import Record, ResultsLayout, write_record
 
 Lookup = Callable[[Cell], Any]  # cell -> Published-like (config, patterns, origin, miou, ...)
@@ -122,6 +123,8 @@ def evaluate_cells(cells: Iterable[Cell], folder: str | Path, layout: ResultsLay
         record = published_record(cell, result, published, started)
         try:
             save(layout.published_record(cell.grid, cell.key), record)
+        except DiskFull:  # kept by `save`; no further evaluation on a full disk
+            raise
         except OSError as err:  # the evaluation is kept by `save`; its message says where
             failures += 1
             print(f"error: {cell.row}: {err}", file=sys.stderr)
