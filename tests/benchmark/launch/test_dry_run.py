@@ -39,3 +39,18 @@ def test_zoo_dry_run_lists_checkpoints_not_seeds(tmp_path, capsys):
     assert "missing (looked for fcn_hr48_4xb4-160k_ade20k-512x512*.pth" in text
     assert "1 of 8 checkpoint files present" in text
     assert "seed plan" not in text and "recipe " not in text and "seeds " not in text
+
+
+def test_pocock_spending_is_a_flag(tmp_path, capsys):
+    assert main(["--grid", "table1", "--seeds", "auto", "--spending", "pocock", "--dry-run",
+                 "--results", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "Pocock alpha-spending" in text and "efficacy |t| >= 7.64, 4.49, 3.26, 2.71" in text
+
+
+def test_seeds_takes_a_number_or_auto(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["--grid", "table1", "--seeds", "many", "--dry-run"])
+    assert "neither a number nor auto" in capsys.readouterr().err
