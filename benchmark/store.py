@@ -2,7 +2,8 @@
 
 `Record` is what one run produced (docs/design.md); `ResultsLayout` is the only place that
 knows where anything lives under the results folder; `atomic_write` is the only way a file is
-written there (temp file in the same folder, fsync, rename: a file is complete or absent).
+written there (temp file in the same folder, fsync, rename: a file is complete or absent; the
+temp file names its writer, so the next write removes one an interrupted writer left).
 A record that cannot be read, lacks what its status requires, or fails the sense checks of
 benchmark/sense.py (metrics in range and equal to those of its confusion matrix) is reported
 once (one line with its path) and counts as not done, so the run is made again; it never
@@ -16,6 +17,8 @@ import dataclasses
 import json
 import math
 import os
+import re
+import socket
 import sys
 import tempfile
 import time
@@ -35,6 +38,8 @@ os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK  # what open() would have made
 PUBLISHED_RECORD = "published.json"  # beside the cell's seed<N>.json trained records
 STALE_TEMP_S = 60.0  # a temp file older than this was left by a killed writer
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())  # temp names carry host and pid
+_WRITER = re.compile(r"~([A-Za-z0-9._-]+)~(\d+)~[^~]*\.tmp$")
 
 
 class RecordError(ValueError):
@@ -61,7 +66,9 @@ def atomic_write(path: Path | str, data: str | bytes | Callable[[BinaryIO], None
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        clean_stale_temps(path.parent, prefix=f".{path.name}.")  # this file's interrupted writes
+        writer = f".{path.name}.~{_HOST}~{os.getpid()}~"  # _writer_gone reads it back
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=writer, suffix=".tmp")
         os.fchmod(fd, mode)  # mkstemp makes 0600: others sharing the results could not read
         with os.fdopen(fd, "wb") as f:
             if callable(data):
@@ -85,13 +92,31 @@ def atomic_write(path: Path | str, data: str | bytes | Callable[[BinaryIO], None
     return path
 
 
-def clean_stale_temps(folder: Path, older_than_s: float = STALE_TEMP_S) -> None:
-    """Remove `.<name>.*.tmp` files a killed writer left in `folder` (older than a minute, so a
-    write in progress in another process is never touched)."""
+def _writer_gone(name: str) -> bool:
+    """Whether the temp file `name` names its writer (`~host~pid~`) and that process, on this
+    host, no longer runs: its write was interrupted, nobody will finish it."""
+    m = _WRITER.search(name)
+    if m is None or m[1] != _HOST:
+        return False
+    try:
+        os.kill(int(m[2]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, OverflowError):
+        return False
+    return False
+
+
+def clean_stale_temps(folder: Path, older_than_s: float = STALE_TEMP_S,
+                      prefix: str = ".") -> None:
+    """Remove `<prefix>*.tmp` files (default: every `.<name>.*.tmp`) a killed or interrupted
+    writer left in `folder`: at once when its writer on this host is gone, else once older than
+    a minute (a writer on another host sharing the folder may still be at it)."""
     now = time.time()
     try:
-        stale = [e.path for e in os.scandir(folder) if e.name.startswith(".")
-                 and e.name.endswith(".tmp") and now - e.stat().st_mtime > older_than_s]
+        stale = [e.path for e in os.scandir(folder) if e.name.startswith(prefix)
+                 and e.name.startswith(".") and e.name.endswith(".tmp")
+                 and (_writer_gone(e.name) or now - e.stat().st_mtime > older_than_s)]
     except OSError:
         return
     for path in stale:

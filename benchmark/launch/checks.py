@@ -21,7 +21,10 @@ from typing import Any, Iterable
 from benchmark.config import Cell
 from benchmark.store import ResultsLayout, jsonable
 
-EVAL_PAIRS = 2  # evaluation pairs decoded before training (a cheap sample, not a full check)
+EVAL_PAIRS = 2  # at least these evaluation pairs are decoded before training
+FULL_DECODE_PAIRS = 256  # evaluation splits up to this size are decoded in full (CamVid's 233)
+TAIL_BYTES = 1024  # where a file's end marker is looked for (JPEGs may carry a few bytes after)
+FILE_ENDS = ((b"\x89PNG", b"IEND\xaeB`\x82", "PNG IEND"), (b"\xff\xd8", b"\xff\xd9", "JPEG"))
 RECORD_BASE_BYTES = 256 * 1024  # a record without its history and confusion matrix, generous
 FIX_FOLDER = "make it writable or point --results at another folder"
 
@@ -89,23 +92,71 @@ def pretrained_problem(cell: Cell) -> str | None:
 
 
 def data_problem(spec: Any) -> str | None:
-    """The quick layout check of every split a run reads, then the first pairs of the
-    evaluation split decoded (sizes, label values), so a bad one stops nothing trained."""
+    """The quick layout check of every split a run reads, then every pair of the evaluation
+    split (read only after training): decoded in full where the split is small, else its
+    headers, sizes and file ends read (eval_split_problem), so a bad pair stops nothing
+    trained."""
     from benchmark.datasets import REAL_DATASETS, DataError, check_layout
 
     try:
         check_layout(spec)
         if spec.name in REAL_DATASETS:
-            from benchmark.datasets.base import decode_item
             from benchmark.datasets.check import open_checked
 
             definition = REAL_DATASETS[spec.name]
-            source = open_checked(spec, definition, spec.val_split)
-            for i in range(min(EVAL_PAIRS, len(source))):
-                decode_item(source.load(i), definition, spec.ignore_index)
+            check_eval_split(open_checked(spec, definition, spec.val_split), definition,
+                             spec.ignore_index)
     except DataError as err:
         return str(err).splitlines()[0]
     return None
+
+
+def check_eval_split(source: Any, definition: Any, ignore_index: int) -> None:
+    """DataError on the first bad pair of an evaluation split. Up to FULL_DECODE_PAIRS pairs
+    are decoded (sizes, label values); a larger split of files on disk is read by its headers
+    (both files open as images of the same size) and file ends (a PNG's IEND chunk, a JPEG's
+    end marker: a cut-off download), at a few milliseconds per pair; a larger Hugging Face copy
+    (bytes in a table) has a spread sample decoded."""
+    from benchmark.datasets.base import DataError, NativeSource, decode_item
+    from benchmark.datasets.check import sample_indices
+
+    n = len(source)
+    if n <= FULL_DECODE_PAIRS or not isinstance(source, NativeSource):
+        for i in sample_indices(n, max(FULL_DECODE_PAIRS, EVAL_PAIRS)):
+            decode_item(source.load(i), definition, ignore_index)
+        return
+    for pair in source.pairs:
+        image_size = _header_size(pair.image, "image")
+        label_size = _header_size(pair.label, "label map")
+        if image_size != label_size:
+            raise DataError(f"image {pair.image} is {image_size[0]}x{image_size[1]} but its "
+                            f"label map {pair.label} is {label_size[0]}x{label_size[1]} (WxH); "
+                            f"they must match: re-extract the pair or delete it")
+
+
+def _header_size(path: Path, what: str) -> tuple[int, int]:
+    """(width, height) from an image file's header, after checking that the file ends as its
+    format says; DataError naming the file otherwise."""
+    from PIL import Image
+
+    from benchmark.datasets.base import DataError
+
+    fix = "re-download / re-extract it or delete the pair"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - TAIL_BYTES))
+            tail = f.read()
+        for magic, end, name in FILE_ENDS:
+            if head.startswith(magic) and end not in tail:
+                raise DataError(f"{what} {path} is cut off (no {name} end); {fix}")
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"cannot read {what} {path} ({str(err).splitlines()[0]}); the file is "
+                        f"corrupt or not an image: {fix}") from None
 
 
 def first_problem(runs: Iterable[Any], root: ResultsLayout | Path,

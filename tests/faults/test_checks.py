@@ -194,3 +194,32 @@ def test_pretrained_none_is_random_init_on_purpose_not_a_missing_file() -> None:
     assert checks.pretrained_problem(apply_overrides(cell, ["model.pretrained=none"])) is None
     missing = checks.pretrained_problem(apply_overrides(cell, ["model.pretrained=/no/such.pth"]))
     assert missing.startswith("pretrained weights /no/such.pth do not exist (model.pretrained")
+
+
+@pytest.mark.parametrize("damage", ["cut", "size", "not-an-image"])
+def test_a_bad_last_evaluation_pair_of_a_large_split_is_caught_by_its_header(
+        damage, tmp_path, monkeypatch, capsys) -> None:
+    """Issue 24, item 6: only the first two evaluation pairs were decoded before training, so a
+    damaged last pair let every run train and then fail. A split larger than a full decode is
+    read by headers, sizes and file ends: every pair, no pixel decoded."""
+    import benchmark.datasets.base as base
+
+    root = write_camvid(tmp_path / "data", {"train": 2, "val": 1, "test": 6})
+    monkeypatch.setattr(checks, "FULL_DECODE_PAIRS", 3)  # 6 pairs: the header path
+    monkeypatch.setattr(base, "decode_rgb", lambda p: pytest.fail("an image was decoded"))
+    image = root / "test" / "0001TP_test005.png"
+    if damage == "cut":
+        image.write_bytes(image.read_bytes()[:-20])
+        expected = f"image {image} is cut off (no PNG IEND end)"
+    elif damage == "size":
+        save(root / "testannot" / "0001TP_test005.png", stripes(CAMVID_RAW, 8, 12))
+        expected = f"image {image} is 24x16 but its label map"
+    else:
+        image.write_bytes(b"GIF89a" + b"\0" * 20)
+        expected = f"cannot read image {image} ("
+    results = tmp_path / "results"
+    assert main(["--grid", "camvid", "--seeds", "1", "--results", str(results),
+                 "--data-root", str(root), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    _nothing_trained(results)

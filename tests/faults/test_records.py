@@ -180,3 +180,25 @@ def test_records_without_sense_are_reported_once_rerun_and_never_tabulated(
         assert read_record(path).weights_sha256 == read_record(
             smoke_reference / path.relative_to(results)).weights_sha256
     assert csv_states(results) == ["done"] * 5
+
+
+def test_temp_files_of_interrupted_writers_are_removed_by_the_next_run(
+        smoke_reference, tmp_path, run_all, tiny_smoke) -> None:
+    """Issue 24, item 6: a record's temp file left by kill -9 survived the rerun for a minute,
+    a table's left by a signal was never removed. Temp files name their writer (host, pid):
+    the next command removes those whose writer is gone, however fresh."""
+    from benchmark.store import _HOST
+
+    results = tmp_path / "results"
+    shutil.copytree(smoke_reference, results)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    record = sorted((results / "runs" / "smoke").glob("*/seed0.json"))[0]
+    left = [record.parent / f".seed0.json.~{_HOST}~{dead.pid}~k9x.tmp",
+            results / "tables" / f".smoke.md.~{_HOST}~{dead.pid}~int.tmp"]
+    alive = results / "tables" / f".smoke.csv.~{_HOST}~{os.getpid()}~now.tmp"  # in progress
+    for path in [*left, alive]:
+        path.write_text('{"half')
+    proc = run_all("--grid", "smoke", "--results", str(results), "--tables-only", *tiny_smoke)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not any(p.exists() for p in left) and alive.exists()
