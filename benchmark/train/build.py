@@ -13,6 +13,7 @@ from benchmark.train.health import HealthMonitor
 from benchmark.config import Cell
 from benchmark.datasets import DatasetInfo
 from benchmark.train.optim import build_optimizer
+from benchmark.train.runtime import prepare_model
 from benchmark.train.state import RunContext, TrainState
 from methods import build_model, count_params
 
@@ -43,6 +44,7 @@ def build_state(ctx: RunContext, info: DatasetInfo) -> TrainState:
     params = count_params(model)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = prepare_model(model, cell.train)  # channels_last, torch.compile (runtime.py)
     optimizer = build_optimizer(model, cell)
     model, optimizer = accelerator.prepare(model, optimizer)
     return TrainState(model=model, optimizer=optimizer, params=params, health=health,

@@ -32,6 +32,7 @@ from benchmark.train.memory import peak_record, reset_peak
 from benchmark.train.optim import build_optimizer
 from benchmark.train.progress import Heartbeat, TrainLog
 from benchmark.train.resume import resume
+from benchmark.train.runtime import apply_determinism
 from benchmark.train.state import RunContext, TrainState
 from benchmark.train.step import NonFiniteLossError, StepOutput, set_lr, training_step
 from benchmark.config import Cell
@@ -98,6 +99,7 @@ def _run(ctx: RunContext, weights_path: Path | None, heartbeat_path: Path | None
     """Build, resume, train, evaluate, save the weights; see `train_and_evaluate`."""
     cell, accelerator = ctx.cell, ctx.accelerator
     device, world = accelerator.device, accelerator.num_processes
+    apply_determinism(cell.train)  # before the first cuBLAS call
     set_seed(ctx.seed)
     peak_was_reset = reset_peak(device)
     info = dataset_info(cell.data)

@@ -37,7 +37,7 @@ def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
     for step, batch in enumerate(labelled_batches(loader), start=state.step):
         t_step = time.perf_counter()
         lr = set_lr(state.optimizer, cell, step)
-        images, labels = finish(batch, device)
+        images, labels = finish(batch, device, channels_last=cell.train.channels_last)
         result = training_step(state.model, state.optimizer, images, labels,
                                cell.data.ignore_index, autocast=accelerator.autocast,
                                backward=accelerator.backward, clip=clip, step=step,

@@ -1,0 +1,132 @@
+"""train.compile, train.channels_last, train.deterministic (benchmark/train/runtime.py).
+
+Compiled runs use the "aot_eager" backend: the same dynamo graphs and autograd as inductor
+without generating C++, which takes minutes per model on a 2-core machine. Tolerances: a
+compiled or channels-last step reorders float sums, so losses agree to 1e-4 relative, not
+bitwise; resume of a compiled run is bitwise (the same kernels run in both)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import benchmark.train.runtime as runtime
+from benchmark.overrides import apply_overrides
+from benchmark.train import checkpoint
+from benchmark.train.engine import train_and_evaluate
+from benchmark.train.evaluate import predict_confusion
+from benchmark.train.interrupts import Interrupted
+from experiments.smoke import smoke
+from methods import build_model
+
+TINY = ["train.iters=6", "train.batch_size=4", "data.train_images=8", "data.val_images=4",
+        "data.image_size=32", "train.log_every=1"]  # smoke cell 0: the softmax head
+LOSS_RTOL = 1e-4
+
+
+@pytest.fixture()
+def fast_backend(monkeypatch):
+    monkeypatch.setattr(runtime, "COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def cell(*extra: str):
+    return apply_overrides(smoke().cells[0], TINY + list(extra))
+
+
+def losses(result) -> list[float]:
+    return [entry["loss"] for entry in result.history]
+
+
+@pytest.mark.slow
+def test_compiled_training_equals_eager_and_resumes_bitwise(tmp_path, monkeypatch,
+                                                            fast_backend) -> None:
+    eager = train_and_evaluate(cell(), seed=1, progress=False)
+    compiled_cell = cell("train.compile=true")
+    compiled = train_and_evaluate(compiled_cell, seed=1, progress=False)
+    assert len(losses(compiled)) == 6
+    torch.testing.assert_close(losses(compiled), losses(eager), rtol=LOSS_RTOL, atol=0)
+
+    import benchmark.train.loop as loop
+
+    real_set_lr = loop.set_lr
+
+    def stop_at_3(optimizer, c, s):
+        if s == 3:
+            os.kill(os.getpid(), 15)  # SIGTERM while step 3 runs: checkpoint after it
+        return real_set_lr(optimizer, c, s)
+
+    ckpt = tmp_path / "ckpt"
+    with monkeypatch.context() as m:
+        m.setattr(loop, "set_lr", stop_at_3)
+        with pytest.raises(Interrupted):
+            train_and_evaluate(compiled_cell, seed=1, progress=False, checkpoint_dir=ckpt)
+    assert checkpoint.latest_valid(ckpt)[1]["step"] == 4
+    resumed = train_and_evaluate(compiled_cell, seed=1, progress=False, checkpoint_dir=ckpt)
+    assert resumed.timings["resumed_from_step"] == 4
+    assert resumed.weights_sha256 == compiled.weights_sha256
+    assert resumed.metrics == compiled.metrics
+
+
+@pytest.mark.slow
+def test_compiled_evaluation_does_not_recompile_per_image_size(fast_backend) -> None:
+    from torch._dynamo.utils import counters
+
+    spec = smoke().cells[0].model
+    model = runtime.prepare_model(build_model(spec, 6, 255), cell("train.compile=true").train)
+    sizes = [(128, 160), (160, 128), (192, 224), (144, 144), (224, 176), (176, 240),
+             (208, 152)]
+    images = [(torch.randn(3, h, w), torch.zeros(h, w, dtype=torch.long)) for h, w in sizes]
+    graphs = []
+    for item in images:
+        predict_confusion(model, [item], 6, 255, batch_size=1, progress=False)
+        graphs.append(counters["stats"]["unique_graphs"])
+    new = [b - a for a, b in zip(graphs, graphs[1:])]
+    # the first size change makes the shapes dynamic; a few thresholds recompile; then none
+    assert sum(new) <= 4 and new[-3:] == [0, 0, 0], graphs
+
+
+def test_channels_last_training_equals_contiguous() -> None:
+    plain = train_and_evaluate(cell(), seed=2, progress=False)
+    nhwc = train_and_evaluate(cell("train.channels_last=true"), seed=2, progress=False)
+    torch.testing.assert_close(losses(nhwc), losses(plain), rtol=LOSS_RTOL, atol=0)
+
+
+def test_channels_last_lays_out_weights_and_batches() -> None:
+    model = runtime.prepare_model(build_model(smoke().cells[0].model, 6, 255),
+                                  cell("train.channels_last=true").train)
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs
+                         if w.shape[-1] > 1 or w.shape[-2] > 1)
+
+
+def test_deterministic_sets_the_flags_and_changes_nothing_on_the_cpu(monkeypatch) -> None:
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    flags = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        assert not runtime.apply_determinism(cell().train)
+        assert not torch.are_deterministic_algorithms_enabled()
+        det = train_and_evaluate(cell("train.deterministic=true"), seed=4, progress=False)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == runtime.CUBLAS_WORKSPACE
+    finally:
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2:]
+    plain = train_and_evaluate(cell(), seed=4, progress=False)
+    assert det.weights_sha256 == plain.weights_sha256  # the CPU kernels were deterministic
+
+
+def test_new_settings_keep_every_cell_key() -> None:
+    base = smoke().cells[0]
+    off = apply_overrides(base, ["train.compile=false", "train.channels_last=false",
+                                 "train.deterministic=false"])
+    assert off.key == base.key
+    for name in ("compile", "channels_last", "deterministic"):
+        assert apply_overrides(base, [f"train.{name}=true"]).key != base.key
