@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from benchmark.config import Cell
-from benchmark.report.tables import DASH, ResultTable, _base_row, _make_table
+from benchmark.report.table_base import DASH, ResultTable, base_row, make_table
 from benchmark.store import Record
 
 TOLERANCE = 0.1  # mIoU: the suite's target for a published checkpoint (README)
@@ -40,7 +40,7 @@ def published_table(cells: list[Cell], records: list[Record]) -> ResultTable:
     rows = []
     for c in cells:
         rec = evaluated.get(c.key)
-        row = _base_row("other", c, None)
+        row = base_row("other", c, None)
         miou = rec.miou if rec else None
         diff = miou - c.paper_miou if miou is not None and c.paper_miou is not None else None
         file = (f"{Path(rec.checkpoint.get('file', '')).name} "
@@ -53,5 +53,5 @@ def published_table(cells: list[Cell], records: list[Record]) -> ResultTable:
                     "File (sha256)": file, "miou_mean": math.nan if miou is None else miou,
                     "n_seeds": 1 if rec else 0})
         rows.append(row)
-    return _make_table(rows, PUBLISHED_COLUMNS, ("left", "left") + ("right",) * 4 + ("left",),
+    return make_table(rows, PUBLISHED_COLUMNS, ("left", "left") + ("right",) * 4 + ("left",),
                        [PUBLISHED_NOTE])

@@ -12,15 +12,8 @@ from typing import Any, Iterable
 from tabulate import tabulate
 
 from benchmark.config import Cell
-from benchmark.report.tables import (
-    CHECK,
-    DASH,
-    DOWN,
-    UP,
-    ResultTable,
-    grid_table,
-    per_class_table,
-)
+from benchmark.report.table_base import CHECK, DASH, DOWN, UP, ResultTable
+from benchmark.report.tables import grid_table, per_class_table
 from benchmark.store import Record, atomic_write
 
 _BOLD_OPEN, _BOLD_CLOSE = "\ue000", "\ue001"  # placeholders that survive tabulate's escaping

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from benchmark.config import Cell
 from benchmark.report.aggregate import baselines, cell_results
-from benchmark.report.tables import (DASH, PAIRED_HEADER, ResultTable, _base_row, _make_table,
-                                     _mean_text, _NOTES, _paired_text, _verdict_text)
+from benchmark.report.table_base import (DASH, PAIRED_HEADER, ResultTable, base_row, make_table,
+                                     mean_text, NOTES, paired_text, verdict_text)
 from benchmark.report.verdicts import VERDICT_HEADER, verdict_notes, verdicts
 from benchmark.stats import paired_difference
 from benchmark.store import Record
@@ -24,14 +24,14 @@ def switch_table(cells: list[Cell], records: list[Record]) -> ResultTable:
     rows = []
     for c in cells:
         res = results[c.key]
-        row = _base_row("baseline" if c.tag == "baseline" else "other", c, res)
+        row = base_row("baseline" if c.tag == "baseline" else "other", c, res)
         base = base_of.get(c.pair) if c.tag != "baseline" else None
         paired = (paired_difference(results[base.key].miou_by_seed, res.miou_by_seed)
                   if base is not None and res.n else None)
-        row.update({"Setting": c.row, "mIoU (%)": _mean_text(res),
-                    PAIRED_HEADER: _paired_text(paired) if base is not None else DASH,
-                    VERDICT_HEADER: _verdict_text(judged[c.key]), "Seeds": str(res.n)})
+        row.update({"Setting": c.row, "mIoU (%)": mean_text(res),
+                    PAIRED_HEADER: paired_text(paired) if base is not None else DASH,
+                    VERDICT_HEADER: verdict_text(judged[c.key]), "Seeds": str(res.n)})
         rows.append(row)
-    notes = [SWITCH_NOTE] + ([_NOTES["std"]] if any(r.n > 1 for r in results.values()) else [])
+    notes = [SWITCH_NOTE] + ([NOTES["std"]] if any(r.n > 1 for r in results.values()) else [])
     notes += verdict_notes(judged)
-    return _make_table(rows, SWITCH_COLUMNS, ("left", "right", "right", "left", "right"), notes)
+    return make_table(rows, SWITCH_COLUMNS, ("left", "right", "right", "left", "right"), notes)

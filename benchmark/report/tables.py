@@ -10,8 +10,6 @@ the per-class IoU (classes x methods) of any grid. The grid says its layout and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Iterable
 
 import pandas as pd
@@ -19,15 +17,16 @@ import pandas as pd
 from benchmark.config import Cell
 from benchmark.report.aggregate import (CellResult, baselines, cell_results,
                                         evaluated_beside_trained, per_class_iou)
+from benchmark.report.published_table import published_table
+from benchmark.report.switch_table import switch_table
+from benchmark.report.table_base import (CHECK, CHECKPOINT, DASH, NOTES, PAIRED_HEADER, REF,
+                                         ResultTable, base_row, fmt, gain_text, make_table,
+                                         mean_text, number, paired_text, round1, verdict_text)
 from benchmark.report.verdicts import VERDICT_HEADER, VERDICT_NOTE, verdict_notes, verdicts
-from benchmark.stats import PairedDifference, Verdict, paired_difference
+from benchmark.stats import paired_difference
 from benchmark.store import Record
 
-DASH = "–"  # shown where there is no number (en dash)
-UP, DOWN, CHECK, REF = "↑", "↓", "✓", " (ref.)"
-CHECKPOINT = " (checkpoint)"  # a result evaluated from a checkpoint (--checkpoint), not trained
 LAYOUTS = ("paper", "loss", "k", "switches", "published")
-PAIRED_HEADER = "Paired Δ (95% CI)"
 PAPER_LAYOUT_COLUMNS = ["Method", "Backbone", "# Param (M)", "mIoU (%)", "Paper # Param (M)",
                         "Paper mIoU (%)", "Δ paper", PAIRED_HEADER, VERDICT_HEADER, "Seeds"]
 LOSS_LAYOUT_COLUMNS = ["CE", "PPC", "PPD", "mIoU (%)", "Paper mIoU (%)", "Δ paper",
@@ -37,85 +36,7 @@ LOSS_LAYOUT_COLUMNS = ["CE", "PPC", "PPD", "mIoU (%)", "Paper mIoU (%)", "Δ pap
 PAPER_ONLY_COLUMNS = ("Paper # Param (M)", "Paper mIoU (%)", "Δ paper")
 K_LAYOUT_COLUMNS = ["# Prototype", "mIoU (%)", "Paper mIoU (%)", "Δ paper", VERDICT_HEADER,
                     "Seeds"]
-LAYOUT_DATA_COLUMNS = ["kind", "status", "cell_key", "params_m", "miou_mean", "miou_std",
-                       "n_seeds", "paper_params_m", "paper_miou", "gain", "paired_mean",
-                       "paired_low", "paired_high", "paired_n"]
 REFERENCE_KEYS = ("method", "venue", "backbone", "params_m", "miou", "note")
-_NOTES = {
-    "reference": "(ref.): reference only, number quoted from the paper, not reproduced here.",
-    "gain": "↑/↓: ours minus its baseline (difference of the mean mIoU over each one's seeds).",
-    "paired": ("Paired Δ: mean over the n seeds both ran of (ours - baseline), with a 95% "
-               "Student-t interval (n - 1 degrees of freedom); n = 1 gives no interval."),
-    "std": "mean ± sample standard deviation over seeds.",
-    "checkpoint": ("(checkpoint): evaluated from a checkpoint file (--checkpoint), not trained "
-                   "here."),
-}
-
-
-@dataclass
-class ResultTable:
-    """A table ready to render: `frame` holds the display columns as text plus numeric data
-    columns (for CSV); `bold` marks (row, column) cells; `notes` explain marks and symbols."""
-
-    frame: pd.DataFrame
-    columns: list[str]
-    align: tuple[str, ...]
-    notes: list[str] = field(default_factory=list)
-    bold: set[tuple[int, str]] = field(default_factory=set)
-    packages: tuple[str, ...] = ("booktabs",)
-
-
-# --------------------------------------------------------------------------- numbers as text
-
-
-def round1(value: float) -> float:
-    """One decimal, ties away from zero as a reader rounds (0.35 -> 0.4, -1.15 -> -1.2).
-
-    The value is first cut to 9 decimals so that equal numbers reached by different float
-    arithmetic (a mean of differences, a difference of means) round alike.
-    """
-    exact = Decimal(repr(round(float(value), 9))).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
-    return float(exact) + 0.0  # + 0.0 turns -0.0 into 0.0
-
-
-def _fmt(value: float | None, signed: bool = False) -> str:
-    """One decimal (optionally with a sign), or the dash for a missing number."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return DASH
-    value = round1(value)
-    return f"{value:+.1f}" if signed else f"{value:.1f}"
-
-
-def _mean_text(res: CellResult) -> str:
-    """`mean`, `mean ± std` (several seeds), or the status when there is no result."""
-    if res.status != "done":
-        return res.status
-    mean, std = res.mean_std
-    return _fmt(mean) if res.n == 1 else f"{_fmt(mean)} ± {_fmt(std)}"
-
-
-def _gain_text(gain: float | None) -> str:
-    if gain is None:
-        return ""
-    rounded = round1(gain)
-    return f" {DOWN if rounded < 0 else UP}{abs(rounded):.1f}"
-
-
-def _paired_text(diff: PairedDifference | None) -> str:
-    if diff is None:
-        return DASH
-    if not diff.has_interval:
-        return f"{_fmt(diff.mean, signed=True)} (n={diff.n})"
-    return (f"{_fmt(diff.mean, signed=True)} [{_fmt(diff.low, signed=True)}, "
-            f"{_fmt(diff.high, signed=True)}] (n={diff.n})")
-
-
-def _verdict_text(verdict: Verdict | None) -> str:
-    return DASH if verdict is None else verdict.text()
-
-
-def _number(value: float | None) -> float:
-    return math.nan if value is None else float(value)
 
 
 # --------------------------------------------------------------------------- rows
@@ -135,20 +56,6 @@ def check_reference_rows(rows: Iterable[dict[str, Any]] | None) -> list[dict[str
     return rows
 
 
-def _base_row(kind: str, cell: Cell | None, res: CellResult | None) -> dict[str, Any]:
-    """The data columns shared by every layout (NaN where there is no number)."""
-    mean, std = res.mean_std if res else (math.nan, math.nan)
-    nan = math.nan
-    return {
-        "kind": kind, "status": res.status if res else "reference",
-        "cell_key": cell.key if cell else "", "params_m": res.params_m if res else nan,
-        "miou_mean": mean, "miou_std": std, "n_seeds": res.n if res else 0,
-        "paper_params_m": _number(cell.paper_params_m if cell else None),
-        "paper_miou": _number(cell.paper_miou if cell else None),
-        "gain": nan, "paired_mean": nan, "paired_low": nan, "paired_high": nan, "paired_n": 0,
-    }
-
-
 def _note_mark(note: str) -> str:
     """The footnote mark of a note written as "<mark>: <text>" (at most two characters)."""
     mark, colon, _ = note.partition(":")
@@ -156,15 +63,15 @@ def _note_mark(note: str) -> str:
 
 
 def _reference_row(ref: dict[str, Any]) -> dict[str, Any]:
-    row = _base_row("reference", None, None)
+    row = base_row("reference", None, None)
     venue = f" [{ref['venue']}]" if ref.get("venue") else ""
     row.update({
         "Method": f"{_note_mark(ref.get('note') or '')}{ref['method']}{venue}{REF}",
         "Backbone": ref.get("backbone") or "",
-        "# Param (M)": _fmt(ref.get("params_m")), "mIoU (%)": _fmt(ref["miou"]),
+        "# Param (M)": fmt(ref.get("params_m")), "mIoU (%)": fmt(ref["miou"]),
         "Paper # Param (M)": DASH, "Paper mIoU (%)": DASH, "Δ paper": DASH,
         PAIRED_HEADER: DASH, VERDICT_HEADER: DASH, "Seeds": DASH,
-        "paper_params_m": _number(ref.get("params_m")),
+        "paper_params_m": number(ref.get("params_m")),
         "paper_miou": float(ref["miou"]),
     })
     return row
@@ -179,7 +86,7 @@ def _paper_row(c: Cell, results: dict[str, CellResult], base: Cell | None,
     """A cell's paper-layout row, and the key of its pair's better cell when it is an "ours"
     row with results on both sides (`base`: its baseline, None unless it is "ours")."""
     res = results[c.key]
-    row = _base_row(_kind(c), c, res)
+    row = base_row(_kind(c), c, res)
     mean = row["miou_mean"]
     base_res = results[base.key] if base is not None else None
     gain = paired = paper_gain = better = None
@@ -194,11 +101,11 @@ def _paper_row(c: Cell, results: dict[str, CellResult], base: Cell | None,
     row.update({
         "Method": c.row + (CHECKPOINT if res.from_checkpoint else ""),
         "Backbone": "" if same_backbone else c.column,
-        "# Param (M)": _fmt(res.params_m), "mIoU (%)": _mean_text(res) + _gain_text(gain),
-        "Paper # Param (M)": _fmt(c.paper_params_m),
-        "Paper mIoU (%)": _fmt(c.paper_miou) + _gain_text(paper_gain),
-        "Δ paper": _fmt(delta, signed=True),
-        PAIRED_HEADER: _paired_text(paired) if row["kind"] == "ours" else DASH,
+        "# Param (M)": fmt(res.params_m), "mIoU (%)": mean_text(res) + gain_text(gain),
+        "Paper # Param (M)": fmt(c.paper_params_m),
+        "Paper mIoU (%)": fmt(c.paper_miou) + gain_text(paper_gain),
+        "Δ paper": fmt(delta, signed=True),
+        PAIRED_HEADER: paired_text(paired) if row["kind"] == "ours" else DASH,
         "Seeds": str(res.n),
         "gain": math.nan if gain is None else gain,
     })
@@ -212,14 +119,14 @@ def _paper_row(c: Cell, results: dict[str, CellResult], base: Cell | None,
 def _paper_notes(cells: list[Cell], refs: list[dict[str, Any]], paired: bool,
                  results: dict[str, CellResult]) -> list[str]:
     """The notes under a paper-layout table: only those its rows need."""
-    notes = [_NOTES["reference"]] if refs else []
+    notes = [NOTES["reference"]] if refs else []
     if any(r.from_checkpoint for r in results.values()):
-        notes.append(_NOTES["checkpoint"])
+        notes.append(NOTES["checkpoint"])
     notes += list(dict.fromkeys(r["note"] for r in refs if r.get("note")))
     if paired and any(c.tag == "ours" for c in cells):
-        notes += [_NOTES["gain"], _NOTES["paired"]]
+        notes += [NOTES["gain"], NOTES["paired"]]
     if any(r.n > 1 for r in results.values()):
-        notes.append(_NOTES["std"])
+        notes.append(NOTES["std"])
     return notes
 
 
@@ -242,7 +149,7 @@ def paper_table(cells: list[Cell], records: list[Record],
     for c in cells:
         row, winner = _paper_row(c, results, base_of.get(c.pair) if _kind(c) == "ours" else None,
                                  previous)
-        row[VERDICT_HEADER] = _verdict_text(judged[c.key])
+        row[VERDICT_HEADER] = verdict_text(judged[c.key])
         if winner is not None:
             better.append(winner)
         index[c.key] = len(rows)
@@ -260,7 +167,7 @@ def paper_table(cells: list[Cell], records: list[Record],
         f"{key} evaluated": res for key, res in evaluated.items()}})
     if any(judged.values()):
         notes += [VERDICT_NOTE] + verdict_notes(judged)
-    return _make_table(rows, columns, align, notes, bold)
+    return make_table(rows, columns, align, notes, bold)
 
 
 def _ablation_rows(cells: list[Cell], records: list[Record],
@@ -273,12 +180,12 @@ def _ablation_rows(cells: list[Cell], records: list[Record],
     rows = []
     for c in cells:
         res = results[c.key]
-        row = _base_row(_kind(c), c, res)
-        row[VERDICT_HEADER] = _verdict_text(judged[c.key])
+        row = base_row(_kind(c), c, res)
+        row[VERDICT_HEADER] = verdict_text(judged[c.key])
         delta = row["miou_mean"] - c.paper_miou if res.n and c.paper_miou is not None else None
         row.update(labels(c))
-        row.update({"mIoU (%)": _mean_text(res), "Paper mIoU (%)": _fmt(c.paper_miou),
-                    "Δ paper": _fmt(delta, signed=True), "Seeds": str(res.n)})
+        row.update({"mIoU (%)": mean_text(res), "Paper mIoU (%)": fmt(c.paper_miou),
+                    "Δ paper": fmt(delta, signed=True), "Seeds": str(res.n)})
         rows.append(row)
     return rows, any(r.n > 1 for r in results.values()), verdict_notes(judged) if any(
         judged.values()) else None
@@ -295,7 +202,7 @@ def loss_table(cells: list[Cell], records: list[Record]) -> ResultTable:
     """The loss ablation: CE / PPC / PPD checkmarks -> mIoU, beside the paper's numbers."""
     rows, multi, judged = _ablation_rows(cells, records, loss_terms)
     align = ("center",) * 3 + ("right",) * 3 + ("left", "right")
-    return _make_table(rows, LOSS_LAYOUT_COLUMNS, align,
+    return make_table(rows, LOSS_LAYOUT_COLUMNS, align,
                        _ablation_notes(multi, judged), packages=("booktabs", "amssymb"))
 
 
@@ -303,23 +210,13 @@ def k_table(cells: list[Cell], records: list[Record]) -> ResultTable:
     """The prototypes-per-class ablation: K -> mIoU, beside the paper's numbers."""
     rows, multi, judged = _ablation_rows(cells, records, lambda c: {"# Prototype": (
         f"K = {c.model.head.num_prototypes}" if c.model.head.name == "prototype" else c.row)})
-    return _make_table(rows, K_LAYOUT_COLUMNS, ("left",) + ("right",) * 3 + ("left", "right"),
+    return make_table(rows, K_LAYOUT_COLUMNS, ("left",) + ("right",) * 3 + ("left", "right"),
                        _ablation_notes(multi, judged))
 
 
 def _ablation_notes(multi_seed: bool, judged: list[str] | None) -> list[str]:
-    return ([_NOTES["std"]] if multi_seed else []) + (
+    return ([NOTES["std"]] if multi_seed else []) + (
         [VERDICT_NOTE] + judged if judged is not None else [])
-
-
-def _make_table(rows: list[dict[str, Any]], columns: list[str], align: tuple[str, ...],
-                notes: list[str], bold: set[tuple[int, str]] | None = None,
-                packages: tuple[str, ...] = ("booktabs",)) -> ResultTable:
-    frame = pd.DataFrame(rows, columns=columns + LAYOUT_DATA_COLUMNS)
-    frame = frame.astype({c: float for c in LAYOUT_DATA_COLUMNS
-                          if c not in ("kind", "status", "cell_key", "n_seeds", "paired_n")})
-    frame = frame.astype({"n_seeds": int, "paired_n": int})
-    return ResultTable(frame, columns, align, notes, bold or set(), packages)
 
 
 def grid_table(cells: list[Cell], records: list[Record],
@@ -334,12 +231,8 @@ def grid_table(cells: list[Cell], records: list[Record],
     if layout == "k":
         return k_table(cells, records)
     if layout == "switches":
-        from benchmark.report.switch_table import switch_table  # it builds on this module
-
         return switch_table(cells, records)
     if layout == "published":
-        from benchmark.report.published_table import published_table
-
         return published_table(cells, records)
     return paper_table(cells, records, reference_rows)
 
@@ -352,14 +245,14 @@ def per_class_table(cells: list[Cell], records: list[Record]) -> ResultTable:
     labels = list(mean.columns)
     rows = []
     for name in mean.index:
-        row = {"Class": name, **{m: _fmt(v) for m, v in mean.loc[name].items()}}
+        row = {"Class": name, **{m: fmt(v) for m, v in mean.loc[name].items()}}
         row.update({f"{m} [mean]": mean.loc[name, m] for m in labels})
         row.update({f"{m} [std]": std.loc[name, m] for m in labels})
         rows.append(row)
     miou = {"Class": "mIoU"}
     for label, cell in zip(labels, cells):
         res = results[cell.key]
-        miou[label] = _fmt(res.mean_std[0]) if res.n else res.status
+        miou[label] = fmt(res.mean_std[0]) if res.n else res.status
         miou[f"{label} [mean]"], miou[f"{label} [std]"] = res.mean_std
     rows.append(miou)
     columns = ["Class"] + labels
