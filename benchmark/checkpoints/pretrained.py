@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from benchmark.checkpoints import library, mmseg_backbone, original
+from benchmark.checkpoints import library, mmseg_backbone, original, safe_pickle
 from benchmark.checkpoints.coverage import (
     CheckpointError,
     LoadReport,
@@ -38,13 +38,20 @@ from benchmark.checkpoints.expected import (
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
-    """The tensors of a checkpoint file, containers (`state_dict`, `model`, ...) unwrapped."""
+    """The tensors of a checkpoint file, containers (`state_dict`, `model`, ...) unwrapped; a
+    training runner's file (mmengine: meta, message_hub, optimizer) is read without running its
+    objects' code (benchmark/checkpoints/safe_pickle.py)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         obj: Any = load_file(str(path), device="cpu")
     else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # tensors and plain meta only: a runner's objects become inert placeholders
+            obj = safe_pickle.load(path)
+        except safe_pickle.RefusedGlobal as err:
+            raise CheckpointError(f"{path} asks to call {err.name} while it loads, which no "
+                                  f"checkpoint needs: refused (a file could run code that way)"
+                                  ) from None
     for _ in range(3):  # e.g. {"state_dict": {...}} or {"model": {"module": {...}}}
         if isinstance(obj, dict) and obj and not any(isinstance(v, Tensor) for v in obj.values()):
             inner = next((obj[k] for k in ("state_dict", "model", "module", "state_dict_ema")
@@ -143,6 +150,8 @@ def resolve_or_fail(path: str | Path, wanted: Expected | None,
 def read_or_fail(file: Path, expected: str, what: str = "model.pretrained") -> dict[str, Tensor]:
     try:
         return read_state_dict(file)
+    except CheckpointError as err:  # a refused global: its own words
+        raise PretrainedError(f"{what}: {err}") from None
     except Exception as err:  # noqa: BLE001 - any reader failure means the same thing to a user
         raise PretrainedError(
             f"{what}: cannot read {file} as a torch or safetensors state dict "

@@ -64,6 +64,8 @@ def load_checkpoint(model: nn.Module, path: str | Path,
     file = find_checkpoint(path, names)
     try:
         state = read_state_dict(file)
+    except CheckpointError as err:  # a global that could run code, refused
+        raise CheckpointError(f"{WHAT}: {err}") from None
     except Exception as err:  # noqa: BLE001 - any reader failure means the same to a user
         raise CheckpointError(f"{WHAT}: cannot read {file} as a torch or safetensors state "
                               f"dict ({type(err).__name__})") from None

@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmark.store import load_records, read_record
@@ -65,3 +66,36 @@ def test_an_evaluation_an_older_version_wrote_at_seed0_is_moved_not_overwritten(
     assert "1 to run" in proc.stdout  # the evaluation does not count as the trained run
     assert read_record(seed0).kind == "trained"
     assert read_record(seed0.parent / "published.json").checkpoint["file"] == "Softmax.pth"
+
+
+def test_a_file_saved_by_mmsegmentations_runner_is_evaluated(smoke_reference, tmp_path,
+                                                             run_all, tiny_smoke) -> None:
+    """Issue 24, item 8: a researcher's own `iter_N.pth` from MMSegmentation's runner (meta,
+    message_hub, optimizer beside the weights, written by mmengine's `save_checkpoint`) was
+    refused by the safe loader; it is evaluated, with nothing of it unpickled but tensors and
+    plain meta."""
+    mmengine = pytest.importorskip("mmengine", reason="the fidelity extra is not installed")
+    import numpy as np
+    from mmengine.config import ConfigDict
+    from mmengine.logging import MessageHub
+    from mmengine.runner.checkpoint import save_checkpoint
+
+    (final,) = (smoke_reference / "checkpoints" / "smoke").glob("softmax-*/seed0/final.pt")
+    hub = MessageHub.get_instance("protoseg-faults-runner")
+    hub.update_scalar("train/loss", np.float64(0.25))
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    save_checkpoint({"meta": {"iter": 6, "seed": np.int64(0), "mmengine_version":
+                              mmengine.__version__, "dataset_meta": ConfigDict(classes=("a",))},
+                     "state_dict": torch.load(final, weights_only=True),
+                     "message_hub": hub.state_dict(), "optimizer": {"state": {}}},
+                    str(folder / "Softmax.pth"))
+    results = tmp_path / "results"
+    proc = run_all("--grid", "smoke", "--results", str(results), "--checkpoint", str(folder),
+                   *tiny_smoke)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (evaluation,) = (results / "runs" / "smoke").glob("softmax-*/published.json")
+    record = read_record(evaluation)
+    (trained,) = (smoke_reference / "runs" / "smoke").glob("softmax-*/seed0.json")
+    reference = read_record(trained)
+    assert record.checkpoint["format"] == "suite" and record.metrics == reference.metrics
