@@ -31,7 +31,7 @@ from benchmark.config import Cell, cell_from_dict
 from benchmark.disk import DiskFull, as_disk_full
 from benchmark.launch import locks
 from benchmark.launch.checks import check_run
-from benchmark.provenance import provenance
+from benchmark.provenance import provenance, with_code_diff
 from benchmark.store import (PUBLISHED_RECORD, Record, RecordError, ResultsLayout, as_layout,
                              is_done, read_record, write_record)
 
@@ -142,9 +142,11 @@ def _one_line(err: BaseException) -> str:
 def save_record(path: Path, record: Record) -> Path:
     """Write the record; when that fails, print it to stderr as JSON under a one-line error
     naming the path, so the computed result is not lost, and re-raise. A published evaluation
-    that an older version wrote at this trained run's path moves to its own file first."""
+    that an older version wrote at this trained run's path moves to its own file first; a run
+    from uncommitted code gets its diff beside the record (benchmark/provenance.py)."""
     try:
         _move_old_evaluation(path)
+        record.provenance = with_code_diff(path, record.provenance)  # uncommitted code's diff
         return write_record(path, record)
     except OSError as err:  # JSON on stderr and a fallback file (benchmark/launch/checks.py)
         from benchmark.launch.checks import keep_on_full_disk, keep_unsaved

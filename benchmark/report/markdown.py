@@ -17,6 +17,7 @@ from benchmark.config import Cell
 from benchmark.report.aggregate import method_labels
 from benchmark.report.render import table_markdown
 from benchmark.report.tables import DASH, grid_table, per_class_table
+from benchmark.provenance import is_uncommitted
 from benchmark.store import Record, ResultsLayout, atomic_write
 
 FIGURE_TITLES = {
@@ -78,6 +79,12 @@ def _code_and_libraries(runs: list[Record]) -> list[str]:
     """Commits, then library versions (several versions of one library: runs per version)."""
     commits = Counter(r.provenance.get("git_commit") or "unknown" for r in runs)
     out = ["### Code", "", _md(sorted(commits.items()), ["git commit", "runs"]), ""]
+    dirty = [r for r in runs if is_uncommitted(r.provenance)]
+    if dirty:
+        kept = sum(bool(r.provenance.get("diff")) for r in dirty)
+        out += [f"**{len(dirty)} of {len(runs)} runs come from uncommitted code** (a `-dirty` "
+                f"commit); {kept} of them stored their diff beside the record, and "
+                f"`python -m benchmark.provenance rebuild RECORD DIR` rebuilds that code.", ""]
     libs: dict[str, Counter] = {}
     for r in runs:
         for name, version in (r.provenance.get("versions") or {}).items():

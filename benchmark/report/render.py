@@ -1,17 +1,21 @@
 """A ResultTable as text (GitHub Markdown, LaTeX booktabs, CSV), and a grid's table files.
 
 `render` writes the grid's main table (`<grid>.md|.tex|.csv`, in the grid's layout) and its
-per-class IoU (`<grid>_per_class.md|.tex|.csv`), each atomically.
+per-class IoU (`<grid>_per_class.md|.tex|.csv`), each atomically; a note marks the rows with
+results from uncommitted code.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
 from tabulate import tabulate
 
 from benchmark.config import Cell
+from benchmark.provenance import is_uncommitted
 from benchmark.report.table_base import CHECK, DASH, DOWN, UP, ResultTable
 from benchmark.report.tables import grid_table, per_class_table
 from benchmark.store import Record, atomic_write
@@ -23,6 +27,21 @@ _LATEX_SYMBOLS = {
     UP: r"$\uparrow$", DOWN: r"$\downarrow$", CHECK: r"\checkmark",
     "†": r"$^\dagger$", _BOLD_OPEN: r"\textbf{", _BOLD_CLOSE: "}",
 }
+
+
+def uncommitted_note(cells: list[Cell], records: list[Record]) -> str | None:
+    """The note that marks results from uncommitted code (a `-dirty` commit): which rows, how
+    many of their runs, and how to rebuild that code from a record."""
+    rows = {c.key: c.row for c in cells}
+    dirty = [r for r in records
+             if r.done and r.cell_key in rows and is_uncommitted(r.provenance)]
+    if not dirty:
+        return None
+    counts = Counter(rows[r.cell_key] for r in dirty)
+    done = Counter(rows[r.cell_key] for r in records if r.done and r.cell_key in rows)
+    which = ", ".join(f"{row} ({n} of {done[row]})" for row, n in counts.items())
+    return (f"From uncommitted code (a -dirty commit), runs of: {which}. A record's diff, "
+            f"where stored, lies beside it: python -m benchmark.provenance rebuild RECORD DIR")
 
 
 def _cells_text(table: ResultTable, bold_open: str, bold_close: str) -> list[list[str]]:
@@ -73,6 +92,9 @@ def render(grid: str, cells: list[Cell], records: list[Record], out_dir: Path | 
     out_dir = Path(out_dir)
     tables = {"": grid_table(cells, records, reference_rows, layout),
               "_per_class": per_class_table(cells, records)}
+    note = uncommitted_note(cells, records)
+    if note:
+        tables = {k: replace(t, notes=[*t.notes, note]) for k, t in tables.items()}
     paths = {}
     for suffix, table in tables.items():
         texts = {"md": table_markdown(table), "tex": table_latex(table, grid=grid),
