@@ -202,18 +202,19 @@ def samples(labels: torch.Tensor, size: tuple[int, int] | None = None) -> list[A
 # ----------------------------------------------------------------------------- training step
 
 
-def step_fns(which: str, batch: int, size: int) -> tuple[dict[str, Callable], list[float]]:
+def step_fns(which: str, batch: int, size: int, device: torch.device = torch.device("cpu")
+             ) -> tuple[dict[str, Callable], list[float]]:
     """The two training steps on one batch, after checking their first two losses agree;
     returns them and the losses (suite, MMSeg) of the check."""
     from benchmark.train.step import training_step
 
     ours, theirs, cfg = models(which)
-    ours.train()
-    theirs.train()
+    ours.to(device).train()
+    theirs.to(device).train()
     optimizer, wrapper = optimizers(which, ours, theirs, cfg)
     gen = torch.Generator().manual_seed(size)
-    images = torch.randn(batch, 3, size, size, generator=gen)
-    labels = blocky_labels(batch, size, size, NUM_CLASSES, IGNORE, torch.device("cpu"))
+    images = torch.randn(batch, 3, size, size, generator=gen).to(device)
+    labels = blocky_labels(batch, size, size, NUM_CLASSES, IGNORE, device)
     data = samples(labels)
 
     def suite() -> float:
@@ -239,22 +240,24 @@ def step_fns(which: str, batch: int, size: int) -> tuple[dict[str, Callable], li
 # ----------------------------------------------------------------------------- inference
 
 
-def inference_fns(height: int, width: int, slide: bool) -> tuple[dict[str, Callable], float]:
+def inference_fns(height: int, width: int, slide: bool,
+                  device: torch.device = torch.device("cpu")) -> tuple[dict[str, Callable], float]:
     """Whole-image or sliding-window prediction of SegFormer-B0 on one image, as the suite's
     evaluation (`predict_confusion`) and MMSeg's `predict` make it; returns the two and the
     share of pixels where they predict the same class."""
     from benchmark.train.evaluate import slide_logits, upsample_logits
 
     ours, theirs, _ = models("segformer")
-    ours.eval()
-    theirs.eval()
+    ours.to(device).eval()
+    theirs.to(device).eval()
     window, stride = (512, 512), (341, 341)
     if slide:
         from mmengine import ConfigDict
 
         theirs.test_cfg = ConfigDict(mode="slide", crop_size=window, stride=stride)
     image = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height))
-    data = samples(torch.zeros(1, height, width, dtype=torch.long))
+    image = image.to(device)
+    data = samples(torch.zeros(1, height, width, dtype=torch.long, device=device))
 
     @torch.no_grad()
     def suite() -> torch.Tensor:
@@ -362,14 +365,15 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
     import cv2
 
     warmup, repeats = (1, 3) if quick else (2, 10)
+    device = device or torch.device("cpu")
     threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     rows = []
     try:
         for s in (QUICK_STEP_SETUPS if quick else STEP_SETUPS):
-            fns, losses = step_fns(s.model, s.batch, s.size)
-            t = alternate(fns, repeats, warmup)
+            fns, losses = step_fns(s.model, s.batch, s.size, device)
+            t = alternate(fns, repeats, warmup, device)
             check = (f"losses {losses[0]:.5f}, {losses[2]:.5f}; differ by "
                      f"{max(abs(losses[0] - losses[1]), abs(losses[2] - losses[3])):.0e}")
             rows.append(_row("training step", s.label, t, check, TARGETS["step"]))
@@ -390,8 +394,8 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
                      ("sliding inference", "SegFormer-B0, crop 512 stride 341, 1x512x700",
                       512, 700, True)]
         for stage, what, h, w, slide in views:
-            fns, agree = inference_fns(h, w, slide)
-            t = alternate(fns, repeats, warmup)
+            fns, agree = inference_fns(h, w, slide, device)
+            t = alternate(fns, repeats, warmup, device)
             rows.append(_row(stage, what, t, f"predictions equal on {agree:.4%} of pixels",
                              TARGETS["inference"]))
     finally:
@@ -399,7 +403,8 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
         cv2.setNumThreads(cv2_threads)
     headers = ["Stage", "Model, input", "Suite / MMSeg", "Ratio [IQR]", "Checked first",
                "Target", "Verdict"]
-    notes = [f"CPU, one process, 1 torch thread and 1 OpenCV thread; the two sides alternate, "
+    notes = [f"{device} (the pipeline on the CPU), one process, 1 torch thread and 1 OpenCV "
+             f"thread; the two sides alternate, "
              f"{repeats} rounds after {warmup} warm-up call(s) each; ratio = median over rounds "
              f"of suite time / MMSeg time (below 1: the suite is faster)",
              "same model, same weights: MMSeg builds from its config (SyncBN -> BN), the suite "

@@ -178,8 +178,11 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
              "arithmetic costs and nothing more"]
     notes += [memory_note(m) for m in sorted(methods)]
     notes += skipped
+    from perf.step_options import options_table  # imports this module: here, not at the top
+
+    options, option_notes = options_table(quick, device)
     return Report("train_step", "1. Training step: prototype vs softmax head",
-                  [Table(headers, rows)], notes)
+                  [Table(headers, rows), options], notes + option_notes)
 
 
 if __name__ == "__main__":

@@ -261,3 +261,26 @@ def test_peer_pipeline_sides_make_the_same_samples(tmp_path) -> None:
     fns, worst = pipeline_fns(tmp_path, 2, quick=True)
     assert worst <= 1 and set(fns) == {"suite", "mmseg"}
     assert len(fns["suite"]()) == len(fns["mmseg"]()) == 2
+
+
+def test_gpu_check_script_parses_and_lists_its_parts() -> None:
+    """perf/gpu_check.sh --dry: the commands a GPU machine (and a CPU one) would run."""
+    import perf.determinism  # noqa: F401  (the modules it runs import)
+    import perf.step_options  # noqa: F401
+
+    script = ROOT / "perf" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+
+    def dry(gpu: str) -> str:
+        env = {**os.environ, "GPU_CHECK_ASSUME_GPU": gpu}
+        return subprocess.run(["bash", str(script), "--dry"], capture_output=True, text=True,
+                              check=True, env=env).stdout
+
+    gpu, cpu = dry("1"), dry("0")
+    for amp in ("false", "true"):
+        assert f"--grid table1 --preflight --set model.pretrained=none --set train.amp={amp}" in gpu
+    assert "-m perf.run --only train_step --only inference --only peer" in gpu
+    assert "perf.determinism" in gpu and "--quick" not in gpu and "--no-append" not in gpu
+    assert sum(int(part.split("timeout ")[1].split("s")[0])
+               for part in gpu.splitlines()) < 8 * 60  # the parts' limits fit the budget
+    assert "--grid smoke" in cpu and cpu.count("--quick --no-append") == 2

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# One GPU, under 8 minutes: the Table 1 preflight at each recipe's images per GPU (fp32 and bf16
+# autocast), the training-step, inference and peer figures, and the
+# determinism check (repeat and resume bit for bit, deterministic on and off, fp32 and bf16);
+# everything is appended to perf/RESULTS.md with the device named. Without a GPU it runs its
+# CPU parts at small sizes (the smoke grid's preflight, the figures' --quick mode) and appends
+# nothing unless --append. Each part has its own time limit, so the whole stays in budget.
+#
+#   bash perf/gpu_check.sh            # on a GPU machine (pretrained weights not needed)
+#   bash perf/gpu_check.sh --dry      # print the commands only
+#   bash perf/gpu_check.sh --append   # without a GPU: append the CPU parts' results too
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+DRY=0
+APPEND=0
+for arg in "$@"; do
+  case "$arg" in
+    --dry) DRY=1 ;;
+    --append) APPEND=1 ;;
+    *) echo "usage: bash perf/gpu_check.sh [--dry] [--append]" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$DRY" = 1 ]; then
+  GPU=${GPU_CHECK_ASSUME_GPU:-0}
+else
+  GPU=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
+fi
+if [ "$GPU" = 1 ]; then
+  GRID=table1; QUICK=""; NO_APPEND=""; APPEND=1
+  LIMITS=(80 80 230 80)  # seconds: 2 preflights, figures, determinism (470 s in all)
+else
+  GRID=smoke; QUICK="--quick"; LIMITS=(300 300 900 600)
+  [ "$APPEND" = 1 ] && NO_APPEND="" || NO_APPEND="--no-append"
+fi
+PREFLIGHT=(run_all.py --grid "$GRID" --preflight --set model.pretrained=none)
+COMMANDS=(
+  "${PREFLIGHT[*]} --set train.amp=false"
+  "${PREFLIGHT[*]} --set train.amp=true"
+  "-m perf.run --only train_step --only inference --only peer $QUICK $NO_APPEND"
+  "-m perf.determinism $QUICK $NO_APPEND"
+)
+TITLES=("preflight, fp32" "preflight, bf16 autocast" "figures: training step, inference, peer"
+        "determinism: repeat and resume (deterministic on and off)")
+
+LOG=$(mktemp)
+FAILED=0
+START=$(date +%s)
+for i in "${!COMMANDS[@]}"; do
+  echo "=== ${TITLES[$i]}: timeout ${LIMITS[$i]}s $PY ${COMMANDS[$i]}"
+  [ "$DRY" = 1 ] && continue
+  # shellcheck disable=SC2086  # the command lines split on purpose
+  timeout "${LIMITS[$i]}" "$PY" ${COMMANDS[$i]} 2>&1 | tee "$LOG.$i"
+  rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || { echo "--- ${TITLES[$i]}: exit $rc"; FAILED=$((FAILED + 1)); }
+  echo "$rc" > "$LOG.$i.rc"
+done
+[ "$DRY" = 1 ] && exit 0
+
+if [ "$APPEND" = 1 ]; then  # the preflight tables (the figures appended their own sections)
+  DEVICE=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU')")
+  {
+    echo
+    echo "## $(date -u '+%Y-%m-%d %H:%M UTC'): perf/gpu_check.sh on $DEVICE"
+    echo
+    echo "Preflight of grid $GRID (one training step + one evaluation forward per cell at the"
+    echo "recipe's images per GPU, random weights); $(( $(date +%s) - START )) s for the whole check."
+    for i in 0 1; do
+      echo
+      echo "### ${TITLES[$i]} (exit $(cat "$LOG.$i.rc"))"
+      echo
+      grep -E '^\||preflight|error' "$LOG.$i" || true
+    done
+  } >> perf/RESULTS.md
+  echo "appended the preflight tables to perf/RESULTS.md"
+fi
+rm -f "$LOG" "$LOG".*
+echo "gpu_check: $FAILED part(s) failed or ran out of time; $(( $(date +%s) - START )) s"
+[ "$FAILED" = 0 ]
