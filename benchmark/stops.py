@@ -17,12 +17,35 @@ import sys
 import threading
 from typing import Any, Callable
 
-from benchmark.disk import DiskFull
-from benchmark.train.interrupts import SIGNALS, Interrupted, Stopped, stop_now
+from types import FrameType
 
+from benchmark.disk import DiskFull
+
+SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)  # what the engine defers too
 INTERRUPTED = 3  # exit code: stopped by a signal (a run's checkpoint saved first)
 DISK_FULL = 1  # exit code: the grid stopped on a full disk (like a failed run)
 CLOSED_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool that SIGPIPE ended
+
+
+class Interrupted(RuntimeError):
+    """A run stopped on a signal after saving a checkpoint; rerunning resumes it (raised by
+    the engine, benchmark/train/interrupts.py)."""
+
+
+class Stopped(KeyboardInterrupt):
+    """A signal outside a run (start-up, planning, tables): `stop_now` raises it at once, so the
+    command ends with one line instead of a traceback or a silent death."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_now(signum: int, frame: FrameType | None) -> None:
+    """Signal handler of run_all.py outside the engine: raise `Stopped` where the program is
+    (atomic writes remove their temp file on the way out). The engine takes it for "no
+    handler" and ends a run with its own checkpointed line instead."""
+    raise Stopped(signum)
 
 
 def stopped_message(err: BaseException) -> str:

@@ -17,28 +17,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+from benchmark.stops import SIGNALS, Interrupted, Stopped, stop_now
 
+__all__ = ["SIGNALS", "DeferredSignals", "Interrupted", "Stopped", "interrupted_message",
+           "stop_now"]
 
-
-class Interrupted(RuntimeError):
-    """The run stopped on a signal after saving a checkpoint; rerunning resumes it."""
-
-
-class Stopped(KeyboardInterrupt):
-    """A signal outside a run (start-up, planning, tables): `stop_now` raises it at once, so the
-    command ends with one line (benchmark/stops.py) instead of a traceback or a silent death."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def stop_now(signum: int, frame: FrameType | None) -> None:
-    """Signal handler of run_all.py outside the engine: raise `Stopped` where the program is
-    (atomic writes remove their temp file on the way out)."""
-    raise Stopped(signum)
-
+# SIGNALS, Interrupted, Stopped and stop_now live in benchmark/stops.py (the command line's
+# bottom layer, which must not import this package) and are used here under the same names.
 
 # Handlers that mean "nobody else wants this signal": then the engine raises `Interrupted`.
 # Python's own SIGINT handler would raise KeyboardInterrupt (a traceback, no message), and
