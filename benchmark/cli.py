@@ -494,8 +494,8 @@ def migrate_keys(results: ResultsLayout, grids: GridCells) -> None:
 
 def evaluate_published(args: argparse.Namespace, results, grids) -> int:
     """`--checkpoint` and the zoo grid: evaluate published checkpoints instead of training
-    (benchmark/checkpoints/published.py); missing files are table rows, not errors."""
-    from benchmark.checkpoints.published import run_published
+    (benchmark/launch/published.py); missing files are table rows, not errors."""
+    from benchmark.launch.published import run_published
     from experiments.zoo import published_for
 
     from benchmark.launch.executors import save_record

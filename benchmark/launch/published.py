@@ -1,4 +1,5 @@
-"""Evaluate published whole-model checkpoints instead of training (`--checkpoint`, `--grid zoo`).
+"""Evaluate published whole-model checkpoints instead of training (`--checkpoint`, `--grid zoo`):
+another kind of run beside training, so it lives in launch/; checkpoints/ only reads the files.
 
 Each cell's model is built, filled strictly from its checkpoint (benchmark/checkpoints/whole.py)
 and evaluated on the cell's split with the cell's protocol (whole image or sliding window); the
