@@ -80,7 +80,7 @@ def expected_losses(cell: Cell) -> list[str]:
     names = ["ce"]
     if cell.model.aux_weight > 0:
         names.append("aux")
-    return names + list(cell.model.head.options().loss_names())  # the head's own terms
+    return names + list(cell.model.head.options.loss_names())  # the head's own terms
 
 
 def preflight_cell(cell: Cell, device: torch.device | str = "cpu", batch: int = 1,

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from benchmark.config import Cell
 from benchmark.report.aggregate import done_by_seed, method_labels
-from benchmark.report.plots import first_trained_model, save_figure
+from benchmark.report.plots import first_trained_model, head_figure_vectors, save_figure
 from benchmark.store import Record
 
 
@@ -79,8 +79,8 @@ def alignment_by_cell(cells: list[Cell], records: list[Record], results_root: Pa
     done = done_by_seed(records)
     out: dict[str, list[float]] = {}
     for cell, label in zip(cells, method_labels(cells)):
-        if (cell.data.name != "synthetic" or cell.model.head.name != "prototype"
-                or not done.get(cell.key)):
+        if (cell.data.name != "synthetic" or not done.get(cell.key)
+                or not head_figure_vectors(cell.model.head.name)[1]):
             continue
         found = first_trained_model(cell, done[cell.key], results_root, "the mode alignment", log)
         if found is None:

@@ -32,7 +32,7 @@ from benchmark.report.aggregate import (  # noqa: E402
     per_class_iou,
 )
 from benchmark.store import Record, ResultsLayout  # noqa: E402
-from methods.heads.base import downsample_labels  # noqa: E402
+from methods.heads.base import SegHead, downsample_labels  # noqa: E402
 
 DPI = 100
 PANEL_IN = 2.2  # side of one similarity-map panel, inches
@@ -147,6 +147,19 @@ def _head_vectors(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
     weight rows (one vector per class, for the parametric side of Fig. 5)."""
     vectors = model.head.class_vectors()  # a head without fixed class vectors refuses first
     return model.head.pixel_embeddings(model.features(images)), vectors
+
+
+def head_figure_vectors(head_name: str) -> tuple[bool, bool]:
+    """(fixed class vectors, prototypes) of a registered head: which model figures it has
+    (embedding projection; similarity maps and mode alignment), asked of its hooks, not of its
+    name. A head class that keeps SegHead's `class_vectors` (which refuses) or
+    `prototype_vectors` (None) has no such vectors; a plugin head that implements them gets the
+    figures too."""
+    from methods.catalog import HEADS
+
+    head = HEADS.get(head_name).load()
+    return (head.class_vectors is not SegHead.class_vectors,
+            head.prototype_vectors is not SegHead.prototype_vectors)
 
 
 class _EvalMode:
@@ -354,17 +367,18 @@ def first_trained_model(cell: Cell, runs: dict[int, Record], results_root: Path 
 def model_figures(cells: list[Cell], records: list[Record], results_root: Path | str,
                   out_dir: Path, num_images: int = 4, log: Callable[[str], Any] = print
                   ) -> list[Path]:
-    """Similarity maps (prototype heads) and embedding projections (prototype and softmax heads)
-    of the first `num_images` evaluation images, from each cell's first finished seed whose
-    final weights exist and match its record; other cells are skipped with a note."""
+    """Similarity maps (heads with prototypes) and embedding projections (heads with fixed class
+    vectors: prototype, softmax, pixel contrast; `head_figure_vectors`) of the first
+    `num_images` evaluation images, from each cell's first finished seed whose final weights
+    exist and match its record; other cells are skipped with a note."""
     from benchmark.datasets import build_dataset, dataset_info
 
     done = done_by_seed(records)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     paths: list[Path] = []
     for cell in cells:
-        if cell.model.head.name not in ("prototype", "softmax") or not done.get(cell.key):
-            continue
+        if not done.get(cell.key) or not head_figure_vectors(cell.model.head.name)[0]:
+            continue  # a head without fixed class vectors (pixel-query) has no such figures
         if (found := first_trained_model(cell, done[cell.key], results_root,
                                          "the embedding figures", log)) is None:
             continue
@@ -376,7 +390,7 @@ def model_figures(cells: list[Cell], records: list[Record], results_root: Path |
         images = torch.stack([p[0] for p in samples]).to(device)
         labels = torch.stack([p[1] for p in samples]).to(device)
         stem = f"{cell.key}_seed{seed}"
-        if cell.model.head.name == "prototype":
+        if model.head.prototype_vectors() is not None:  # a head with prototypes
             present = labels[0][labels[0] != cell.data.ignore_index]
             counts = torch.bincount(present, minlength=info.num_classes)
             cls = int(counts.argmax())  # the class covering most of the first image

@@ -48,7 +48,8 @@ def normalised(text: str, folder: str) -> str:
 
 def submitted_scripts(tmp_path: Path) -> str:
     args = parse_args(ARGS + ["--results", str(tmp_path)])
-    grid, cells = load_grid("table1", [])
+    grid, cells, notes = load_grid("table1", [])
+    assert notes == []  # no --set: nothing to say about head options
     runs = plan(cells, [0], tmp_path)
     jobs = submit(runs, "slurm", tmp_path, cluster_options(args))
     assert len(jobs) == len(runs)
@@ -74,7 +75,7 @@ def test_table1_is_one_array_per_resource_shape(tmp_path, fake_sbatch) -> None:
     entries = jobs_log(tmp_path)
     assert [e["job_id"] for e in entries] == [f"90000{a}_{i}" for a in (1, 2) for i in range(4)]
     args = parse_args(ARGS + ["--results", str(tmp_path)])
-    _, cells = load_grid("table1", [])
+    _, cells, _ = load_grid("table1", [])
     for cell, entry in zip(cells, entries):
         params = job_parameters(cell, cluster_options(args), "slurm")
         assert params["tasks_per_node"] == params["gpus_per_node"] == cell.resources.gpus
@@ -83,7 +84,7 @@ def test_table1_is_one_array_per_resource_shape(tmp_path, fake_sbatch) -> None:
 
 def test_gpus_per_run_overrides_the_recipe(tmp_path, fake_sbatch) -> None:
     args = parse_args(ARGS + ["--gpus-per-run", "4"])
-    _, cells = load_grid("table1", [])
+    _, cells, _ = load_grid("table1", [])
     shapes = {json.dumps(job_parameters(c, cluster_options(args), "slurm"), sort_keys=True)
               for c in cells}
     assert len(shapes) == 1, "one resource shape: the whole grid is one job array"

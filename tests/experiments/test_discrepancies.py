@@ -18,6 +18,8 @@ def _flat(cell: Cell) -> dict:
     d = cell.to_dict()
     for k in ("grid", "row", "tag", "pair"):
         d.pop(k)
+    head = cell.model.head  # by its --set names: model.head.ppc_tau
+    d["model"]["head"] = {"name": head.name, **head.options.spec_values()}
     return d
 
 

@@ -73,7 +73,7 @@ def test_backbone_features_have_the_declared_channels_and_strides(name: str) -> 
 
 
 def test_registry_and_paper_backbone_layouts() -> None:
-    assert set(BACKBONES) >= {"resnet101_d8", "hrnetv2_w48", "swin_b", "mit_b4", "mit_b2",
+    assert set(BACKBONES.names()) >= {"resnet101_d8", "hrnetv2_w48", "swin_b", "mit_b4", "mit_b2",
                               "resnet18_d8", "hrnetv2_w18_small", "swin_t", "mit_b0"}
     with torch.device("meta"):
         assert build_backbone("hrnetv2_w48").out_channels == [48, 96, 192, 384]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,9 +14,9 @@ import torch.nn.functional as F
 
 from benchmark.config import HeadSpec, ModelSpec
 from methods import build_model
-from methods.heads import HEADS, PixelContrastHead, PrototypeHead, build_head
+from methods.catalog import HEADS
+from methods.heads import PixelContrastHead, PrototypeHead, build_head
 from methods.heads.options import (
-    HEAD_OPTIONS,
     PixelContrastOptions,
     PixelQueryOptions,
     PrototypeOptions,
@@ -30,7 +31,7 @@ SMALL = {"softmax": {}, "pixel_query": {"dim": 16, "heads": 2}, "prototype": {"n
 
 def make_head(name: str, **kw) -> torch.nn.Module:
     torch.manual_seed(0)
-    return HEADS[name](D, C, **{**SMALL[name], **kw})
+    return HEADS.get(name).load()(D, C, **{**SMALL[name], **kw})
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,10 +46,11 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 # --------------------------------------------------------------------------- options
 
 
-def test_each_head_names_its_options_class_in_the_same_order() -> None:
-    assert list(HEADS) == list(HEAD_OPTIONS)
-    for name, head in HEADS.items():
-        assert head.Options is HEAD_OPTIONS[name] and head.Options.HEAD == name
+def test_each_registered_head_names_its_options_class() -> None:
+    assert {"softmax", "pixel_query", "prototype", "pixel_contrast"} <= set(HEADS.names())
+    for name in HEADS.names():
+        head = HEADS.get(name).load()
+        assert head.Options is HEADS.get(name).options and head.Options.HEAD == name
 
 
 def test_build_head_passes_the_specs_options() -> None:
@@ -56,7 +58,7 @@ def test_build_head_passes_the_specs_options() -> None:
                     contrast_queue_size=7, contrast_proj_dim=8)
     head = build_head(spec, D, C)
     assert isinstance(head, PixelContrastHead)
-    assert head.options == spec.options() == PixelContrastOptions(variant="memory", tau=0.2,
+    assert head.options == spec.options == PixelContrastOptions(variant="memory", tau=0.2,
                                                                   queue_size=7, proj_dim=8)
     assert (head.tau, head.weight) == (0.2, 1.0)  # the memory variant's released weight
     assert head.segment_queue.shape == (C, 7, 8)
@@ -64,7 +66,9 @@ def test_build_head_passes_the_specs_options() -> None:
                        D, C)
     assert query.dim == 8 and len(query.blocks.layers) == 1
     with pytest.raises(ValueError, match="unknown head 'mlp'; choose one of softmax"):
-        build_head(HeadSpec(name="mlp"), D, C)
+        HeadSpec(name="mlp")
+    with pytest.raises(ValueError, match="unknown head 'mlp'; choose one of softmax"):
+        build_head(SimpleNamespace(name="mlp", options=SoftmaxOptions()), D, C)
 
 
 def test_options_object_and_keyword_overrides_build_the_same_head() -> None:
@@ -88,8 +92,8 @@ def test_allowed_values_come_from_the_options_types() -> None:
         "sinkhorn_scope": ("process", "all")}
     assert PixelContrastOptions.choices() == {"variant": ("in_batch", "memory")}
     assert SoftmaxOptions.choices() == PixelQueryOptions.choices() == {}
-    with pytest.raises(ValueError, match="pixel_contrast head: variant='bank'; choose one of "
-                                         "in_batch, memory"):
+    with pytest.raises(ValueError, match="pixel_contrast head: contrast_variant: 'bank'; "
+                                         "choose one of in_batch, memory"):
         PixelContrastHead(D, C, variant="bank")
 
 

@@ -58,9 +58,10 @@ def test_prototype_head_returns_weighted_losses_in_training() -> None:
 @pytest.mark.parametrize("head_name", ["softmax", "pixel_query", "prototype", "pixel_contrast"])
 def test_gradients_reach_backbone_and_head(head_name: str) -> None:
     torch.manual_seed(0)
+    small = {"prototype": {"num_prototypes": 2},
+             "pixel_contrast": {"contrast_warmup_iters": 0, "contrast_min_class_pixels": 4}}
     spec = ModelSpec(backbone="mit_b0", decoder="mlp", decoder_channels=32,
-                     head=HeadSpec(name=head_name, num_prototypes=2, contrast_warmup_iters=0,
-                                   contrast_min_class_pixels=4))
+                     head=HeadSpec(name=head_name, **small.get(head_name, {})))
     model = build_model(spec, num_classes=C).train()
     images = torch.randn(2, 3, 32, 32)
     target = torch.randint(0, C, (2, 32, 32))

@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from benchmark.config import ConfigError, apply_overrides
+from benchmark.config import ConfigError
+from benchmark.overrides import apply_overrides
 from experiments import get_grid
 from methods.contrast import fifo_write, queue_contents, queue_entries, sample_anchors
 from methods.heads import PixelContrastHead, SoftmaxHead
@@ -307,10 +308,13 @@ def test_overrides_validate_the_new_settings() -> None:
                                     "model.head.contrast_variant=memory",
                                     "model.head.contrast_tau=none"])
     assert memory.model.head.contrast_variant == "memory" and memory.model.head.contrast_tau is None
+    contrast = ["model.head.name=pixel_contrast"]  # the option exists on that head only
     with pytest.raises(ConfigError, match="contrast_variant: 'bank'; choose one of in_batch"):
-        apply_overrides(cell, ["model.head.contrast_variant=bank"])
+        apply_overrides(cell, contrast + ["model.head.contrast_variant=bank"])
     with pytest.raises(ConfigError, match="contrast_tau: must be > 0"):
-        apply_overrides(cell, ["model.head.contrast_tau=0"])
+        apply_overrides(cell, contrast + ["model.head.contrast_tau=0"])
+    with pytest.raises(ConfigError, match="the softmax head has no such option"):
+        apply_overrides(cell, ["model.head.contrast_variant=memory"])
 
 
 @pytest.mark.parametrize("grid", ["smoke", "camvid"])

@@ -15,9 +15,10 @@ from fixtures_data import (ADE_EXPECT, CAMVID_EXPECT, CITY_EXPECT, CITY_TRAIN_ID
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from benchmark.catalog import DATASETS
 from benchmark.config import DataSpec
-from benchmark.datasets import (DATASETS, REAL_DATASETS, DataError, build_dataset, dataset_info,
-                                get_definition)
+from benchmark.datasets import (REAL_DATASETS, DatasetBuilders, DataError, build_dataset,
+                                dataset_info, get_definition)
 from benchmark.datasets.base import read_png_label
 from benchmark.datasets.coco_stuff import read_mat_label
 from benchmark.datasets.roots import ENV_VAR
@@ -110,7 +111,9 @@ def test_coco_stuff_unused_id_is_an_error(tmp_path) -> None:
 
 
 def test_registry_keeps_synthetic_and_lists_the_real_sets() -> None:
-    assert set(DATASETS) == {"synthetic", "ade20k", "cityscapes", "coco_stuff10k", "camvid"}
+    assert set(DATASETS.names()) == {"synthetic", "ade20k", "cityscapes", "coco_stuff10k",
+                                     "camvid"}
+    assert all(isinstance(DATASETS.get(n).load(), DatasetBuilders) for n in DATASETS.names())
     syn = DataSpec()
     assert dataset_info(syn).num_classes == 6
     image, label = build_dataset(syn, "train")[(3, 99)]
@@ -219,7 +222,7 @@ def test_palette_png_labels_are_read_as_indices(tmp_path) -> None:
 
 
 def test_a_camvid_grid_cell_trains_and_evaluates_on_a_miniature_tree(tmp_path) -> None:
-    from benchmark.config import apply_overrides
+    from benchmark.overrides import apply_overrides
     from benchmark.train.engine import train_and_evaluate
     from experiments import get_grid
 

@@ -23,8 +23,8 @@ TRAIN = TrainSpec(iters=4, batch_size=2)
 
 
 def tiny_spec(head: str = "prototype") -> ModelSpec:
-    return ModelSpec(backbone="mit_b0", decoder="mlp", decoder_channels=32,
-                     head=HeadSpec(name=head, num_prototypes=3))
+    spec = HeadSpec(name=head, num_prototypes=3) if head == "prototype" else HeadSpec(name=head)
+    return ModelSpec(backbone="mit_b0", decoder="mlp", decoder_channels=32, head=spec)
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +176,14 @@ def test_embedding_figures_for_prototype_and_softmax_heads(model, softmax, batch
     assert protos.shape == (4, 1, 2)  # one classifier vector per class
     assert_png(plots.plot_embedding_projection(softmax, images, labels, tmp_path / "soft")[0],
                plots.PROJECTION_SIZE_IN)
+
+
+def test_which_heads_have_figures_is_asked_of_their_hooks():
+    """(class vectors, prototypes) from each head's figure hooks, no list of head names."""
+    assert plots.head_figure_vectors("prototype") == (True, True)
+    assert plots.head_figure_vectors("softmax") == (True, False)
+    assert plots.head_figure_vectors("pixel_contrast") == (True, False)  # the softmax classifier
+    assert plots.head_figure_vectors("pixel_query") == (False, False)  # no fixed class vectors
 
 
 # --------------------------------------------------------------------------- a grid's figures
