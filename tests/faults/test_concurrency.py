@@ -91,7 +91,7 @@ def test_status_shows_running_runs_with_owner_and_progress(results, run_all, tin
     images per second and time left; the other runs are not."""
     from benchmark.cli import load_grid
 
-    _, cells = load_grid("smoke", [a for a in tiny_smoke if "=" in a])
+    _, cells, _ = load_grid("smoke", [a for a in tiny_smoke if "=" in a])
     layout = ResultsLayout(results)
     key = cells[1].key
     beat = {"step": 3, "total": 6, "phase": "training", "images_per_s": 12.5, "eta_s": 100,
@@ -168,7 +168,7 @@ def test_runs_held_by_another_launch_are_not_submitted(results, tiny_smoke, caps
     from benchmark.launch.executors import plan
     from benchmark.launch.locks import skip_held
 
-    _, cells = load_grid("smoke", [a for a in tiny_smoke if "=" in a])
+    _, cells, _ = load_grid("smoke", [a for a in tiny_smoke if "=" in a])
     runs = plan(cells, [0], results)
     with RunLock(runs[2].lock_path) as lock:
         assert lock.acquire()
