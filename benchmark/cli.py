@@ -171,7 +171,7 @@ def write_tables(grid: Grid, cells: list[Cell], results: ResultsLayout | Path | 
         paths = render(grid.name, cells, records, results.tables(), refs, table_layout)
     print(f"tables: {', '.join(str(p) for p in paths.values())}")
     if figures:
-        from benchmark.report.plots import render_figures  # matplotlib only for figures
+        from benchmark.report.figures import render_figures  # matplotlib only for figures
 
         drawn = render_figures(grid.name, cells, records, results_root)
         print(f"figures: {len(drawn)} files in {results.figures(grid.name)}")

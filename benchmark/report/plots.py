@@ -399,16 +399,3 @@ def model_figures(cells: list[Cell], records: list[Record], results_root: Path |
         paths += plot_embedding_projection(model, images, labels, out_dir / f"embedding_{stem}",
                                            info.class_names, ignore_index=cell.data.ignore_index)
     return paths
-
-
-def render_figures(grid: str, cells: list[Cell], records: list[Record],
-                   results_root: Path | str, log: Callable[[str], Any] = print) -> list[Path]:
-    """All figures of a grid into `<results>/figures/<grid>/` (PNG + PDF); returns the paths."""
-    out_dir = ResultsLayout(results_root).figures(grid)
-    paths = record_figures(cells, records, out_dir, log)
-    paths += model_figures(cells, records, results_root, out_dir, log=log)
-    from benchmark.report.health_plots import plot_prototype_health  # they build on this module
-    from benchmark.report.mode_alignment import plot_mode_alignment
-
-    paths += plot_prototype_health(cells, records, out_dir, log)
-    return paths + plot_mode_alignment(cells, records, results_root, out_dir, log)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.report import plots
+from benchmark.report import figures, plots
 from benchmark.config import Cell, DataSpec, HeadSpec, ModelSpec, TrainSpec
 from benchmark.checkpoints import weights_sha256
 from benchmark.report.aggregate import per_class_iou
@@ -192,7 +192,7 @@ def test_which_heads_have_figures_is_asked_of_their_hooks():
 def test_render_figures_with_and_without_weights(tmp_path, model):
     records = [run_record(BASE, 0, 50.0), run_record(OURS, 0, 60.0)]
     notes: list[str] = []
-    paths = plots.render_figures("g", [BASE, OURS], records, tmp_path, log=notes.append)
+    paths = figures.render_figures("g", [BASE, OURS], records, tmp_path, log=notes.append)
     out = tmp_path / "figures" / "g"
     assert sorted(p.name for p in paths) == ["per_class_iou_b0.pdf", "per_class_iou_b0.png",
                                              "training_curves.pdf", "training_curves.png"]
@@ -207,7 +207,7 @@ def test_render_figures_with_and_without_weights(tmp_path, model):
     trained = build_model(OURS.model, 4)
     torch.save(trained.state_dict(), weights)
     notes.clear()
-    paths = plots.render_figures("g", [BASE, OURS], records, tmp_path, log=notes.append)
+    paths = figures.render_figures("g", [BASE, OURS], records, tmp_path, log=notes.append)
     names = {p.name for p in paths}
     assert f"similarity_{OURS.key}_seed0.png" in names
     assert f"embedding_{OURS.key}_seed0.png" in names
