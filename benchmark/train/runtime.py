@@ -1,10 +1,11 @@
 """How a run's step executes: `train.deterministic`, `train.channels_last`, `train.compile`.
 
 - `deterministic`: `torch.use_deterministic_algorithms` (warn-only: an op without a
-  deterministic kernel warns once instead of failing the run), cuDNN deterministic without
-  autotuning, and cuBLAS's fixed workspace (`CUBLAS_WORKSPACE_CONFIG=:4096:8`, set before the
-  first cuBLAS call), so a resumed GPU run can repeat an uninterrupted one bit for bit. The CPU
-  kernels the suite uses are deterministic already: on the CPU it changes nothing.
+  deterministic kernel warns instead of failing the run, and stays non-deterministic; on CUDA
+  the backward of bilinear upsampling is one), cuDNN deterministic without autotuning, and
+  cuBLAS's fixed workspace (`CUBLAS_WORKSPACE_CONFIG=:4096:8`, set before the first cuBLAS
+  call): what a GPU run needs to repeat bit for bit (perf/determinism.py checks whether it
+  does). The CPU kernels the suite uses are deterministic already: there it changes nothing.
 - `channels_last`: the model's 4-D weights and each batch in NHWC (a staged pipeline's uint8 is
   already HWC); convolution kernels prefer it on GPUs with tensor cores and in oneDNN.
 - `compile`: `torch.compile` of the model in place (`Module.compile`: the state dict keeps its
