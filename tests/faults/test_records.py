@@ -151,10 +151,11 @@ NONSENSE = {  # cell folder prefix: (how its record is changed, the problem repo
 }
 
 
-def test_records_without_sense_are_reported_once_rerun_and_never_tabulated(
+def test_records_without_sense_are_reported_once_and_never_tabulated(
         smoke_reference, tmp_path, run_all, tiny_smoke) -> None:
     """Issue 24, item 5: an mIoU of 4321, a hand-written six-key record of 99.9, and a stored
-    mIoU its confusion matrix does not give: one line each, pending in the table, made again."""
+    mIoU its confusion matrix does not give: one line each, pending in the table, planned to be
+    made again."""
     results = tmp_path / "results"
     shutil.copytree(smoke_reference, results)
     paths = {}
@@ -172,14 +173,9 @@ def test_records_without_sense_are_reported_once_rerun_and_never_tabulated(
     assert sorted(csv_states(results)) == ["done", "done", "pending", "pending", "pending"]
     table = (results / "tables" / "smoke.md").read_text()
     assert "4321" not in table and "99.9" not in table
-
-    proc = run_all("--grid", "smoke", "--results", str(results), *tiny_smoke)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "5 runs, 2 done, 3 to run" in proc.stdout
-    for path in paths.values():
-        assert read_record(path).weights_sha256 == read_record(
-            smoke_reference / path.relative_to(results)).weights_sha256
-    assert csv_states(results) == ["done"] * 5
+    # made again like any damaged record (test_a_run_remakes_only_the_damaged_records runs it)
+    proc = run_all("--grid", "smoke", "--results", str(results), "--dry-run", *tiny_smoke)
+    assert proc.returncode == 0 and proc.stdout.count("seed0 damaged (rerun)") == 3, proc.stdout
 
 
 def test_temp_files_of_interrupted_writers_are_removed_by_the_next_run(
