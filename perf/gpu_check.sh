@@ -60,13 +60,14 @@ done
 [ "$DRY" = 1 ] && exit 0
 
 if [ "$APPEND" = 1 ]; then  # the preflight tables (the figures appended their own sections)
-  DEVICE=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU')")
+  DEVICE=$("$PY" -c "import torch; c = torch.cuda
+print(c.get_device_name(0) if c.is_available() else 'CPU')")
   {
     echo
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC'): perf/gpu_check.sh on $DEVICE"
     echo
     echo "Preflight of grid $GRID (one training step + one evaluation forward per cell at the"
-    echo "recipe's images per GPU, random weights); $(( $(date +%s) - START )) s for the whole check."
+    echo "recipe's images per GPU, random weights); $(( $(date +%s) - START )) s in all."
     for i in 0 1; do
       echo
       echo "### ${TITLES[$i]} (exit $(cat "$LOG.$i.rc"))"

@@ -16,7 +16,7 @@ from benchmark.datasets.ade20k import ADE20K
 from benchmark.datasets.base import (DataError, NativeSource, Pair, SegmentationDataset,
                                      decode_label, decode_rgb, make_lut)
 from benchmark.datasets.mmseg_pipeline import LEVELS, MMSegPipeline, _convert, photometric_uint8
-from benchmark.datasets.staging import DeviceNormalise, HostItems, move, staged
+from benchmark.datasets.staging import HostItems, move, staged
 from benchmark.datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, BGRInput, RandomCropPad,
                                            RandomRescale, train_transform)
 
