@@ -10,7 +10,6 @@ import math
 
 from benchmark.config import Cell, ConfigError, DataSpec, get_path, override_keys
 from benchmark.ranges import check_ranges
-from benchmark.ranges import check_ranges
 
 CHOICES: dict[str, tuple[str, ...]] = {  # a head's own choices and ranges: its options class
     "train.optimizer": ("sgd", "adamw"),
@@ -60,7 +59,6 @@ def validate(cell: Cell) -> Cell:
         raise ConfigError("bad value for eval.window_h/w, eval.stride_h/w: slide mode needs "
                           "0 < stride <= window in both directions")
     _check_data(cell.data)
-    check_ranges(cell)  # data, train and eval ranges (benchmark/ranges.py)
     check_ranges(cell)  # data, train and eval ranges (benchmark/ranges.py)
     return cell
 

@@ -20,6 +20,7 @@ from benchmark.checkpoints.mmseg_zoo import convert_mmseg_zoo, is_mmseg_zoo
 from benchmark.checkpoints.openseg import ALIAS, convert_openseg_hrnet, is_openseg
 from benchmark.checkpoints.expected import sha256_of
 from benchmark.checkpoints.pretrained import read_state_dict
+from methods.registry import Registry, RegistryError
 
 WHAT = "--checkpoint"
 COMPUTED = re.compile(r"relative_position_index$|attn_mask$")  # buffers the suite computes
@@ -38,12 +39,22 @@ def find_checkpoint(path: str | Path, names: tuple[str, ...] = ()) -> Path:
 
 def _names_of(model: nn.Module) -> tuple[str, str, str]:
     """(backbone, decoder, head) registry names of a Segmentor."""
-    from methods.decoders import DECODERS
-    from methods.heads import HEADS
+    from methods.catalog import DECODERS, HEADS
 
-    decoder = next((n for n, cls in DECODERS.items() if type(model.decoder) is cls), "")
-    head = next((n for n, cls in HEADS.items() if type(model.head) is cls), "")
-    return getattr(model.backbone, "name", ""), decoder, head
+    return (getattr(model.backbone, "name", ""), _registered_name(DECODERS, model.decoder),
+            _registered_name(HEADS, model.head))
+
+
+def _registered_name(registry: Registry, module: nn.Module) -> str:
+    """The name `module`'s class is registered under; "" when none (a plugin that cannot be
+    imported here is not it: the module exists, so its class was importable)."""
+    for name in registry.names():
+        try:
+            if type(module) is registry.get(name).load():
+                return name
+        except RegistryError:
+            continue
+    return ""
 
 
 def _unprefixed(state: dict) -> dict:
