@@ -403,24 +403,28 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
         cv2.setNumThreads(cv2_threads)
     headers = ["Stage", "Model, input", "Suite / MMSeg", "Ratio [IQR]", "Checked first",
                "Target", "Verdict"]
-    notes = [f"{device} (the pipeline on the CPU), one process, 1 torch thread and 1 OpenCV "
-             f"thread; the two sides alternate, "
-             f"{repeats} rounds after {warmup} warm-up call(s) each; ratio = median over rounds "
-             f"of suite time / MMSeg time (below 1: the suite is faster)",
-             "same model, same weights: MMSeg builds from its config (SyncBN -> BN), the suite "
-             "loads MMSeg's random weights through benchmark/checkpoints; dropout and "
-             "stochastic depth off on both sides; steps timed with every learning rate 0",
-             "training step: forward, loss (MMSeg: its decode-head losses, accuracy and "
-             "parse_losses), backward, optimizer step (MMSeg: mmengine's OptimWrapper built from "
-             "the config); inputs already normalised on both sides",
-             "pipeline: a DataLoader worker's items, decode included; the suite's uint8 "
-             "samples (normalised and padded on the device, benchmark/datasets/staging.py) vs "
-             "MMSeg's train_pipeline up to PackSegInputs (its SegDataPreProcessor also runs on "
-             "the device); both sides draw the same random numbers",
-             "inference: the suite's evaluation forward, logits resized via the input "
-             "(eval.logit_resize=via_input), argmax; MMSeg's `predict` (whole / slide test_cfg)"]
     return Report("peer", "Peer: the suite vs MMSegmentation 1.2.2", [Table(headers, rows)],
-                  notes)
+                  _notes(device, warmup, repeats))
+
+
+def _notes(device: torch.device, warmup: int, repeats: int) -> list[str]:
+    """How the figure was measured, under its table."""
+    return [f"{device} (the pipeline on the CPU), one process, 1 torch thread and 1 OpenCV "
+            f"thread; the two sides alternate, "
+            f"{repeats} rounds after {warmup} warm-up call(s) each; ratio = median over rounds "
+            f"of suite time / MMSeg time (below 1: the suite is faster)",
+            "same model, same weights: MMSeg builds from its config (SyncBN -> BN), the suite "
+            "loads MMSeg's random weights through benchmark/checkpoints; dropout and "
+            "stochastic depth off on both sides; steps timed with every learning rate 0",
+            "training step: forward, loss (MMSeg: its decode-head losses, accuracy and "
+            "parse_losses), backward, optimizer step (MMSeg: mmengine's OptimWrapper built from "
+            "the config); inputs already normalised on both sides",
+            "pipeline: a DataLoader worker's items, decode included; the suite's uint8 "
+            "samples (normalised and padded on the device, benchmark/datasets/staging.py) vs "
+            "MMSeg's train_pipeline up to PackSegInputs (its SegDataPreProcessor also runs on "
+            "the device); both sides draw the same random numbers",
+            "inference: the suite's evaluation forward, logits resized via the input "
+            "(eval.logit_resize=via_input), argmax; MMSeg's `predict` (whole / slide test_cfg)"]
 
 
 if __name__ == "__main__":
