@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ROOMS = ("train", "launch", "report")
 LAUNCH_MAY_CALL = {"benchmark.train.engine", "benchmark.train.interrupts", "benchmark.train.step",
+                   "benchmark.train.evaluate",
                    "benchmark.train.optim", "benchmark.train.memory"}
 
 
