@@ -154,7 +154,7 @@ class TrainSpec:
     param_groups: str = "no_decay_1d"  # no_decay_1d | decay_all | segformer | swin (optim.py)
     ce_average: str = "labelled"  # cross-entropy mean over: labelled | all_pixels (MMSeg's)
     ce_weights: str = "none"  # class weights: none | protoseg_cityscapes (released config's)
-    # how the step runs (benchmark/train/runtime.py): torch.compile of the model (dynamic shapes),
+    # how the step runs (benchmark/train/engine.py): torch.compile of the model (dynamic shapes),
     # channels-last tensors (CNN backbones), deterministic kernels + cuBLAS/cuDNN settings (GPU)
     compile: bool = setting(False, legacy=False)
     channels_last: bool = setting(False, legacy=False)

@@ -2,7 +2,7 @@
 
 A signal (Ctrl-C, SIGTERM, SIGUSR2) anywhere outside a run's engine (start-up, planning, the dry
 run, `--status`, tables and reports) ends the command with one line and exit code 3; inside a
-run the engine checkpoints first (benchmark/train/interrupts.py) and says so in its own line.
+run the engine checkpoints first (benchmark/train/checkpoint.py) and says so in its own line.
 A closed pipe (`run_all.py --dry-run | head -2`) ends quietly, as Unix tools do (exit 141,
 128 + SIGPIPE, no message). A full disk ends with the one line of `benchmark.disk.DiskFull`.
 Torch-free: the handlers are in before the command's heavier imports.
@@ -29,7 +29,7 @@ CLOSED_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool that SIGPI
 
 class Interrupted(RuntimeError):
     """A run stopped on a signal after saving a checkpoint; rerunning resumes it (raised by
-    the engine, benchmark/train/interrupts.py)."""
+    the engine, benchmark/train/checkpoint.py)."""
 
 
 class Stopped(KeyboardInterrupt):

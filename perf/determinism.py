@@ -7,7 +7,7 @@ resumed from its checkpoint; the table says whether the final weights (sha256) o
 and the resumed run equal the first's, and the step time against deterministic off. On the CPU
 every kernel the suite uses is deterministic, so both settings repeat; on a GPU, atomics in
 some backward kernels (e.g. bilinear upsampling, scatter/index-add) make results differ from
-run to run unless `train.deterministic` is on (benchmark/train/runtime.py). Run by
+run to run unless `train.deterministic` is on (benchmark/train/engine.py). Run by
 perf/gpu_check.sh, not by perf.run.
 """
 
@@ -37,9 +37,9 @@ def _cell(deterministic: bool, amp: bool, quick: bool) -> Any:
 
 def _resumed(cell: Any, stop_at: int) -> Any:
     """The run stopped by SIGTERM during step `stop_at`, then resumed from its checkpoint."""
-    import benchmark.train.loop as loop
+    import benchmark.train.engine as loop
     from benchmark.train.engine import train_and_evaluate
-    from benchmark.train.interrupts import Interrupted
+    from benchmark.train.checkpoint import Interrupted
 
     real = loop.set_lr
 

@@ -206,7 +206,7 @@ def step_fns(which: str, batch: int, size: int, device: torch.device = torch.dev
              ) -> tuple[dict[str, Callable], list[float]]:
     """The two training steps on one batch, after checking their first two losses agree;
     returns them and the losses (suite, MMSeg) of the check."""
-    from benchmark.train.step import training_step
+    from benchmark.train.engine import training_step
 
     ours, theirs, cfg = models(which)
     ours.to(device).train()

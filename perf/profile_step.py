@@ -162,8 +162,8 @@ def pregenerated_training_data() -> Iterator[None]:
 @contextlib.contextmanager
 def timed_batches(waits: list[float]) -> Iterator[None]:
     """Record how long the training loop waits for each batch (ms), in the main process
-    (the loop, benchmark/train/loop.py, is where the batches are fetched)."""
-    import benchmark.train.loop as loop
+    (the loop, benchmark/train/engine.py, is where the batches are fetched)."""
+    import benchmark.train.engine as loop
 
     real = loop.labelled_batches
 

@@ -1,5 +1,5 @@
 """Figure 1's second table: what `train.channels_last` and `train.compile` do to one training
-step (benchmark/train/runtime.py), each against the eager contiguous step of the same model,
+step (benchmark/train/engine.py), each against the eager contiguous step of the same model,
 weights and batch.
 
 Rows: MiT-B0 + MLP-256 (a transformer: channels_last is not offered for it, compile is) and
@@ -44,8 +44,8 @@ def variant(setup: Setup, flags: dict[str, bool], device: torch.device
             ) -> tuple[Callable[[], float], float, float]:
     """(step, first loss, seconds of the first call) of the setup under `flags`."""
     from benchmark.config import TrainSpec
-    from benchmark.train.runtime import prepare_model
-    from benchmark.train.step import training_step
+    from benchmark.train.engine import prepare_model
+    from benchmark.train.engine import training_step
 
     model = prepare_model(build(setup, "softmax", device), TrainSpec(**flags))
     optimizer = make_optimizer(model, setup)
@@ -100,7 +100,7 @@ def options_table(quick: bool, device: torch.device) -> tuple[Table, list[str]]:
 
 
 def _backend() -> str:
-    from benchmark.train.runtime import COMPILE_BACKEND
+    from benchmark.train.engine import COMPILE_BACKEND
 
     return COMPILE_BACKEND
 

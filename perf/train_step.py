@@ -1,6 +1,6 @@
 """Figure 1: one training step, prototype head vs softmax head, same backbone, decoder, batch.
 
-The step is the engine's own (`benchmark.train.step.training_step`: forward, upsampled
+The step is the engine's own (`benchmark.train.engine.training_step`: forward, upsampled
 cross-entropy + the head's PPC/PPD, backward, optimizer step; for ProtoSeg also Sinkhorn and
 the momentum update). Both models are built from the same seed, so they differ only in the
 head: a 1x1 convolution (C x D) vs K = 10 prototypes per class in the grids' "Ours"
@@ -116,7 +116,7 @@ def inputs(setup: Setup, device: torch.device) -> tuple[torch.Tensor, torch.Tens
 
 def step_fn(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
             labels: torch.Tensor):
-    from benchmark.train.step import training_step
+    from benchmark.train.engine import training_step
 
     model.train()
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tabulate import tabulate
 
 from benchmark.config import Cell
-from benchmark.train.memory import peak_bytes, reset_peak
+from benchmark.train.telemetry import peak_bytes, reset_peak
 from benchmark.launch.plan import crop_size, per_device_batch
 from methods import build_model, count_params
 
@@ -125,10 +125,10 @@ def _autocast(cell: Cell, device: torch.device) -> Callable[[], Any]:
 
 def _check_training_step(cell: Cell, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                          images: torch.Tensor, result: PreflightResult) -> None:
-    """The engine's training step (benchmark/train/step.py) on labels that are the model's own
+    """The engine's training step (benchmark/train/engine.py) on labels that are the model's own
     predictions under the same dropout draw, an ignore band on top; times it and checks the
     loss terms and that prototypes move."""
-    from benchmark.train.step import training_step
+    from benchmark.train.engine import training_step
 
     device, (h, w), ignore = images.device, images.shape[-2:], cell.data.ignore_index
     protos = getattr(model.head, "prototypes", None)

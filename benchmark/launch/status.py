@@ -16,7 +16,7 @@ from benchmark.launch.locks import describe, holder
 
 
 def read_heartbeat(path: Path) -> dict[str, Any] | None:
-    """The heartbeat JSON (benchmark/train/progress.py: step, total, phase, images_per_s,
+    """The heartbeat JSON (benchmark/train/telemetry.py: step, total, phase, images_per_s,
     eta_s, updated), None when absent or unreadable (a run before its first beat)."""
     try:
         beat = json.loads(path.read_text())

@@ -14,6 +14,9 @@ from torch.profiler import record_function
 from torch.utils.data import DataLoader, Sampler
 
 
+# ------------------------------------------------------------------------------------------ loaders
+
+
 class GlobalBatchSampler(Sampler[tuple[int, int]]):
     """Yields this process's share of the global batch of every step from `start_step` on.
 
@@ -99,7 +102,7 @@ def ignore_stop_signals(worker_id: int) -> None:
     the job; a worker killed by it would fail the run instead)."""
     import signal
 
-    from benchmark.train.interrupts import SIGNALS
+    from benchmark.train.checkpoint import SIGNALS
 
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)

@@ -1,41 +1,48 @@
-"""Training and evaluation of one run (cell x seed) with Accelerate, on 1 or N processes.
+"""One run, top to bottom: build the model, data and optimizer (resuming from the last
+checkpoint), the training loop and its step, the final checkpoint, evaluation, the result.
 
-The stages, each in its module: build (build.py), resume (resume.py), the training loop
-(loop.py, data order in data.py, one step in step.py), evaluation (evaluate.py). The engine
-watches SIGUSR2/SIGTERM/SIGINT from its first line to its last (interrupts.py), so a signal at
-any moment ends in a checkpoint the rerun resumes from, bitwise equal (docs/design.md).
+Like Accelerate's examples, `train_and_evaluate` reads in execution order; the pieces it calls
+live in this module in the same order, and the concepts it uses in the modules beside it:
+checkpoint.py (state, checkpoints, resume, signals), optim.py (optimizer, schedule, loss),
+data.py (loaders), evaluate.py (metrics), telemetry.py (progress, heartbeat, TensorBoard,
+prototype health, memory).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch.profiler import record_function
+from tqdm import tqdm
 
+from benchmark.checkpoints import load_pretrained
 from benchmark.checkpoints.identity import weights_sha256
+from benchmark.config import Cell
 from benchmark.datasets import DatasetInfo, build_dataset, dataset_info
-from benchmark.datasets.staging import staged
+from benchmark.datasets.staging import Finish, move, staged
 from benchmark.store import atomic_write
-from benchmark.train.build import build_state, make_accelerator
+from benchmark.train.checkpoint import DeferredSignals, RunContext, TrainState, resume, save_state
 from benchmark.train.data import (GlobalBatchSampler, labelled_batches, loader_workers,
                                   make_train_loader)
 from benchmark.train.evaluate import metrics_from_confusion, predict_confusion
-from benchmark.train.interrupts import DeferredSignals
-from benchmark.train.loop import train_loop
-from benchmark.train.memory import peak_record, reset_peak
-from benchmark.train.optim import build_optimizer
-from benchmark.train.progress import Heartbeat, TrainLog
-from benchmark.train.resume import resume
-from benchmark.train.runtime import apply_determinism
-from benchmark.train.state import RunContext, TrainState
-from benchmark.train.step import NonFiniteLossError, StepOutput, set_lr, training_step
-from benchmark.config import Cell
+from benchmark.train.optim import apply_lr, build_optimizer, rescale_aux_loss, seg_cross_entropy
+from benchmark.train.telemetry import (HealthMonitor, Heartbeat, TrainLog, peak_record,
+                                       prototype_scalars, reset_peak)
+from methods import build_model, count_params
+
+
+# ------------------------------------------------------------------------------------------ one run
+
 
 __all__ = ["GlobalBatchSampler", "NonFiniteLossError", "RunResult", "StepOutput",
            "build_optimizer", "eval_windows", "labelled_batches", "loader_workers",
@@ -81,7 +88,7 @@ def train_and_evaluate(cell: Cell, seed: int, progress: bool = True,
     the first line on: at step boundaries, between evaluation batches and after the weights are
     saved. `weights_path` receives the final state dict. `on_step(step)` is called after every
     training step (e.g. a profiler's `step`, perf/profile_step.py). `heartbeat_path` is a JSON
-    file rewritten every few seconds (step, images/s, time left; train/progress.py); `log_dir`
+    file rewritten every few seconds (step, images/s, time left; train/telemetry.py); `log_dir`
     receives TensorBoard scalars (losses, lr, throughput, evaluation mIoU).
     """
     with DeferredSignals() as signals:  # first: a signal during start-up is not lost
@@ -173,3 +180,193 @@ def _timings(ctx: RunContext, state: TrainState, eval_s: float, val_images: int
         "eval_img_per_s": val_images / eval_s if eval_s else math.nan,
         "resumed_from_step": state.resumed_from,
     }
+
+
+# ----------------------------------------------------------------------------------- building a run
+
+
+def make_accelerator(cell: Cell, log_dir: Path | None = None) -> Accelerator:
+    """Accelerate picks up 1..N processes from the environment; AMP only on a GPU. With
+    `log_dir`, its TensorBoard tracker writes there (benchmark/train/telemetry.py)."""
+    use_gpu = torch.cuda.is_available()
+    precision = "bf16" if (cell.train.amp and use_gpu) else "no"
+    if log_dir is None:
+        return Accelerator(cpu=not use_gpu, mixed_precision=precision)
+    return Accelerator(cpu=not use_gpu, mixed_precision=precision, log_with="tensorboard",
+                       project_dir=str(log_dir))
+
+
+def build_state(ctx: RunContext, info: DatasetInfo) -> TrainState:
+    """The cell's model with its pretrained weights and its optimizer, prepared for the run's
+    processes (SyncBN across GPUs, as the released recipes train), at step 0."""
+    cell, accelerator = ctx.cell, ctx.accelerator
+    model = build_model(cell.model, info.num_classes, cell.data.ignore_index)
+    pretrained: dict[str, Any] = {}
+    if cell.model.pretrained:  # local file only; a missing file is a one-line PretrainedError
+        report = load_pretrained(model, cell.model.pretrained)
+        ctx.say(report.summary())
+        pretrained = {"file": report.path, "sha256": report.sha256, "format": report.format,
+                      "tensors_loaded": report.loaded, "tensors_expected": report.expected}
+    health = HealthMonitor(model)  # before resuming: it keeps the initial prototypes
+    params = count_params(model)
+    if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = prepare_model(model, cell.train)  # channels_last, torch.compile (runtime.py)
+    optimizer = build_optimizer(model, cell)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return TrainState(model=model, optimizer=optimizer, params=params, health=health,
+                      pretrained=pretrained)
+
+
+# -------------------------------------------------------------------------------- the training loop
+
+
+def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
+               on_step: Callable[[int], None] | None = None, finish: Finish = move) -> None:
+    """Train from `state.step` to the last step; `on_step(step)` after each step (e.g. a
+    profiler's `step`, perf/profile_step.py), before that step's boundary is handled.
+    `finish(batch, device)` makes the step's inputs of a loaded batch on the device (the
+    normalisation of a staged pipeline, benchmark/datasets/staging.py)."""
+    cell, accelerator = ctx.cell, ctx.accelerator
+    device = accelerator.device
+    state.model.train()
+    clip = ((lambda: accelerator.clip_grad_norm_(state.model.parameters(), cell.train.grad_clip))
+            if cell.train.grad_clip > 0 else None)
+    bar = tqdm(total=ctx.total, initial=state.step, desc=f"train {cell.row} seed{ctx.seed}",
+               disable=not ctx.show, leave=False)
+    t0, train_s = time.perf_counter(), state.train_s
+    for step, batch in enumerate(labelled_batches(loader), start=state.step):
+        t_step = time.perf_counter()
+        lr = set_lr(state.optimizer, cell, step)
+        images, labels = finish(batch, device, channels_last=cell.train.channels_last)
+        result = training_step(state.model, state.optimizer, images, labels,
+                               cell.data.ignore_index, autocast=accelerator.autocast,
+                               backward=accelerator.backward, clip=clip, step=step,
+                               ce_average=cell.train.ce_average,
+                               ce_weights=cell.train.ce_weights)
+        state.step_times.append(time.perf_counter() - t_step)
+        if state.health is not None:
+            state.health.observe(result.out.state)
+        if step % cell.train.log_every == 0 or step == ctx.total - 1:
+            entry = {"step": step, "loss": result.loss.item(), "ce": result.ce.item(), "lr": lr}
+            entry.update({k: v.item() for k, v in result.out.losses.items()})
+            if state.health is not None:
+                entry.update(state.health.summary(accelerator.unwrap_model(state.model)))
+            state.history.append(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.3f}")
+            if ctx.logging:
+                log_scalars(ctx, state, entry)
+        bar.update(1)
+        if on_step is not None:
+            on_step(step)
+        state.step, state.train_s = step + 1, train_s + time.perf_counter() - t0
+        ctx.beat(state.step)
+        step_boundary(ctx, state)
+    bar.close()
+    state.train_s = train_s + time.perf_counter() - t0
+
+
+def step_boundary(ctx: RunContext, state: TrainState) -> None:
+    """After a step: checkpoint when due (periodic, last step, signal), then act on a signal."""
+    signum = ctx.agreed_signal()
+    every = ctx.cell.train.checkpoint_every
+    due = signum or state.step == ctx.total or (every and state.step % every == 0)
+    if ctx.checkpoint_dir is not None and due:
+        save_state(ctx, state)
+    ctx.stop_point(state.step, saved=True, signum=signum)
+
+
+def log_scalars(ctx: RunContext, state: TrainState, entry: dict[str, float]) -> None:
+    """TensorBoard scalars of a logged step: loss terms, lr, throughput, prototype statistics."""
+    values = {f"train/{k}": v for k, v in entry.items() if k != "step"}
+    values["train/images_per_s"] = ctx.cell.train.batch_size / state.step_times[-1]
+    values.update(prototype_scalars(ctx.accelerator.unwrap_model(state.model)))
+    ctx.log(values, int(entry["step"]))
+
+
+# -------------------------------------------------------------------------------- one training step
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class StepOutput:
+    """One training step's loss (total and cross-entropy) and the head's output."""
+
+    loss: torch.Tensor
+    ce: torch.Tensor
+    out: Any
+
+
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  images: torch.Tensor, labels: torch.Tensor, ignore_index: int,
+                  autocast: Callable[[], Any] = contextlib.nullcontext,
+                  backward: Callable[[torch.Tensor], None] | None = None,
+                  clip: Callable[[], Any] | None = None, step: int = 0,
+                  ce_average: str = "labelled", ce_weights: str = "none") -> StepOutput:
+    """Forward, loss (upsampled cross-entropy + the head's terms), backward, optimizer step.
+
+    `ce_average` (`train.ce_average`) normalises the main and auxiliary cross-entropy,
+    `ce_weights` (`train.ce_weights`) weights the main one's classes (benchmark/train/optim.py).
+
+    Each phase is a `torch.profiler` range (`train/forward`, `train/loss`, `train/backward`,
+    `train/optimizer`), nearly free when no profiler runs. `backward`/`autocast`/`clip` are
+    Accelerate's in the engine; plain autograd by default (perf/ benchmarks).
+    """
+    with autocast():
+        with record_function("train/forward"):
+            out = model(images, labels)
+        with record_function("train/loss"):
+            logits = F.interpolate(out.logits, size=labels.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+            ce = seg_cross_entropy(logits.float(), labels, ignore_index, ce_average, ce_weights)
+            rescale_aux_loss(out.losses, labels, ignore_index, ce_average)
+            loss = ce + sum(out.losses.values())
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"loss became {loss.item()} at step {step}; lower train.lr or set train.grad_clip"
+        )
+    with record_function("train/backward"):
+        optimizer.zero_grad(set_to_none=True)
+        (backward or torch.Tensor.backward)(loss)
+    with record_function("train/optimizer"):
+        if clip is not None:
+            clip()
+        optimizer.step()
+    return StepOutput(loss, ce, out)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, cell: Cell, step: int) -> float:
+    """Learning rate as a pure function of the step (nothing to save for resume); each group's
+    from its own base lr (benchmark/train/optim.py)."""
+    return apply_lr(optimizer, cell.train, step)
+
+
+# -------------------------------------------------------------- compile, channels-last, determinism
+
+
+COMPILE_BACKEND = os.environ.get("PROTOSEG_COMPILE_BACKEND", "inductor")
+CUBLAS_WORKSPACE = ":4096:8"  # the setting CUDA's docs give for reproducible cuBLAS results
+
+
+def apply_determinism(train: Any) -> bool:
+    """Switch deterministic kernels on when `train.deterministic` is set (before the model is
+    built: cuBLAS reads its workspace setting at its first call); returns whether it did."""
+    if not getattr(train, "deterministic", False):
+        return False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return True
+
+
+def prepare_model(model: torch.nn.Module, train: Any) -> torch.nn.Module:
+    """The model laid out and compiled as `train` asks (in place; the same module back)."""
+    if getattr(train, "channels_last", False):
+        model.to(memory_format=torch.channels_last)
+    if getattr(train, "compile", False):
+        model.compile(backend=COMPILE_BACKEND, dynamic=None)
+    return model

@@ -19,6 +19,9 @@ from tqdm import tqdm
 from benchmark.train.data import ignore_stop_signals
 
 
+# --------------------------------------------------------------------------------------- evaluation
+
+
 class LabelRangeError(ValueError):
     """A label value that is neither a class id nor the ignore value."""
 

@@ -1,35 +1,20 @@
-"""The optimizer of a run and its parameter groups (`train.param_groups`, docs/fidelity.md).
-
-- `no_decay_1d`: no weight decay on parameters with at most one dimension (norms, biases),
-  one lr. The suite's behaviour before the recipes named their sources.
-- `decay_all`: every parameter decays, one lr: MMSegmentation's default optimizer constructor
-  without `paramwise_cfg` (its FCN and HRNet configs) and the released ProtoSeg code.
-- `segformer`, `swin`: the `paramwise_cfg.custom_keys` of MMSegmentation's SegFormer and Swin
-  configs, applied as mmengine's DefaultOptimWrapperConstructor does: the longest key found in
-  a parameter's MMSeg name wins (ties alphabetically), and sets lr x `lr_mult`, weight decay
-  x `decay_mult`.
-
-A key is found where MMSegmentation's names of the same parameter contain it. The suite's
-names differ, so each key is a rule about what it finds there: `head` every parameter of the
-decode head (the suite's `decoder` and `head`) and of the auxiliary head (`decode_head.*`,
-`auxiliary_head.*`); `norm` every LayerNorm-type layer whose MMSeg name says `norm`: all of
-Swin's, MiT's but its stage-final norms (MMSeg's `layers.{i}.2`, so they decay under
-SegFormer's keys too), none of the heads' BatchNorms (MMSeg's ConvModules call them `bn`); the
-other keys the parameter names they spell (`relative_position_bias_table`;
-`absolute_pos_embed` and `pos_block`, which no paper model has). tests/fidelity/test_training.py
-checks the result against mmengine's constructor, with the source configs' `paramwise_cfg`, on
-MMSeg's own names of every paper backbone's parameters.
-"""
+"""The optimisation recipe: optimizer and parameter groups, the learning-rate schedule, the loss."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from benchmark.config import Cell
+
+
+# ----------------------------------------------------------------------------- optimizer and groups
+
 
 # paramwise_cfg.custom_keys of the source configs: key -> (lr_mult, decay_mult)
 CUSTOM_KEYS: dict[str, dict[str, tuple[float, float]]] = {
@@ -83,7 +68,7 @@ def multipliers(info: ParamInfo, keys: dict[str, tuple[float, float]]) -> tuple[
 
 def param_groups(model: nn.Module, cell: Cell) -> list[dict]:
     """Optimizer groups for `cell.train.param_groups`; each carries its `base_lr`, from which
-    benchmark/train/schedule.py sets the lr of every step."""
+    benchmark/train/optim.py sets the lr of every step."""
     t = cell.train
     infos = param_infos(model)
     if t.param_groups == "no_decay_1d":
@@ -108,3 +93,111 @@ def build_optimizer(model: nn.Module, cell: Cell) -> torch.optim.Optimizer:
     if cell.train.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cell.train.lr, momentum=cell.train.momentum)
     return torch.optim.AdamW(groups, lr=cell.train.lr)
+
+
+# --------------------------------------------------------------------------- learning-rate schedule
+
+
+def poly_warmup_factor(
+    step: int, total: int, power: float = 0.9, warmup_iters: int = 0, warmup_ratio: float = 1e-6
+) -> float:
+    """Multiplier of the base lr at `step` (0-based) of `total` steps (`poly` style, min_lr 0).
+
+    Poly: (1 - step/total)^power. Warm-up: the factor rises linearly from `warmup_ratio` to the
+    poly value over the first `warmup_iters` steps (mmcv's linear warm-up).
+    """
+    poly = (1.0 - min(step, total) / total) ** power
+    if step < warmup_iters:
+        k = (1.0 - step / warmup_iters) * (1.0 - warmup_ratio)
+        return poly * (1.0 - k)
+    return poly
+
+
+def poly_lr(step: int, base_lr: float, iters: int, power: float = 0.9, min_lr: float = 0.0,
+            warmup_iters: int = 0, warmup_ratio: float = 1e-6) -> float:
+    """The `poly` style at `step` for a group whose base lr is `base_lr`."""
+    if min_lr == 0.0:  # the exact expression runs recorded before min_lr existed used
+        return base_lr * poly_warmup_factor(step, iters, power, warmup_iters, warmup_ratio)
+    regular = min_lr + (base_lr - min_lr) * (1.0 - min(step, iters) / iters) ** power
+    if step < warmup_iters:
+        return regular * (1.0 - (1.0 - step / warmup_iters) * (1.0 - warmup_ratio))
+    return regular
+
+
+def mmengine_lr(step: int, base_lr: float, iters: int, power: float = 0.9, min_lr: float = 0.0,
+                warmup_iters: int = 0, warmup_ratio: float = 1e-6) -> float:
+    """The `mmengine` style at `step`: closed forms of LinearLR then PolyLR (see module doc)."""
+    if step < warmup_iters:
+        span = warmup_iters - 1  # LinearLR's total_iters
+        done = 0.0 if span == 0 else min(step, span) / span  # span 0: only step 0, the start
+        return base_lr * (warmup_ratio + (1.0 - warmup_ratio) * done)
+    span = iters - warmup_iters - 1  # PolyLR's total_iters
+    k = min(step - warmup_iters, span)
+    decay = 1.0 if span <= 0 else (1.0 - k / span) ** power
+    return min_lr + (base_lr - min_lr) * decay
+
+
+SCHEDULES = {"poly": poly_lr, "mmengine": mmengine_lr}
+
+
+def lr_at(step: int, base_lr: float, train: Any) -> float:
+    """Learning rate at `step` of a parameter group with base lr `base_lr` under the TrainSpec
+    `train` (its `lr_schedule`, `iters`, `poly_power`, `min_lr` and warm-up)."""
+    schedule = SCHEDULES[train.lr_schedule]
+    return schedule(step, base_lr, train.iters, train.poly_power, train.min_lr,
+                    train.warmup_iters, train.warmup_ratio)
+
+
+def apply_lr(optimizer: Any, train: Any, step: int) -> float:
+    """Set every parameter group's lr for `step` from its `base_lr` (benchmark/train/optim.py
+    stores it; the recipe's lr otherwise); returns the lr of a group at the recipe's lr."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, group.get("base_lr", train.lr), train)
+    return lr_at(step, train.lr, train)
+
+
+# --------------------------------------------------------------------------------------------- loss
+
+
+AUX_LOSS = "aux"  # the auxiliary head's term in HeadOutput.losses (methods/segmentor.py)
+# `train.ce_weights`: per-class weights of the cross-entropy. protoseg_cityscapes: the released
+# ProtoSeg Cityscapes configs' `ce_weight` (configs/cityscapes/H_48_D_4_proto.json), train ids.
+CLASS_WEIGHTS: dict[str, tuple[float, ...] | None] = {
+    "none": None,
+    "protoseg_cityscapes": (0.8373, 0.9180, 0.8660, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489,
+                            0.8786, 1.0023, 0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955,
+                            1.0865, 1.1529, 1.0507),
+}
+
+
+def seg_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int,
+                      average: str = "labelled", class_weights: str = "none") -> Tensor:
+    """Cross-entropy of (B, C, H, W) `logits` against (B, H, W) `labels`, averaged per `average`.
+
+    With `class_weights`, `labelled` is torch's weighted mean (sum of w_y * loss / sum of w_y,
+    the released code's `nn.CrossEntropyLoss(weight)`), `all_pixels` the weighted sum / pixels."""
+    values = CLASS_WEIGHTS[class_weights]
+    weight = None if values is None else logits.new_tensor(values)
+    if weight is not None and weight.numel() != logits.shape[1]:
+        raise ValueError(f"train.ce_weights={class_weights} has {weight.numel()} classes, the "
+                         f"model {logits.shape[1]}; use it only with its data set")
+    if average == "labelled":
+        return F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index)
+    if average != "all_pixels":
+        raise ValueError(f"unknown train.ce_average {average!r}; use labelled or all_pixels")
+    total = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index,
+                            reduction="sum")
+    return total / labels.numel()
+
+
+def labelled_share(labels: Tensor, ignore_index: int) -> Tensor:
+    """Share of pixels whose label is not `ignore_index` (0-dim float tensor)."""
+    return (labels != ignore_index).float().mean()
+
+
+def rescale_aux_loss(losses: dict[str, Tensor], labels: Tensor, ignore_index: int,
+                     average: str = "labelled") -> None:
+    """Bring the auxiliary loss (a labelled-pixel mean at label resolution, methods/segmentor.py)
+    to `average` in place: `all_pixels` multiplies it by the labelled share of `labels`."""
+    if average == "all_pixels" and AUX_LOSS in losses:
+        losses[AUX_LOSS] = losses[AUX_LOSS] * labelled_share(labels, ignore_index)

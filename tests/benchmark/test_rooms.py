@@ -12,9 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ROOMS = ("train", "launch", "report")
-LAUNCH_MAY_CALL = {"benchmark.train.engine", "benchmark.train.interrupts", "benchmark.train.step",
+LAUNCH_MAY_CALL = {"benchmark.train.engine", "benchmark.train.checkpoint", "benchmark.train.engine",
                    "benchmark.train.evaluate",
-                   "benchmark.train.optim", "benchmark.train.memory"}
+                   "benchmark.train.optim", "benchmark.train.telemetry"}
 
 
 def imported(path: Path) -> set[str]:

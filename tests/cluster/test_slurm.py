@@ -23,7 +23,7 @@ from benchmark.cli import main
 from benchmark.config import Cell
 from benchmark.overrides import apply_overrides
 from benchmark.train.engine import train_and_evaluate
-from benchmark.train.progress import HEARTBEAT_ENV
+from benchmark.train.telemetry import HEARTBEAT_ENV
 from benchmark.launch.executors import ClusterOptions, plan, submit
 from benchmark.store import jsonable
 from experiments.smoke import smoke

@@ -95,7 +95,7 @@ def test_status_shows_running_runs_with_owner_and_progress(results, run_all, tin
     layout = ResultsLayout(results)
     key = cells[1].key
     beat = {"step": 3, "total": 6, "phase": "training", "images_per_s": 12.5, "eta_s": 100,
-            "updated": dt.datetime.now(dt.timezone.utc).isoformat()}  # train/progress.py's
+            "updated": dt.datetime.now(dt.timezone.utc).isoformat()}  # train/telemetry.py's
     heartbeat = layout.heartbeat("smoke", key, 0)
     heartbeat.parent.mkdir(parents=True)
     heartbeat.write_text(json.dumps(beat))

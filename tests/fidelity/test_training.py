@@ -15,9 +15,9 @@ from torch import nn
 
 from benchmark.config import Cell, ModelSpec
 from benchmark.train.evaluate import confusion_matrix, predict_confusion, upsample_logits
-from benchmark.train.loss import rescale_aux_loss, seg_cross_entropy
+from benchmark.train.optim import rescale_aux_loss, seg_cross_entropy
 from benchmark.train.optim import CUSTOM_KEYS, build_optimizer
-from benchmark.train.schedule import lr_at
+from benchmark.train.optim import lr_at
 from experiments import get_grid
 from experiments.recipes import RECIPES, Recipe
 from methods import build_model

@@ -343,7 +343,7 @@ def test_memory_variant_resumes_bitwise_equal(tmp_path, monkeypatch) -> None:
     import signal
 
     import benchmark.train.engine as engine
-    from benchmark.train.interrupts import Interrupted
+    from benchmark.train.checkpoint import Interrupted
 
     cell = apply_overrides(next(c for c in get_grid("smoke").cells if c.row == "Pixel contrast"),
                            TINY)
@@ -358,7 +358,7 @@ def test_memory_variant_resumes_bitwise_equal(tmp_path, monkeypatch) -> None:
 
     ckpt = tmp_path / "ckpt"
     with monkeypatch.context() as m:
-        m.setattr("benchmark.train.loop.set_lr", set_lr)  # the loop's step (train/loop.py)
+        m.setattr("benchmark.train.engine.set_lr", set_lr)  # the loop's step (train/engine.py)
         with pytest.raises(Interrupted):
             engine.train_and_evaluate(cell, seed=2, progress=False, checkpoint_dir=ckpt)
     resumed = engine.train_and_evaluate(cell, seed=2, progress=False, checkpoint_dir=ckpt)

@@ -1,4 +1,4 @@
-"""Cross-entropy normalisation (benchmark/train/loss.py): `labelled` is torch's mean over
+"""Cross-entropy normalisation (benchmark/train/optim.py): `labelled` is torch's mean over
 labelled pixels, `all_pixels` divides the same sum by every pixel."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.train.loss import labelled_share, rescale_aux_loss, seg_cross_entropy
+from benchmark.train.optim import labelled_share, rescale_aux_loss, seg_cross_entropy
 
 IGNORE = 255
 
@@ -69,7 +69,7 @@ def test_class_weights_follow_the_released_configs_weighted_mean() -> None:
     code's weighted nn.CrossEntropyLoss), computed here by hand."""
     import torch
 
-    from benchmark.train.loss import CLASS_WEIGHTS, seg_cross_entropy
+    from benchmark.train.optim import CLASS_WEIGHTS, seg_cross_entropy
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 19, 3, 4, generator=g)

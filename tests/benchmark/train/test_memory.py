@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.train.memory import peak_bytes, peak_record, reset_peak
+from benchmark.train.telemetry import peak_bytes, peak_record, reset_peak
 
 CPU = torch.device("cpu")
 

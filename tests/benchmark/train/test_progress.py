@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from benchmark.overrides import apply_overrides
 from benchmark.train.engine import train_and_evaluate
-from benchmark.train.progress import Heartbeat, prototype_scalars
+from benchmark.train.telemetry import Heartbeat, prototype_scalars
 from experiments.smoke import smoke
 
 TINY = ["train.iters=6", "train.batch_size=4", "data.train_images=16", "data.val_images=4",
@@ -115,7 +115,7 @@ def test_prototype_scalars_only_for_heads_with_several_prototypes() -> None:
 
 
 def test_heartbeat_interval_comes_from_the_environment(monkeypatch) -> None:
-    from benchmark.train.progress import HEARTBEAT_ENV, HEARTBEAT_EVERY_S, heartbeat_interval
+    from benchmark.train.telemetry import HEARTBEAT_ENV, HEARTBEAT_EVERY_S, heartbeat_interval
 
     monkeypatch.setenv(HEARTBEAT_ENV, "0.25")
     assert heartbeat_interval() == 0.25

@@ -14,7 +14,7 @@ import submitit
 from benchmark.train import checkpoint
 from benchmark.overrides import apply_overrides
 from benchmark.train.engine import train_and_evaluate
-from benchmark.train.interrupts import Interrupted
+from benchmark.train.checkpoint import Interrupted
 from benchmark.launch.executors import RunJob, plan
 from experiments.smoke import smoke
 
@@ -29,7 +29,7 @@ def prototype_cell(*extra: str):
 
 def interrupt_at(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
     """Deliver a real signal to this process while step `step` is being computed."""
-    import benchmark.train.loop as loop
+    import benchmark.train.engine as loop
 
     real_set_lr = loop.set_lr
 

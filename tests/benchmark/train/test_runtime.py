@@ -1,4 +1,4 @@
-"""train.compile, train.channels_last, train.deterministic (benchmark/train/runtime.py).
+"""train.compile, train.channels_last, train.deterministic (benchmark/train/engine.py).
 
 Compiled runs use the "aot_eager" backend: the same dynamo graphs and autograd as inductor
 without generating C++, which takes minutes per model on a 2-core machine. Tolerances: a
@@ -12,12 +12,12 @@ import os
 import pytest
 import torch
 
-import benchmark.train.runtime as runtime
+import benchmark.train.engine as runtime
 from benchmark.overrides import apply_overrides
 from benchmark.train import checkpoint
 from benchmark.train.engine import train_and_evaluate
 from benchmark.train.evaluate import predict_confusion
-from benchmark.train.interrupts import Interrupted
+from benchmark.train.checkpoint import Interrupted
 from experiments.smoke import smoke
 from methods import build_model
 
@@ -51,7 +51,7 @@ def test_compiled_training_equals_eager_and_resumes_bitwise(tmp_path, monkeypatc
     assert len(losses(compiled)) == 6
     torch.testing.assert_close(losses(compiled), losses(eager), rtol=LOSS_RTOL, atol=0)
 
-    import benchmark.train.loop as loop
+    import benchmark.train.engine as loop
 
     real_set_lr = loop.set_lr
 

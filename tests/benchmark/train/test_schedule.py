@@ -1,4 +1,4 @@
-"""Learning-rate schedules (benchmark/train/schedule.py): the `poly` style keeps the suite's
+"""Learning-rate schedules (benchmark/train/optim.py): the `poly` style keeps the suite's
 original values exactly; the `mmengine` style's landmarks (warm-up end, poly start, floor)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmark.config import TrainSpec
-from benchmark.train.schedule import apply_lr, lr_at, mmengine_lr, poly_lr, poly_warmup_factor
+from benchmark.train.optim import apply_lr, lr_at, mmengine_lr, poly_lr, poly_warmup_factor
 
 
 def test_poly_style_is_bitwise_the_original_formula() -> None:

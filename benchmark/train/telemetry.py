@@ -1,31 +1,31 @@
-"""Live progress of a long run: a heartbeat file and TensorBoard scalars.
-
-The heartbeat is a small JSON file rewritten atomically every few seconds (step, total,
-images/s, estimated seconds left, pid, host, time of the update) so that `--status` can show a
-running run's progress without touching the process (benchmark/launch/status.py reads it).
-TensorBoard scalars (loss terms, lr, throughput, evaluation mIoU, prototype statistics) go
-through Accelerate's trackers, written by the main process.
-"""
+"""What a run reports while it runs: progress bars and log lines, the heartbeat file, TensorBoard
+scalars, prototype health, and peak memory."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import math
 import os
+import re
+import resource
 import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import datetime as dt
 import torch
 from accelerate import Accelerator
 
 from benchmark.disk import DiskFull, disk_full, is_full, quiet_full_disk_in_threads
 from benchmark.store import atomic_write
-from methods.prototype_health import pairwise_cosine
+from methods.prototype_health import AssignmentCounts, health, pairwise_cosine
+
+
+# ----------------------------------------------------------------------------------------- progress
+
 
 HEARTBEAT_EVERY_S = 5.0
 HEARTBEAT_ENV = "PROTOSEG_HEARTBEAT_S"  # seconds between heartbeats (tests: well below a step)
@@ -151,3 +151,100 @@ def prototype_scalars(model: torch.nn.Module) -> dict[str, float]:
     if vectors is None or vectors.shape[1] < 2:
         return {}
     return {"prototypes/pairwise_cosine": float(pairwise_cosine(vectors).mean())}
+
+
+# --------------------------------------------------------------------------------- prototype health
+
+
+def prototype_buffer(model: torch.nn.Module) -> torch.Tensor | None:
+    """The head's (C, K, D) prototypes, or None for heads without prototypes."""
+    protos = getattr(getattr(model, "head", None), "prototypes", None)
+    return protos if isinstance(protos, torch.Tensor) and protos.dim() == 3 else None
+
+
+class HealthMonitor:
+    """Counts assignments of a prototype head; inactive (a no-op) for other heads."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        protos = prototype_buffer(model)
+        self.initial = protos.detach().cpu().clone() if protos is not None else None
+        self.counts = AssignmentCounts.zeros(*protos.shape[:2]) if protos is not None else None
+
+    @property
+    def active(self) -> bool:
+        return self.counts is not None
+
+    def observe(self, head_state: dict[str, torch.Tensor]) -> None:
+        """Add one step's assignments (the head's training `state`)."""
+        if self.active and "assignments" in head_state and "gumbel_disagree" in head_state:
+            self.counts.add(head_state["assignments"], head_state["gumbel_disagree"])
+
+    def summary(self, model: torch.nn.Module) -> dict[str, float]:
+        """Finite class means of the statistics so far, as `health_<name>` scalars."""
+        if not self.active:
+            return {}
+        stats = health(self.counts, prototype_buffer(model), self.initial)["summary"]
+        return {f"health_{k}": float(v) for k, v in stats.items() if math.isfinite(float(v))}
+
+    def final(self, model: torch.nn.Module, accelerator: Accelerator) -> dict[str, Any] | None:
+        """Per-class statistics over the whole training, counts summed over processes."""
+        if not self.active:
+            return None
+        counts = self.counts
+        if accelerator.num_processes > 1:  # every process joins the reduction
+            device = accelerator.device
+            counts = AssignmentCounts(
+                accelerator.reduce(counts.per_prototype.to(device), "sum").cpu(),
+                accelerator.reduce(counts.gumbel_disagree.to(device), "sum").cpu())
+        return health(counts, prototype_buffer(model), self.initial)
+
+    def to_state(self) -> dict[str, list] | None:
+        return self.counts.to_lists() if self.active else None
+
+    def restore(self, saved: dict[str, list] | None) -> None:
+        if self.active and saved is not None:
+            self.counts = AssignmentCounts.from_lists(saved)
+
+
+# -------------------------------------------------------------------------------------- peak memory
+
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def reset_peak(device: torch.device) -> bool:
+    """Start a new peak; False when the CPU peak cannot be reset (then it is the process's)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_bytes(device: torch.device) -> int:
+    """Bytes: allocated tensors at their peak (GPU) or peak resident set size (CPU)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        found = re.search(r"VmHWM:\s+(\d+) kB", _STATUS.read_text())
+        if found:
+            return int(found.group(1)) * 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss * (1 if sys.platform == "darwin" else 1024))
+
+
+def peak_record(device: torch.device, was_reset: bool) -> dict[str, Any]:
+    """The record's `memory` entry, saying what the number means."""
+    if device.type == "cuda":
+        return {"device": "cuda", "peak_bytes": peak_bytes(device),
+                "note": "peak allocated by torch on the GPU during the run"}
+    note = ("peak resident memory of the process during the run (CPU; DataLoader workers "
+            "not included)" if was_reset else
+            "peak resident memory of the whole process so far (CPU; could not be reset)")
+    return {"device": "cpu", "peak_bytes": peak_bytes(device), "note": note}
