@@ -386,14 +386,7 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
                          f"JPEG/PNG pairs (a worker's items)", t,
                          f"images within {worst} grey level(s), labels equal",
                          TARGETS["pipeline"], per=count))
-        views = [("whole-image inference", "SegFormer-B0, 1x512x683", 512, 683, False),
-                 ("sliding inference", "SegFormer-B0, crop 512, stride 341, 1x512x1024", 512,
-                  1024, True)]
-        if quick:
-            views = [("whole-image inference", "SegFormer-B0, 1x128x171", 128, 171, False),
-                     ("sliding inference", "SegFormer-B0, crop 512 stride 341, 1x512x700",
-                      512, 700, True)]
-        for stage, what, h, w, slide in views:
+        for stage, what, h, w, slide in _views(quick):
             fns, agree = inference_fns(h, w, slide, device)
             t = alternate(fns, repeats, warmup, device)
             rows.append(_row(stage, what, t, f"predictions equal on {agree:.4%} of pixels",
@@ -405,6 +398,17 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
                "Target", "Verdict"]
     return Report("peer", "Peer: the suite vs MMSegmentation 1.2.2", [Table(headers, rows)],
                   _notes(device, warmup, repeats))
+
+
+def _views(quick: bool) -> list[tuple[str, str, int, int, bool]]:
+    """The inference rows: (stage, what, height, width, sliding)."""
+    if quick:
+        return [("whole-image inference", "SegFormer-B0, 1x128x171", 128, 171, False),
+                ("sliding inference", "SegFormer-B0, crop 512 stride 341, 1x512x700", 512, 700,
+                 True)]
+    return [("whole-image inference", "SegFormer-B0, 1x512x683", 512, 683, False),
+            ("sliding inference", "SegFormer-B0, crop 512, stride 341, 1x512x1024", 512, 1024,
+             True)]
 
 
 def _notes(device: torch.device, warmup: int, repeats: int) -> list[str]:
