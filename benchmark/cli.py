@@ -25,7 +25,7 @@ from benchmark.launch.executors import (EXECUTORS, ClusterOptions, Run, execute_
 from benchmark.store import (ResultsLayout, as_layout, forget_reported, load_records,
                              load_summaries)
 from benchmark.disk import DiskFull
-from benchmark.train.checkpoint import Interrupted, Stopped
+from benchmark.stops import Interrupted, Stopped
 from experiments import Grid, get_grid, grid_names
 
 GridCells = list[tuple[Grid, list[Cell]]]

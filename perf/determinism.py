@@ -39,7 +39,7 @@ def _resumed(cell: Any, stop_at: int) -> Any:
     """The run stopped by SIGTERM during step `stop_at`, then resumed from its checkpoint."""
     import benchmark.train.engine as loop
     from benchmark.train.engine import train_and_evaluate
-    from benchmark.train.checkpoint import Interrupted
+    from benchmark.stops import Interrupted
 
     real = loop.set_lr
 

@@ -102,7 +102,7 @@ def _now() -> str:
 def execute_run(run: Run, progress: bool = True) -> Record:
     """Train and evaluate one run (resuming from its checkpoint) and write its record."""
     from benchmark.train.engine import make_accelerator, train_and_evaluate
-    from benchmark.train.checkpoint import Interrupted
+    from benchmark.stops import Interrupted
 
     started = _now()
     accelerator = make_accelerator(run.cell)

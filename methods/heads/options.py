@@ -64,6 +64,8 @@ class HeadOptions:
                            f"{', '.join(map(str, allowed))}")
         for f in fields(self):
             problem = range_problem(getattr(self, f.name), f.metadata)
+            if problem and problem.endswith("not a finite number"):
+                problem += f"; give a finite one, e.g. model.head.{self.PREFIX}{f.name}={f.default}"
             if problem:
                 out.append(f"{self.PREFIX}{f.name}: {problem}")
         return out

@@ -21,7 +21,7 @@ import benchmark.train.evaluate as evaluate
 from benchmark.overrides import apply_overrides
 from benchmark.train import checkpoint
 from benchmark.train.engine import RunResult, train_and_evaluate
-from benchmark.train.checkpoint import Interrupted
+from benchmark.stops import Interrupted
 from experiments.smoke import smoke
 
 ROOT = Path(__file__).resolve().parents[2]

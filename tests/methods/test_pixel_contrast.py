@@ -343,7 +343,7 @@ def test_memory_variant_resumes_bitwise_equal(tmp_path, monkeypatch) -> None:
     import signal
 
     import benchmark.train.engine as engine
-    from benchmark.train.checkpoint import Interrupted
+    from benchmark.stops import Interrupted
 
     cell = apply_overrides(next(c for c in get_grid("smoke").cells if c.row == "Pixel contrast"),
                            TINY)

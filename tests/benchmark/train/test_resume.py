@@ -14,7 +14,7 @@ import submitit
 from benchmark.train import checkpoint
 from benchmark.overrides import apply_overrides
 from benchmark.train.engine import train_and_evaluate
-from benchmark.train.checkpoint import Interrupted
+from benchmark.stops import Interrupted
 from benchmark.launch.executors import RunJob, plan
 from experiments.smoke import smoke
 

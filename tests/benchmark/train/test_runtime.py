@@ -17,7 +17,7 @@ from benchmark.overrides import apply_overrides
 from benchmark.train import checkpoint
 from benchmark.train.engine import train_and_evaluate
 from benchmark.train.evaluate import predict_confusion
-from benchmark.train.checkpoint import Interrupted
+from benchmark.stops import Interrupted
 from experiments.smoke import smoke
 from methods import build_model
 
