@@ -22,7 +22,8 @@ from benchmark.datasets.cityscapes import CITYSCAPES
 from benchmark.datasets.coco_stuff import COCO_STUFF10K
 from benchmark.datasets.synthetic import SyntheticConfig, SyntheticSegmentation
 
-__all__ = ["DatasetBuilders", "REAL", "REAL_DATASETS", "SYNTHETIC", "DataError", "DatasetInfo", "build_dataset",
+__all__ = ["DatasetBuilders", "REAL", "REAL_DATASETS", "SYNTHETIC", "DataError", "DatasetInfo",
+           "build_dataset",
            "check_layout", "dataset_info", "get_definition"]
 
 

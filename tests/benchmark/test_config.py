@@ -52,7 +52,8 @@ def test_an_option_added_with_its_legacy_value_re_keys_nothing(monkeypatch) -> N
     for grid in GRID_KEYS:  # the grids' modules, imported before the option exists
         get_grid(grid)
     entry = HEADS.get("prototype")
-    monkeypatch.setitem(HEADS._entries, "prototype", dataclasses.replace(entry, options=WithDropout))
+    patched = dataclasses.replace(entry, options=WithDropout)
+    monkeypatch.setitem(HEADS._entries, "prototype", patched)
     assert head_options("prototype") is WithDropout
     for grid, keys in GRID_KEYS.items():
         assert [c.key for c in get_grid(grid).cells] == keys.split(), grid
