@@ -40,15 +40,21 @@ def run_hours(records: list[Record]) -> float | None:
     return hours[len(hours) // 2] if hours else None
 
 
+def planning_sd(records: list[Record], sigma: float | None = None) -> tuple[float, str]:
+    """The per-run sd seed plans use and where it comes from: --sigma, else measured from
+    cells with >= 3 done seeds, else the prior."""
+    if sigma is not None:
+        return sigma, "--sigma"
+    measured = measured_sigma(records)
+    if measured is not None:
+        return measured[0], f"measured from {measured[1]} runs"
+    return SIGMA_PRIOR, "prior"
+
+
 def seed_plan(cells: list[Cell] | tuple[Cell, ...], records: list[Record], grid_seeds: int,
               sigma: float | None = None) -> list[str]:
     """The `--dry-run` lines: sigma used, seeds per pair and for the grid, and their cost."""
-    if sigma is not None:
-        used, source = sigma, "--sigma"
-    elif (measured := measured_sigma(records)) is not None:
-        used, source = measured[0], f"measured from {measured[1]} runs"
-    else:
-        used, source = SIGMA_PRIOR, "prior"
+    used, source = planning_sd(records, sigma)
     lines = [f"seed plan: 80% power, two-sided 5%, per-run sigma {used:.2f} mIoU ({source})"]
     gains = paper_gains(cells)
     for g in gains:

@@ -19,10 +19,10 @@ import numpy as np
 
 from benchmark.config import Cell
 from benchmark.looks import PairState, SequentialState, load_state, pair_key, save_state
-from benchmark.launch.seeds import measured_sigma, planned_seeds, run_hours
+from benchmark.launch.seeds import planning_sd, run_hours
 from benchmark.sequential import (SHAPE_NAMES, Design, boundaries, characteristics, decide,
                                   sd_of_differences, simulate, wave_looks)
-from benchmark.stats import MIN_SEEDS_FOR_MEASURED_SIGMA, PAPER_SMALLEST_GAIN, SIGMA_PRIOR
+from benchmark.stats import MIN_SEEDS_FOR_MEASURED_SIGMA, PAPER_SMALLEST_GAIN, planned_seeds
 from benchmark.store import Record, ResultsLayout
 
 
@@ -101,12 +101,7 @@ def variation(cells: list[Cell] | tuple[Cell, ...], records: list[Record],
               sigma: float | None = None) -> Variation:
     """The sd (--sigma, else measured from cells with >= 3 seeds, else the prior) and the
     correlation (measured from pairs with >= 3 common seeds, else 0: independent runs)."""
-    if sigma is not None:
-        sd, sd_from = sigma, "--sigma"
-    elif (measured := measured_sigma(records)) is not None:
-        sd, sd_from = measured[0], f"measured from {measured[1]} runs"
-    else:
-        sd, sd_from = SIGMA_PRIOR, "prior"
+    sd, sd_from = planning_sd(records, sigma)
     corr = measured_correlation(study_pairs(cells), done_miou(records))
     if corr is None:
         return Variation(sd, 0.0, f"per-run sd {sd:.2f} mIoU ({sd_from}), within-seed "
