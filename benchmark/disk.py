@@ -31,11 +31,13 @@ class DiskFull(OSError):
         return str(self.strerror)
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """Bytes as GB (from 0.1 GB) or MB, for one-line messages."""
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-def _existing(path: Path) -> Path:
+def existing_ancestor(path: Path) -> Path:
+    """`path` itself or its nearest ancestor that exists (where a new folder would be made)."""
     path = Path(os.path.abspath(path))
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -45,7 +47,7 @@ def _existing(path: Path) -> Path:
 def device_of(path: Path | str) -> tuple[str, str]:
     """(device, mount point) holding `path`: the longest mount point above it in
     /proc/self/mounts; ('unknown device', '/') where that cannot be read."""
-    real = os.path.realpath(_existing(Path(path)))
+    real = os.path.realpath(existing_ancestor(Path(path)))
     best = ("unknown device", "/")
     try:
         with open("/proc/self/mounts", encoding="utf-8") as f:
@@ -62,7 +64,7 @@ def device_of(path: Path | str) -> tuple[str, str]:
 
 def free_bytes(path: Path | str) -> int | None:
     try:
-        return shutil.disk_usage(_existing(Path(path))).free
+        return shutil.disk_usage(existing_ancestor(Path(path))).free
     except OSError:
         return None
 
@@ -71,8 +73,8 @@ def disk_full(path: Path | str, what: str, need: int | None = None) -> DiskFull:
     """The error for a write of `what` to `path` that found no room."""
     device, mount = device_of(path)
     free = free_bytes(path)
-    room = f"{_size(free)} free" if free is not None else "no room"
-    needed = f", about {_size(need)} needed" if need else ""
+    room = f"{human_size(free)} free" if free is not None else "no room"
+    needed = f", about {human_size(need)} needed" if need else ""
     return DiskFull(f"no space left on device {device} (mounted at {mount}) for {what} {path}: "
                     f"{room}{needed}; free some space or point --results at another disk; "
                     f"the last good checkpoint is kept and the same command resumes")

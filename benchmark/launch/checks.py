@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from benchmark.config import Cell
+from benchmark.disk import existing_ancestor, human_size
 from benchmark.store import ResultsLayout, jsonable
 
 EVAL_PAIRS = 2  # at least these evaluation pairs are decoded before training
@@ -52,18 +53,6 @@ def checkpoint_bytes(cell: Cell) -> int:
     return 4 * params["total"] + 4 * slots * params["learnable"]
 
 
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
-
-
-def existing_ancestor(path: Path) -> Path:
-    """`path` itself or its nearest ancestor that exists (where a new folder would be made)."""
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def folder_problem(folder: Path, need: int, what: str) -> str | None:
     """Whether `folder` (or the ancestor it would be made in) takes a write of `need` bytes."""
     base = existing_ancestor(folder)
@@ -77,8 +66,8 @@ def folder_problem(folder: Path, need: int, what: str) -> str | None:
         return f"cannot write in {base} ({err.strerror or err}), needed for {what}: {FIX_FOLDER}"
     free = shutil.disk_usage(base).free
     if free < need:
-        return (f"not enough space in {base}: {_gb(free)} free, {what} needs about "
-                f"{_gb(need)}; free some space or point --results at another disk")
+        return (f"not enough space in {base}: {human_size(free)} free, {what} needs about "
+                f"{human_size(need)}; free some space or point --results at another disk")
     return None
 
 
