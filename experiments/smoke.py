@@ -4,10 +4,8 @@ Softmax is the baseline, prototype K=5 is "ours"; K=1 shows what several prototy
 buy on data whose classes have several appearance modes. Pixel contrast is ContrastiveSeg (the
 softmax classifier plus an in-batch pixel-contrast loss), ProtoSeg's predecessor.
 
-960 steps (about 15 epochs of the 512 images): at the earlier 240 the softmax baseline had not
-converged (53 mIoU against the prototype head's 78; one seed each, 2026-11-29), which made the
-prototype head look 25-30 mIoU better. At 960 the softmax baseline reaches 86 and the
-prototype head 88, their training losses flattening (README, *What `make demo` does*).
+960 steps (about 15 epochs of the 512 images), long enough for every head's training loss to
+flatten; docs/results.md has the results and why shorter schedules mislead.
 """
 
 from __future__ import annotations
