@@ -22,9 +22,7 @@ Needs the `fidelity` extra; `perf.run` runs it, the tests do not.
 from __future__ import annotations
 
 import copy
-import sys
 import tempfile
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +33,7 @@ import torch
 
 from perf.common import (Report, Table, Timings, alternate, blocky_labels, paired_ratio,
                          ratio_spread, standalone, verdict)
+from perf.mmcv_lite import register_stand_in
 
 NUM_CLASSES, IGNORE = 150, 255
 SEGFORMER = "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512"
@@ -68,20 +67,7 @@ QUICK_STEP_SETUPS = (StepSetup("SegFormer MiT-B0 (quick), 1x64x64", "segformer",
 def mmseg() -> Any:
     """MMSegmentation 1.2.2 (mmcv-lite: a stand-in for the compiled ops none of these models
     calls, as tests/fidelity/conftest.py registers) and its model registry."""
-    if "mmcv._ext" not in sys.modules:
-        ext = types.ModuleType("mmcv._ext")
-
-        def missing(name: str) -> Callable[..., Any]:
-            if name.startswith("__"):
-                raise AttributeError(name)
-
-            def op(*args: Any, **kwargs: Any) -> Any:
-                raise RuntimeError(f"mmcv compiled op {name!r} called; mmcv-lite has none")
-
-            return op
-
-        ext.__getattr__ = missing  # type: ignore[method-assign]
-        sys.modules["mmcv._ext"] = ext
+    register_stand_in()
     import mmseg as package
     import mmseg.models  # noqa: F401  (registers the models)
     from mmengine.registry import init_default_scope

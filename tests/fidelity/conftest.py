@@ -10,33 +10,16 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
-import types
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
+from perf.mmcv_lite import register_stand_in
+
 INSTALL = "install it with `pip install -e '.[fidelity]'` (make test does)"
-
-
-def _stand_in_ext() -> types.ModuleType:
-    """`mmcv._ext` for mmcv-lite: every attribute is a function that raises when called."""
-    module = types.ModuleType("mmcv._ext")
-
-    def missing(name: str) -> Callable[..., Any]:
-        if name.startswith("__"):
-            raise AttributeError(name)
-
-        def op(*args: Any, **kwargs: Any) -> Any:
-            raise RuntimeError(f"mmcv compiled op {name!r} called; mmcv-lite has none")
-
-        return op
-
-    module.__getattr__ = missing  # type: ignore[method-assign]
-    return module
 
 
 class MMSeg:
@@ -85,7 +68,7 @@ def _replace_sync_bn(cfg: Any) -> None:
 @pytest.fixture(scope="session")
 def mmseg() -> MMSeg:
     """The oracle, or a skip (a failure in CI) naming what is missing and how to install it."""
-    sys.modules.setdefault("mmcv._ext", _stand_in_ext())
+    register_stand_in()
     try:
         oracle = MMSeg()
     except ImportError as err:
