@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
-from fidelity.conftest import INSTALL, MMSeg, _stand_in_ext
+from fidelity.conftest import INSTALL, MMSeg
+
+from perf.mmcv_lite import register_stand_in
 
 
 @pytest.fixture(scope="session")
 def mmseg_oracle() -> MMSeg:
     """MMSegmentation, or a skip naming how to install it (a failure in CI)."""
-    sys.modules.setdefault("mmcv._ext", _stand_in_ext())
+    register_stand_in()
     try:
         return MMSeg()
     except ImportError as err:
