@@ -345,3 +345,22 @@ def test_the_key_names_which_weights_not_where_they_are() -> None:
     scratch = apply_overrides(cell, ["model.pretrained=none"])
     assert here.key == there.key
     assert len({here.key, scratch.key, cell.key}) == 3
+
+
+def test_ours_replaces_the_head_of_every_ours_row_and_leaves_the_baselines() -> None:
+    """`--ours HEAD` on a paper grid: "Ours (FCN)" reads "Pixel-query (FCN)", the pairs stay,
+    every baseline keeps its key; a grid without "ours" cells is one ConfigError."""
+    from benchmark.cli import load_grid
+    from experiments import get_grid
+
+    original = get_grid("table1").cells
+    _, cells, _ = load_grid("table1", [], ours="pixel_query")
+    for before, after in zip(original, cells):
+        if before.tag == "baseline":
+            assert after == before and after.key == before.key
+        else:
+            assert after.model.head.name == "pixel_query" and after.pair == before.pair
+            assert after.row == "Pixel-query" + before.row[len("Ours"):]
+            assert after.key != before.key
+    with pytest.raises(ConfigError, match="grid zoo has no 'ours' cells"):
+        load_grid("zoo", [], ours="pixel_query")
