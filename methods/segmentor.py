@@ -106,10 +106,10 @@ def init_heads_like_mmseg(decoder: nn.Module, head: nn.Module, aux: nn.Module | 
 
 
 def count_params(model: nn.Module) -> dict[str, int]:
-    """Learnable parameters, and all parameters plus buffers such as prototypes (not BN stats)."""
+    """Learnable parameters, and all parameters plus the head's prototypes (not BN stats)."""
     learnable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    prototypes = sum(
-        b.numel() for name, b in model.named_buffers() if name.endswith("prototypes")
-    )
+    head = getattr(model, "head", None)
+    vectors = head.prototype_vectors() if head is not None else None
+    prototypes = vectors.numel() if vectors is not None else 0
     return {"learnable": learnable, "total": learnable + frozen + prototypes}

@@ -131,8 +131,7 @@ def _check_training_step(cell: Cell, model: torch.nn.Module, optimizer: torch.op
     from benchmark.train.engine import training_step
 
     device, (h, w), ignore = images.device, images.shape[-2:], cell.data.ignore_index
-    protos = getattr(model.head, "prototypes", None)
-    before = protos.detach().clone() if protos is not None else None
+    before = model.head.prototype_vectors()
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), torch.no_grad(), _autocast(cell, device)():
         pred = model(images).logits.argmax(1, keepdim=True).float()
@@ -152,7 +151,7 @@ def _check_training_step(cell: Cell, model: torch.nn.Module, optimizer: torch.op
     if missing:
         raise RuntimeError(f"training step lacks loss terms {missing}")
     if before is not None:
-        result.prototypes_moved = not torch.equal(before, model.head.prototypes)
+        result.prototypes_moved = not torch.equal(before, model.head.prototype_vectors())
         if not result.prototypes_moved:
             raise RuntimeError("prototypes did not move in the training step")
 

@@ -157,9 +157,9 @@ def prototype_scalars(model: torch.nn.Module) -> dict[str, float]:
 
 
 def prototype_buffer(model: torch.nn.Module) -> torch.Tensor | None:
-    """The head's (C, K, D) prototypes, or None for heads without prototypes."""
-    protos = getattr(getattr(model, "head", None), "prototypes", None)
-    return protos if isinstance(protos, torch.Tensor) and protos.dim() == 3 else None
+    """The head's (C, K, D) prototypes (its `prototype_vectors` hook), or None without them."""
+    head = getattr(model, "head", None)
+    return head.prototype_vectors() if head is not None else None
 
 
 class HealthMonitor:
