@@ -20,12 +20,13 @@ from benchmark.ranges import check_flags
 from benchmark.validation import validate
 from methods.registry import PLUGINS_ENV, RegistryError, import_plugins
 from benchmark.launch import locks
-from benchmark.launch.executors import (EXECUTORS, ClusterOptions, Run, execute_run, plan,
-                                        run_status, submit)
+from benchmark.launch.executors import EXECUTORS, Outcome
+from benchmark.launch.runs import Run, plan
+from benchmark.launch.status import run_status, with_running
 from benchmark.store import (ResultsLayout, as_layout, forget_reported, load_records,
                              load_summaries)
 from benchmark.disk import DiskFull
-from benchmark.stops import Interrupted, Stopped
+from benchmark.stops import Interrupted
 from experiments import Grid, get_grid, grid_names
 
 GridCells = list[tuple[Grid, list[Cell]]]
@@ -185,63 +186,7 @@ def write_tables(grid: Grid, cells: list[Cell], results: ResultsLayout | Path | 
 INTERRUPTED = 3  # exit code: a run stopped on a signal after saving its checkpoint
 
 
-def run_inline(pending: list[Run], progress: bool, force: bool = False) -> int:
-    """Run in this process; returns the number of failed runs (Interrupted propagates). Runs
-    another process holds (benchmark/launch/locks.py) are skipped, saying so."""
-    failures = 0
-    for i, run in enumerate(pending, 1):
-        print(f"[{i}/{len(pending)}] {run.cell.row} seed {run.seed}")
-        lock, why = locks.claim(run, force)
-        if lock is None:
-            print(f"  skipped {run.cell.row} seed {run.seed}: {why}")
-            continue
-        try:
-            record = execute_run(run, progress=progress)
-        except Interrupted as err:  # one line: signal, step, checkpoint folder, what to do
-            print(err, file=sys.stderr)
-            raise
-        except KeyboardInterrupt as err:  # a signal outside the engine (start, record write)
-            name = err.args[0] if isinstance(err, Stopped) else "SIGINT"
-            print(f"interrupted by {name}; run the same command again to resume", file=sys.stderr)
-            raise Interrupted(name) from None
-        except (DiskFull, BrokenPipeError):  # the grid stops: no failed record, no next run
-            raise
-        except Exception as err:  # noqa: BLE001 - recorded as failed; continue the grid
-            failures += 1
-            print(f"  failed: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
-            continue
-        finally:
-            lock.release()
-        print(f"  mIoU {record.miou:.1f}  aAcc {record.metrics['aacc']:.1f}  "
-              f"train {record.timings['train_s']:.0f}s  -> {run.path}")
-    return failures
-
-
-LIVE_STATES = ("pending", "running", "requeued", "configuring", "completing", "suspended")
-
-
-def skip_live_jobs(pending: list[Run]) -> list[Run]:
-    """Leave out runs whose SLURM job is still pending or running (no double submission)."""
-    states = run_status(pending)
-    live = [r for r, st in zip(pending, states) if st["state"] in LIVE_STATES]
-    for run in live:
-        print(f"  {run.cell.row} seed {run.seed}: a job is already queued or running; skipped")
-    return [r for r in pending if r not in live]
-
-
-def cluster_options(args: argparse.Namespace) -> ClusterOptions:
-    default_parallel = 1 if args.executor == "local" else 64
-    return ClusterOptions(
-        partition=args.partition, gpus_per_run=args.gpus_per_run, timeout_min=args.timeout_min,
-        account=args.account, qos=args.qos, constraint=args.constraint,
-        setup=tuple(args.slurm_setup),
-        max_parallel=args.max_parallel if args.max_parallel else default_parallel,
-    )
-
-
 def print_status(grid: Grid, runs: list[Run]) -> None:
-    from benchmark.launch.status import with_running  # running: lock owner + heartbeat
-
     print(f"grid {grid.name}:")
     for r in with_running(runs, run_status(runs)):
         job = f"job {r['job']}" if r["job"] else ""
@@ -308,14 +253,14 @@ def waves(grid: Grid, cells: list[Cell], args: argparse.Namespace,
 
 def dry_run(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) -> int:
     """Print the plan of every grid; trains and writes nothing."""
-    from benchmark.launch.plan import describe_plan
+    from benchmark.launch.dry_run import describe_plan
     from benchmark.launch.seeds import seed_plan
     from benchmark.store import load_summaries
     from experiments.recipes import RECIPES
 
     for grid, cells in grids:
         if args.checkpoint or grid.name == "zoo":  # evaluated, not trained: no seeds, no recipe
-            from benchmark.launch.plan import describe_checkpoints
+            from benchmark.launch.dry_run import describe_checkpoints
             from experiments.zoo import published_for
 
             print(describe_checkpoints(grid, cells, args.checkpoint, published_for))
@@ -357,34 +302,22 @@ def tables_only(args: argparse.Namespace, results: ResultsLayout, grids: GridCel
     return 0
 
 
-def run_here(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) -> int:
-    """`--executor inline`: every pending run in this process, then the tables."""
+def run_grids(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) -> int:
+    """Make every pending run where `--executor` says (wave after wave under `--seeds auto`),
+    then the tables of each grid whose runs have all ended."""
+    executor = EXECUTORS[args.executor].from_args(args)
     failures = 0
     for grid, cells in grids:
+        outcome = Outcome(0)
         try:
-            for pending in waves(grid, cells, args, results):
-                failures += run_inline(pending, progress=not args.no_progress, force=args.force)
+            for wave in waves(grid, cells, args, results):
+                outcome = executor.run(wave)
+                failures += outcome.failures
+                if not outcome.ended:
+                    break  # queued jobs: the same command, run again, takes the next look
         except Interrupted:
             return INTERRUPTED
-        if not write_outputs(grid, cells, args, results):
-            return 1
-    return finish(failures)
-
-
-def run_submitted(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) -> int:
-    """`--executor local|slurm`: submit the pending runs as job arrays (SLURM: return at once
-    unless --wait), then the tables of the grids whose jobs have ended."""
-    failures = 0
-    for grid, cells in grids:
-        for wave in waves(grid, cells, args, results):  # --seeds auto: wave after wave
-            pending = locks.skip_held(wave)  # no wasted job
-            if args.executor == "slurm" and not args.force:
-                pending = skip_live_jobs(pending)
-            submit(pending, args.executor, results, cluster_options(args), wait=args.wait)
-            if args.executor == "slurm" and not args.wait:
-                break  # the same command, run again, takes the looks and the next wave
-            failures += sum(not r.done for r in pending)
-        if args.executor == "slurm" and not args.wait:
+        if not outcome.ended:
             print(f"follow with: python run_all.py --grid {grid.name} --status")
             continue
         if not write_outputs(grid, cells, args, results):
@@ -427,16 +360,16 @@ def choose_mode(args: argparse.Namespace, grids: GridCells) -> Mode:
             return mode
     if args.checkpoint or any(grid.name == "zoo" for grid, _ in grids):
         return evaluate_published
-    return run_here if args.executor == "inline" else run_submitted
+    return run_grids
 
 
 def ready_to_compute(mode: Mode, args: argparse.Namespace, results: ResultsLayout,
                      grids: GridCells) -> bool:
     """The checks before a mode that computes: backbone weights (preflight and runs), then
     folders, files and data of every pending run; False after one line per problem."""
-    if mode in (run_here, run_submitted, preflight) and weights_refused(grids):
+    if mode in (run_grids, preflight) and weights_refused(grids):
         return False
-    if mode in (run_here, run_submitted):
+    if mode is run_grids:
         problem = data_problem(grids, args, results)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
@@ -498,7 +431,7 @@ def evaluate_published(args: argparse.Namespace, results, grids) -> int:
     from benchmark.launch.published import run_published
     from experiments.zoo import published_for
 
-    from benchmark.launch.executors import save_record
+    from benchmark.launch.runs import save_record
 
     code = run_published(grids, args.checkpoint, results, published_for,
                          progress=not args.no_progress, save=save_record)

@@ -5,22 +5,21 @@ builds the model): the folders its record, checkpoints and lock go to are writab
 enough free space for a record and a checkpoint of this model; its pretrained file exists; every
 split it reads passes the data set's quick layout check, and the first pairs of the evaluation
 split (read only after training) decode. Each problem is one line naming the path and the fix.
-A record write that fails anyway keeps the computed result (`keep_unsaved`).
+A record write that fails anyway keeps the computed result (runs.py, `save_record`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from benchmark.config import Cell
 from benchmark.disk import existing_ancestor, human_size
-from benchmark.store import ResultsLayout, jsonable
+from benchmark.launch.runs import Run
+from benchmark.store import ResultsLayout
 
 EVAL_PAIRS = 2  # at least these evaluation pairs are decoded before training
 FULL_DECODE_PAIRS = 256  # evaluation splits up to this size are decoded in full (CamVid's 233)
@@ -44,7 +43,7 @@ def checkpoint_bytes(cell: Cell) -> int:
     """One training checkpoint: fp32 weights and buffers, plus the optimizer state (SGD
     momentum: one copy of the learnable weights; AdamW: two)."""
     try:
-        from benchmark.launch.plan import estimate_memory  # meta-device count, cached on disk
+        from benchmark.launch.memory import estimate_memory  # meta-device count, cached on disk
 
         params = estimate_memory(cell, batch=1).params
     except Exception:  # noqa: BLE001 - a model that cannot be built fails its run anyway
@@ -148,11 +147,9 @@ def _header_size(path: Path, what: str) -> tuple[int, int]:
                         f"corrupt or not an image: {fix}") from None
 
 
-def first_problem(runs: Iterable[Any], root: ResultsLayout | Path,
-                  tables: bool = True) -> str | None:
-    """The first problem of any run (`.cell`, `.seed`) about to be trained under the results
-    folder `root`, or of the tables folder when `tables`; None when all is well."""
-    layout = root if isinstance(root, ResultsLayout) else ResultsLayout(root)
+def first_problem(runs: Iterable[Run], layout: ResultsLayout, tables: bool = True) -> str | None:
+    """The first problem of any run about to be trained under the results folder, or of the
+    tables folder when `tables`; None when all is well."""
     needs: dict[Path, tuple[int, str]] = {}  # folder checked -> (bytes needed, what goes there)
     if tables:
         needs[existing_ancestor(layout.tables())] = (1 << 20, "the tables")
@@ -182,50 +179,8 @@ def first_problem(runs: Iterable[Any], root: ResultsLayout | Path,
     return None
 
 
-def check_run(run: Any, root: ResultsLayout | Path) -> None:
+def check_run(run: Run) -> None:
     """The checks of one run inside its job, before the model is built; CheckError."""
-    problem = first_problem([run], root, tables=False)
+    problem = first_problem([run], run.layout, tables=False)
     if problem:
         raise CheckError(problem)
-
-
-def keep_unsaved(path: Path, record: dict[str, Any], err: OSError) -> str:
-    """A record that could not be written to `path`: print it to stderr as JSON and write it
-    under a fallback name beside it or in $TMPDIR; returns one line saying where it went."""
-    text = json.dumps(jsonable(record), indent=2, sort_keys=True, allow_nan=False)
-    print(text, file=sys.stderr)
-    reason = os.strerror(err.errno) if err.errno else str(err)  # the store's text repeats path
-    fallback = _keep(path, text)
-    if fallback is not None:
-        return (f"cannot write record {path} ({reason}); the result is kept in "
-                f"{fallback} and printed above: move it to {path} once the folder is writable")
-    return (f"cannot write record {path} ({reason}); the result is printed above "
-            f"as JSON: save it as {path} once the folder is writable")
-
-
-def keep_on_full_disk(path: Path, record: dict[str, Any]) -> str:
-    """A record the full disk did not take: kept in a fallback file where one can be written,
-    never printed (a record is hundreds of lines); says where, or that the run's final
-    checkpoint (deleted only after its record) makes the same command evaluate it again."""
-    fallback = _keep(path, json.dumps(jsonable(record), indent=2, sort_keys=True,
-                                      allow_nan=False))
-    if fallback is not None:
-        return f"the result is kept in {fallback}: move it to {path} once there is room"
-    return "the run's final checkpoint is kept: the same command evaluates it again"
-
-
-def _keep(path: Path, text: str) -> Path | None:
-    """Write `text` under a fallback name beside `path` or in $TMPDIR; where it went."""
-    from benchmark import store  # looked up at call time (tests replace the writer)
-
-    parts = Path(path).parts[-3:]  # <grid>/<key>/seed<k>.json
-    # not `seed*.json`: the store would read a fallback beside the record as a second record
-    candidates = [Path(path).with_name(f"unsaved-{Path(path).stem}-{os.getpid()}.json"),
-                  Path(tempfile.gettempdir()) / "protoseg-unsaved" / Path(*parts)]
-    for fallback in candidates:
-        try:
-            store.atomic_write(fallback, text + "\n")
-        except OSError:
-            continue
-        return fallback
-    return None

@@ -1,172 +1,106 @@
-"""Turning a grid into runs: plan which (cell, seed) still need a record, execute them.
+"""Where runs are made: one `Executor` per place, all with the same `run(pending) -> Outcome`.
 
-Executors:
-- `inline`: each pending run in this process, one after another.
-- `local`: submitit's local executor, one real subprocess per run (the runs of a grid are
-  submitted as job arrays of at most `--max-parallel` runs, waiting for each).
-- `slurm`: submitit on SLURM; the runs sharing the same resources form one job array, throttled
-  with `slurm_array_parallelism`. Jobs checkpoint and requeue themselves on preemption/timeout.
-A run that fails still writes a record (status 'failed' with the one-line error), so no
-finished run is lost; a run interrupted by a signal writes no record and resumes from its
-checkpoint when run again.
+- `InlineExecutor`: each pending run in this process, one after another.
+- `LocalExecutor`: submitit's local executor, one real subprocess per run (the runs are submitted
+  as job arrays of at most `--max-parallel` runs, waiting for each).
+- `SlurmExecutor`: submitit on SLURM; the runs sharing the same resources form one job array,
+  throttled with `slurm_array_parallelism`; jobs checkpoint and requeue themselves on
+  preemption or timeout. Without `--wait` it returns once the jobs are queued.
+Every run, wherever it is made, is `benchmark/launch/runs.py`'s `execute_run` under the run's
+lock (benchmark/launch/locks.py), so a run is never made twice at once.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
-import os
-import shutil
-import subprocess
-import traceback
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import submitit
 
 from methods.registry import import_plugins, require_plugins
 from benchmark.catalog import REGISTRIES, cell_plugins
 from benchmark.config import Cell, cell_from_dict
-from benchmark.disk import DiskFull, as_disk_full
+from benchmark.disk import DiskFull
 from benchmark.launch import locks
 from benchmark.launch.checks import check_run
-from benchmark.provenance import provenance, with_code_diff
-from benchmark.store import (PUBLISHED_RECORD, Record, RecordError, ResultsLayout, as_layout,
-                             is_done, read_record, write_record)
-
-EXECUTORS = ("inline", "local", "slurm")
+from benchmark.launch.runs import Run, execute_run, now
+from benchmark.launch.status import run_status
+from benchmark.stops import Interrupted, Stopped
+from benchmark.store import ResultsLayout
 
 
 @dataclass(frozen=True)
-class Run:
-    """One (cell, seed) and, from the results layout, where its files live."""
+class Outcome:
+    """What an executor did with a wave: runs that ended without a done record, and whether
+    every run has ended (False: jobs still queued, e.g. SLURM without --wait)."""
 
-    cell: Cell
-    seed: int
-    layout: ResultsLayout
-
-    def _where(self) -> tuple[str, str, int]:
-        return self.cell.grid, self.cell.key, self.seed
-
-    @property
-    def path(self) -> Path:
-        """The run's record."""
-        return self.layout.record(*self._where())
-
-    @property
-    def done(self) -> bool:
-        return is_done(self.path)
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.layout.checkpoints(*self._where())
-
-    @property
-    def weights_path(self) -> Path:
-        return self.layout.final_weights(*self._where())
-
-    @property
-    def heartbeat_path(self) -> Path:
-        return self.layout.heartbeat(*self._where())
-
-    @property
-    def lock_path(self) -> Path:
-        return self.layout.lock(*self._where())
-
-    @property
-    def log_dir(self) -> Path:
-        return self.layout.logs(*self._where())
-
-    def clear_checkpoints(self) -> None:
-        """Drop training checkpoints (not the final weights): a fresh start or a finished run."""
-        for folder in self.checkpoint_dir.glob("*step*"):
-            shutil.rmtree(folder, ignore_errors=True)
+    failures: int
+    ended: bool = True
 
 
-def plan(cells: list[Cell] | tuple[Cell, ...], seeds: list[int],
-         root: ResultsLayout | Path | str) -> list[Run]:
-    """Every run of the grid, in grid order, seeds inner; cells that are one configuration
-    (the same key, e.g. after `--set model.head.name=...`) are run once."""
-    layout = as_layout(root)
-    first: dict[str, Cell] = {}
-    for cell in cells:
-        first.setdefault(cell.key, cell)
-    return [Run(c, s, layout) for c in first.values() for s in seeds]
+class Executor(Protocol):
+    """Makes the pending runs of a wave somewhere; `name` is its `--executor` value."""
+
+    name: ClassVar[str]
+
+    def run(self, pending: list[Run]) -> Outcome: ...
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+# --------------------------------------------------------------------------- in this process
 
 
-def execute_run(run: Run, progress: bool = True) -> Record:
-    """Train and evaluate one run (resuming from its checkpoint) and write its record."""
-    from benchmark.train.engine import make_accelerator, train_and_evaluate
-    from benchmark.stops import Interrupted
+@dataclass
+class InlineExecutor:
+    """Each run in this process; a failed run is recorded and the rest go on; a signal stops
+    the wave (`Interrupted`, the run resumes from its checkpoint)."""
 
-    started = _now()
-    accelerator = make_accelerator(run.cell)
-    base = {"grid": run.cell.grid, "cell_key": run.cell.key, "seed": run.seed,
-            "cell": run.cell.to_dict(), "started": started,
-            "world_size": accelerator.num_processes, "plugins": cell_plugins(run.cell)}
+    name: ClassVar[str] = "inline"
+    progress: bool = True
+    force: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> InlineExecutor:
+        return cls(progress=not args.no_progress, force=args.force)
+
+    def run(self, pending: list[Run]) -> Outcome:
+        failures = 0
+        for i, run in enumerate(pending, 1):
+            print(f"[{i}/{len(pending)}] {run.cell.row} seed {run.seed}")
+            lock, why = locks.claim(run, self.force)
+            if lock is None:
+                print(f"  skipped {run.cell.row} seed {run.seed}: {why}")
+                continue
+            try:
+                record = _execute_here(run, self.progress)
+            except (Interrupted, DiskFull, BrokenPipeError):  # the grid stops, no failed record
+                raise
+            except Exception as err:  # noqa: BLE001 - recorded as failed; continue the grid
+                failures += 1
+                print(f"  failed: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
+                continue
+            finally:
+                lock.release()
+            print(f"  mIoU {record.miou:.1f}  aAcc {record.metrics.aacc:.1f}  "
+                  f"train {record.timings.train_s:.0f}s  -> {run.path}")
+        return Outcome(failures)
+
+
+def _execute_here(run: Run, progress: bool) -> Any:
+    """`execute_run`, a signal outside the engine (start, record write) as `Interrupted`."""
     try:
-        result = train_and_evaluate(run.cell, run.seed, progress=progress, accelerator=accelerator,
-                                    checkpoint_dir=run.checkpoint_dir,
-                                    weights_path=run.weights_path,
-                                    heartbeat_path=run.heartbeat_path, log_dir=run.log_dir)
-    except (Interrupted, DiskFull, BrokenPipeError):
-        raise  # resumable: no record (the disk or the pipe would not take it), a checkpoint
-    except Exception as err:  # noqa: BLE001 - any failure becomes a failed record, then re-raised
-        record = Record(status="failed", **base, error=_one_line(err),
-                        traceback=traceback.format_exc(), finished=_now(),
-                        provenance=provenance())
-        if accelerator.is_main_process:
-            save_record(run.path, record)
+        return execute_run(run, progress=progress)
+    except Interrupted as err:  # one line: signal, step, checkpoint folder, what to do
+        print(err, file=sys.stderr)
         raise
-    record = Record(
-        status="done", **base, metrics=result.metrics, params=result.params,
-        timings=result.timings, memory=result.memory, history=result.history,
-        confusion=result.confusion, weights_sha256=result.weights_sha256, finished=_now(),
-        provenance={**provenance(), "pretrained": result.pretrained},
-    )
-    if accelerator.is_main_process:
-        save_record(run.path, record)
-        run.clear_checkpoints()
-    return record
-
-
-def _one_line(err: BaseException) -> str:
-    return (f"{type(err).__name__}: {err}".splitlines() or [type(err).__name__])[0]
-
-
-def save_record(path: Path, record: Record) -> Path:
-    """Write the record; when that fails, print it to stderr as JSON under a one-line error
-    naming the path, so the computed result is not lost, and re-raise. A published evaluation
-    that an older version wrote at this trained run's path moves to its own file first; a run
-    from uncommitted code gets its diff beside the record (benchmark/provenance.py)."""
-    try:
-        _move_old_evaluation(path)
-        record.provenance = with_code_diff(path, record.provenance)  # uncommitted code's diff
-        return write_record(path, record)
-    except OSError as err:  # JSON on stderr and a fallback file (benchmark/launch/checks.py)
-        from benchmark.launch.checks import keep_on_full_disk, keep_unsaved
-
-        full = as_disk_full(err, path, "the record")
-        if isinstance(full, DiskFull):  # no dump of the record: one line, the grid stops
-            raise DiskFull(f"{full}; {keep_on_full_disk(path, record.to_json())}") from None
-        raise OSError(keep_unsaved(path, record.to_json(), err)) from None
-
-
-def _move_old_evaluation(path: Path) -> None:
-    """Keep a `published-checkpoint` record found at a trained run's path (written there before
-    evaluations had their own file) by renaming it to the cell's published record."""
-    try:
-        old = read_record(path)
-    except (OSError, RecordError):
-        return
-    target = path.parent / PUBLISHED_RECORD
-    if old.kind == "published-checkpoint" and not target.exists():
-        os.replace(path, target)
+    except KeyboardInterrupt as err:
+        name = err.args[0] if isinstance(err, Stopped) else "SIGINT"
+        print(f"interrupted by {name}; run the same command again to resume", file=sys.stderr)
+        raise Interrupted(name) from None
 
 
 # --------------------------------------------------------------------------- cluster jobs
@@ -185,7 +119,7 @@ class RunJob(submitit.helpers.Checkpointable):
         import_plugins()  # $PROTOSEG_PLUGINS, inherited from the submitting command
         require_plugins(plugins or [], REGISTRIES)  # one line naming a package not installed
         run = Run(cell_from_dict(cell), seed, ResultsLayout(results_root))
-        check_run(run, run.layout)  # before the model is built: one line, nothing trained
+        check_run(run)  # before the model is built: one line, nothing trained
         lock, why = locks.claim(run)
         if lock is None:
             print(f"skipped {run.cell.row} seed {run.seed}: {why}", flush=True)
@@ -210,179 +144,179 @@ class ClusterOptions:
     signal_delay_s: int = 120
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, default_parallel: int) -> ClusterOptions:
+        return cls(partition=args.partition, gpus_per_run=args.gpus_per_run,
+                   timeout_min=args.timeout_min, account=args.account, qos=args.qos,
+                   constraint=args.constraint, setup=tuple(args.slurm_setup),
+                   max_parallel=args.max_parallel or default_parallel)
 
-def job_parameters(cell: Cell, opts: ClusterOptions, executor: str) -> dict[str, Any]:
-    """submitit parameters for a cell: one task per GPU, CPUs/memory per recipe."""
-    res = cell.resources
-    gpus = res.gpus if opts.gpus_per_run is None else opts.gpus_per_run
-    params: dict[str, Any] = {
-        "timeout_min": res.timeout_min if opts.timeout_min is None else opts.timeout_min,
-        "tasks_per_node": max(1, gpus),
-        "nodes": 1,
-        "name": f"protoseg-{cell.grid}",
-    }
-    if executor == "slurm":
+
+@dataclass
+class SubmititExecutor:
+    """Runs as submitit job arrays, one array per resource shape, logged to results/jobs/."""
+
+    name: ClassVar[str]
+    default_parallel: ClassVar[int]
+    options: ClusterOptions = field(default_factory=ClusterOptions)
+    force: bool = False
+    wait: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SubmititExecutor:
+        return cls(ClusterOptions.from_args(args, cls.default_parallel), force=args.force,
+                   wait=args.wait)
+
+    def job_parameters(self, cell: Cell) -> dict[str, Any]:
+        """submitit parameters for a cell: one task per GPU, the time the recipe asks."""
+        res, opts = cell.resources, self.options
+        gpus = self.gpus(cell)
+        params: dict[str, Any] = {
+            "timeout_min": res.timeout_min if opts.timeout_min is None else opts.timeout_min,
+            "tasks_per_node": max(1, gpus),
+            "nodes": 1,
+            "name": f"protoseg-{cell.grid}",
+        }
         if gpus:
             params["gpus_per_node"] = gpus
-        params.update(
+        params.update(self.cluster_parameters(cell))
+        params.update(self.options.extra)
+        return params
+
+    def cluster_parameters(self, cell: Cell) -> dict[str, Any]:
+        """What this cluster adds to the common parameters."""
+        return {}
+
+    def gpus(self, cell: Cell) -> int:
+        return cell.resources.gpus if self.options.gpus_per_run is None \
+            else self.options.gpus_per_run
+
+    def array_size(self, group: list[Run]) -> int:
+        """Runs per job array: the local executor starts them all at once, so chunks of
+        `max_parallel`."""
+        return max(1, self.options.max_parallel)
+
+    def to_submit(self, pending: list[Run]) -> list[Run]:
+        """The runs worth a job: none that a live process holds (it would only skip them)."""
+        return locks.skip_held(pending)
+
+    def run(self, pending: list[Run]) -> Outcome:
+        pending = self.to_submit(pending)
+        self.submit(pending)
+        if not self.wait:
+            return Outcome(0, ended=False)  # the same command, run again, goes on
+        return Outcome(sum(not r.done for r in pending))
+
+    def submit(self, runs: list[Run]) -> list[submitit.Job]:
+        """Submit runs as job arrays grouped by resources; log ids and paths to results/jobs/;
+        wait for each array when `wait`."""
+        if not runs:
+            return []
+        layout, grid = runs[0].layout, runs[0].cell.grid
+        folder = layout.jobs_dir(grid, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        groups: dict[str, list[Run]] = {}
+        for run in runs:
+            groups.setdefault(json.dumps(self.job_parameters(run.cell), sort_keys=True),
+                              []).append(run)
+        submitted: list[submitit.Job] = []
+        for params_text, group in groups.items():
+            chunk = self.array_size(group)
+            for start in range(0, len(group), chunk):
+                part = group[start:start + chunk]
+                jobs = self._submit_array(part, folder, json.loads(params_text))
+                if self.wait:
+                    _wait_for(jobs)
+                submitted += jobs
+        print(f"job ids and logs: {layout.jobs_log(grid)}")
+        return submitted
+
+    def _submit_array(self, part: list[Run], folder: Path, params: dict[str, Any]
+                      ) -> list[submitit.Job]:
+        """One job array of `part`, each job logged (one JSON line) and announced."""
+        executor = submitit.AutoExecutor(folder=folder, cluster=self.name,
+                                         slurm_max_num_timeout=3)
+        executor.update_parameters(**params)
+        layout = part[0].layout
+        jobs = executor.map_array(
+            RunJob(), [r.cell.to_dict() for r in part], [r.seed for r in part],
+            [str(layout.root.resolve())] * len(part), [cell_plugins(r.cell) for r in part])
+        jobs_log = layout.jobs_log(part[0].cell.grid)
+        jobs_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(jobs_log, "a") as f:
+            for run, job in zip(part, jobs):
+                entry = {"cell_key": run.cell.key, "seed": run.seed, "row": run.cell.row,
+                         "job_id": job.job_id, "executor": self.name, "folder": str(folder),
+                         "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
+                         "submitted": now()}
+                f.write(json.dumps(entry) + "\n")
+                print(f"  submitted {run.cell.row} seed {run.seed}: job {job.job_id}  "
+                      f"log {job.paths.stdout}")
+        return jobs
+
+
+def _wait_for(jobs: list[submitit.Job]) -> None:
+    """Wait for every job; a failed one is one line (its record holds the error), a full disk
+    stops the grid."""
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as err:  # noqa: BLE001 - the record holds the error
+            last = str(err).strip().splitlines()[-1]
+            if last.startswith(f"{DiskFull.__module__}.DiskFull: "):
+                raise DiskFull(last.split(": ", 1)[1]) from None  # no next job
+            print(f"  job {job.job_id} failed: {last}")
+
+
+@dataclass
+class LocalExecutor(SubmititExecutor):
+    """Subprocesses on this machine, `--max-parallel` (default 1) at a time, always awaited."""
+
+    name: ClassVar[str] = "local"
+    default_parallel: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        self.wait = True  # nothing would follow the jobs otherwise
+
+
+LIVE_STATES = ("pending", "running", "requeued", "configuring", "completing", "suspended")
+
+
+@dataclass
+class SlurmExecutor(SubmititExecutor):
+    """SLURM job arrays, one per resource shape, throttled by `--max-parallel` (default 64)."""
+
+    name: ClassVar[str] = "slurm"
+    default_parallel: ClassVar[int] = 64
+
+    def cluster_parameters(self, cell: Cell) -> dict[str, Any]:
+        """CPUs, memory, array throttle, signal and the account flags of the command line."""
+        res, opts = cell.resources, self.options
+        params: dict[str, Any] = dict(
             cpus_per_task=res.cpus_per_task, mem_gb=res.mem_gb,
-            slurm_array_parallelism=opts.max_parallel, slurm_signal_delay_s=opts.signal_delay_s,
-        )
+            slurm_array_parallelism=opts.max_parallel, slurm_signal_delay_s=opts.signal_delay_s)
         for key, value in (("slurm_partition", opts.partition), ("slurm_account", opts.account),
                            ("slurm_qos", opts.qos), ("slurm_constraint", opts.constraint)):
             if value:
                 params[key] = value
         if opts.setup:
             params["slurm_setup"] = list(opts.setup)
-    elif gpus:
-        params["gpus_per_node"] = gpus
-    params.update(opts.extra)
-    return params
+        return params
+
+    def array_size(self, group: list[Run]) -> int:
+        return len(group)  # one array; SLURM throttles it (slurm_array_parallelism)
+
+    def to_submit(self, pending: list[Run]) -> list[Run]:
+        """Also none whose job is still queued or running (no double submission)."""
+        pending = super().to_submit(pending)
+        if self.force:
+            return pending
+        live = {id(r) for r, st in zip(pending, run_status(pending)) if st["state"] in LIVE_STATES}
+        for run in pending:
+            if id(run) in live:
+                print(f"  {run.cell.row} seed {run.seed}: a job is already queued or running; "
+                      f"skipped")
+        return [r for r in pending if id(r) not in live]
 
 
-def make_executor(kind: str, folder: Path, params: dict[str, Any]) -> submitit.Executor:
-    executor = submitit.AutoExecutor(folder=folder, cluster=kind, slurm_max_num_timeout=3)
-    executor.update_parameters(**params)
-    return executor
-
-
-def submit(runs: list[Run], kind: str, results: ResultsLayout | Path | str, opts: ClusterOptions,
-           wait: bool = False) -> list[submitit.Job]:
-    """Submit runs as job arrays grouped by resources; log ids and paths to results/jobs/."""
-    if not runs:
-        return []
-    layout = as_layout(results)
-    grid = runs[0].cell.grid
-    folder = layout.jobs_dir(grid, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    groups: dict[str, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(json.dumps(job_parameters(run.cell, opts, kind), sort_keys=True),
-                          []).append(run)
-    jobs_log = layout.jobs_log(grid)
-    jobs_log.parent.mkdir(parents=True, exist_ok=True)
-    submitted: list[submitit.Job] = []
-    for params_text, group in groups.items():
-        chunk = len(group) if kind == "slurm" else max(1, opts.max_parallel)
-        for start in range(0, len(group), chunk):
-            part = group[start:start + chunk]
-            executor = make_executor(kind, folder, json.loads(params_text))
-            jobs = executor.map_array(
-                RunJob(), [r.cell.to_dict() for r in part], [r.seed for r in part],
-                [str(layout.root.resolve())] * len(part), [cell_plugins(r.cell) for r in part],
-            )
-            with open(jobs_log, "a") as f:
-                for run, job in zip(part, jobs):
-                    entry = {"cell_key": run.cell.key, "seed": run.seed, "row": run.cell.row,
-                             "job_id": job.job_id, "executor": kind, "folder": str(folder),
-                             "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
-                             "submitted": _now()}
-                    f.write(json.dumps(entry) + "\n")
-                    print(f"  submitted {run.cell.row} seed {run.seed}: job {job.job_id}  "
-                          f"log {job.paths.stdout}")
-            if kind != "slurm" or wait:
-                for job in jobs:
-                    try:
-                        job.result()
-                    except Exception as err:  # noqa: BLE001 - the record holds the error
-                        last = str(err).strip().splitlines()[-1]
-                        if last.startswith(f"{DiskFull.__module__}.DiskFull: "):
-                            raise DiskFull(last.split(": ", 1)[1]) from None  # no next job
-                        print(f"  job {job.job_id} failed: {last}")
-            submitted += jobs
-    print(f"job ids and logs: {jobs_log}")
-    return submitted
-
-
-# --------------------------------------------------------------------------- status
-
-
-def _last_line(path: str) -> str:
-    try:
-        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1] if lines else ""
-
-
-def run_status(runs: list[Run]) -> list[dict[str, str]]:
-    """done / failed (with the error) / damaged from records; running / pending from the job
-    log (a damaged record counts as not done: the run is made again)."""
-    jobs = _latest_jobs(runs[0].layout.jobs_log(runs[0].cell.grid)) if runs else {}
-    rows = []
-    for run in runs:
-        row = {"row": run.cell.row, "seed": str(run.seed), "state": "not submitted",
-               "detail": "", "job": ""}
-        row.update(_record_state(run.path))
-        entry = jobs.get((run.cell.key, run.seed))
-        if entry and row["state"] != "done":
-            row["job"] = entry["job_id"]
-            state = _job_state(entry)
-            if row["state"] == "failed" and state in ("RUNNING", "PENDING", "REQUEUED"):
-                row["state"] = state.lower()  # a retry is under way
-            elif row["state"] in ("not submitted", "damaged"):
-                row["state"] = state.lower()
-                if state in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"):
-                    row["state"] = "failed"
-                    row["detail"] = _last_line(entry["stderr"])
-        rows.append(row)
-    return rows
-
-
-def _record_state(path: Path) -> dict[str, str]:
-    """The state and detail a record gives; nothing where there is no record."""
-    if not path.exists():
-        return {}
-    try:
-        record = read_record(path)
-    except (OSError, RecordError) as err:
-        return {"state": "damaged", "detail": f"{err}; the run is made again"}
-    if record.done:
-        return {"state": "done", "detail": f"mIoU {record.miou:.1f}"}
-    return {"state": record.status, "detail": record.error or ""}
-
-
-def _latest_jobs(log: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    """The latest submission of each (cell key, seed) in the job log; damaged lines skipped."""
-    jobs: dict[tuple[str, int], dict[str, Any]] = {}
-    try:
-        lines = log.read_text().splitlines()
-    except OSError:
-        return jobs
-    for line in lines:
-        try:
-            entry = json.loads(line)
-            jobs[(entry["cell_key"], entry["seed"])] = entry  # the latest submission wins
-        except (ValueError, KeyError, TypeError):
-            continue
-    return jobs
-
-
-def _job_state(entry: dict[str, Any]) -> str:
-    """SLURM state via submitit (sacct), else squeue (sacct lags behind a fresh submission by
-    seconds); local jobs by their files."""
-    if entry["executor"] == "slurm":
-        try:
-            state = submitit.SlurmJob(folder=entry["folder"], job_id=entry["job_id"]).state
-        except Exception:  # noqa: BLE001 - sacct missing or job unknown
-            state = "UNKNOWN"
-        if state == "UNKNOWN":
-            state = _squeue_state(entry["job_id"])
-        return state.split()[0]  # "CANCELLED by 0" -> "CANCELLED"
-    if Path(entry["stdout"]).exists():
-        return "FINISHED" if _result_exists(entry) else "RUNNING"
-    return "PENDING"
-
-
-def _squeue_state(job_id: str) -> str:
-    """The state in SLURM's queue, which knows a job from the moment it is submitted."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-o", "%T", "-j", job_id], capture_output=True,
-                             text=True, timeout=60).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return "UNKNOWN"
-    return out[0] if out else "UNKNOWN"
-
-
-def _result_exists(entry: dict[str, Any]) -> bool:
-    return (Path(entry["folder"]) / f"{entry['job_id']}_0_result.pkl").exists() or \
-        (Path(entry["folder"]) / f"{entry['job_id']}_result.pkl").exists()
+EXECUTORS: dict[str, type[InlineExecutor] | type[SubmititExecutor]] = {
+    e.name: e for e in (InlineExecutor, LocalExecutor, SlurmExecutor)}

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmark.launch.runs import Run
+
 RETRY_S = 1.0  # a `--status` reader holds a lock for microseconds: retry this long before skipping
 FOLLOW_S = 300.0  # how long ranks > 0 wait for rank 0 to take (or skip) the lock
 FIX = "make the results folder writable and run the same command again"
@@ -121,8 +123,8 @@ def describe(owner: dict[str, Any]) -> str:
     return f"host {owner.get('host', '?')}, pid {owner.get('pid', '?')}"
 
 
-def claim(run: Any, force: bool = False) -> tuple[RunLock | None, str]:
-    """Lock `run` (a launch.executors.Run) for this process: (the lock, '') or (None, why
+def claim(run: Run, force: bool = False) -> tuple[RunLock | None, str]:
+    """Lock `run` for this process: (the lock, '') or (None, why
     it is skipped). Without `force`, a run another process finished meanwhile is skipped too."""
     path = run.lock_path  # ResultsLayout.lock(grid, key, seed)
     if int(os.environ.get("RANK", "0")) > 0:
@@ -141,7 +143,7 @@ def claim(run: Any, force: bool = False) -> tuple[RunLock | None, str]:
     return lock, ""
 
 
-def _follow(run: Any, path: Path) -> tuple[RunLock | None, str]:
+def _follow(run: Run, path: Path) -> tuple[RunLock | None, str]:
     """Ranks > 0: go on when rank 0 of this group holds the lock, skip when another does."""
     deadline = time.monotonic() + FOLLOW_S
     while time.monotonic() < deadline:
@@ -156,7 +158,7 @@ def _follow(run: Any, path: Path) -> tuple[RunLock | None, str]:
     return _Follower(path), ""
 
 
-def skip_held(runs: list[Any]) -> list[Any]:
+def skip_held(runs: list[Run]) -> list[Run]:
     """The runs no live process holds, saying which are left out (submitting a job for a run
     another launch is doing would only start a job that skips it)."""
     kept = []

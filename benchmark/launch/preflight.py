@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 from benchmark.config import Cell
 from benchmark.train.telemetry import peak_bytes, reset_peak
-from benchmark.launch.plan import crop_size, per_device_batch
+from benchmark.launch.memory import crop_size, per_device_batch
 from methods import build_model, count_params
 
 PARAM_TOLERANCE_M = 0.3  # a learnable count this far from the paper's is flagged

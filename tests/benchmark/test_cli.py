@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from benchmark.cli import main
+from experiments import get_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "train.iters=2", "--set", "train.batch_size=2", "--set", "data.train_images=4",
@@ -100,11 +101,11 @@ def test_failed_run_writes_a_failed_record_and_exits_1(tmp_path, capsys) -> None
 
 
 def test_runs_with_a_live_job_are_not_submitted_twice(tmp_path, capsys) -> None:
-    from benchmark.cli import skip_live_jobs
-    from benchmark.launch.executors import plan
-    from experiments import get_grid
+    from benchmark.launch.executors import SlurmExecutor
+    from benchmark.launch.runs import plan
+    from benchmark.store import ResultsLayout
 
-    runs = plan(get_grid("smoke").cells, [0], tmp_path)
+    runs = plan(get_grid("smoke").cells, [0], ResultsLayout(tmp_path))
     log = tmp_path / "jobs" / "smoke.jsonl"
     log.parent.mkdir(parents=True)
     stdout = tmp_path / "jobs" / "7_0_log.out"
@@ -113,7 +114,7 @@ def test_runs_with_a_live_job_are_not_submitted_twice(tmp_path, capsys) -> None:
              "executor": "local", "folder": str(tmp_path / "jobs"), "stdout": str(stdout),
              "stderr": str(stdout), "submitted": "now"}
     log.write_text(json.dumps(entry) + "\n")
-    kept = skip_live_jobs(runs)
+    kept = SlurmExecutor().to_submit(runs)
     assert kept == [runs[0]] + runs[2:]
     assert "already queued or running" in capsys.readouterr().out
 
@@ -159,5 +160,24 @@ def test_each_mode_is_one_short_function() -> None:
 
     assert mode(dry_run=True, status=True) == "dry_run"
     assert mode(preflight=True) == "preflight" and mode(status=True) == "status"
-    assert mode(tables_only=True) == "tables_only" and mode() == "run_here"
-    assert mode(executor="slurm") == mode(executor="local") == "run_submitted"
+    assert mode(tables_only=True) == "tables_only" and mode() == "run_grids"
+    assert mode(executor="slurm") == mode(executor="local") == "run_grids"  # one mode, 3 places
+
+
+def test_each_executor_is_built_from_the_command_line() -> None:
+    """`--executor` picks a class (no kind strings compared); its options come from the flags."""
+    from benchmark.cli import parse_args
+    from benchmark.launch.executors import (EXECUTORS, InlineExecutor, LocalExecutor,
+                                            SlurmExecutor)
+
+    assert EXECUTORS == {"inline": InlineExecutor, "local": LocalExecutor,
+                         "slurm": SlurmExecutor}
+    args = parse_args(["--grid", "smoke", "--no-progress", "--force"])
+    assert EXECUTORS["inline"].from_args(args) == InlineExecutor(progress=False, force=True)
+    local = LocalExecutor.from_args(parse_args(["--grid", "smoke"]))
+    assert local.options.max_parallel == 1 and local.wait  # local jobs are always awaited
+    slurm = SlurmExecutor.from_args(parse_args(["--grid", "smoke", "--partition", "gpu"]))
+    assert slurm.options.max_parallel == 64 and not slurm.wait
+    cell = get_grid("smoke").cells[0]
+    assert "slurm_partition" not in local.job_parameters(cell)
+    assert slurm.job_parameters(cell)["slurm_partition"] == "gpu"

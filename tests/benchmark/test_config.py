@@ -324,14 +324,15 @@ def test_a_head_option_changes_only_the_cells_whose_head_has_it() -> None:
 
 
 def test_changing_the_head_relabels_and_runs_one_configuration_once(tmp_path) -> None:
-    from benchmark.launch.executors import plan
+    from benchmark.launch.runs import plan
+    from benchmark.store import ResultsLayout
     from experiments import get_grid
 
     out, _ = apply_to_grid(get_grid("smoke").cells, ["model.head.name=pixel_query"])
     assert [c.row for c in out] == ["Pixel-query"]  # five cells, one configuration, one row
     cells = list(get_grid("smoke").cells)
     twins = [cells[0], dataclasses.replace(cells[0], column="another column")]
-    assert len(plan(twins, [0, 1], tmp_path)) == 2  # one configuration, two seeds
+    assert len(plan(twins, [0, 1], ResultsLayout(tmp_path))) == 2  # one configuration, two seeds
 
 
 def test_the_key_names_which_weights_not_where_they_are() -> None:

@@ -51,8 +51,8 @@ def repo(tmp_path, monkeypatch) -> Path:
 
 def _record(repo: Path, tmp_path: Path) -> Path:
     path = tmp_path / "results" / "runs" / "g" / "k" / "seed0.json"
-    prov = with_code_diff(path, {"git_commit": provenance.git_commit(repo)}, repo)
-    path.write_text(json.dumps({"status": "done", "provenance": prov}))
+    prov = with_code_diff(path, {"git_commit": provenance.git_commit(repo)}, repo)  # a dict too
+    path.write_text(json.dumps({"status": "done", "provenance": prov.to_json()}))
     return path
 
 
@@ -87,14 +87,14 @@ def test_a_tampered_or_missing_diff_is_refused_in_one_line(repo, tmp_path, capsy
 
 
 def test_save_record_writes_the_diff_first(repo, tmp_path, monkeypatch) -> None:
-    from benchmark.launch.executors import save_record
+    from benchmark.launch.runs import save_record
     from benchmark.store import Record, read_record
 
     monkeypatch.setattr(provenance, "REPO", repo)
     path = tmp_path / "runs" / "g" / "k" / "seed0.json"
     save_record(path, Record(status="failed", cell_key="k", seed=0, error="x",
                              provenance={"git_commit": provenance.git_commit(repo)}))
-    assert read_record(path).provenance["diff"]["file"] == "seed0.diff"
+    assert read_record(path).provenance.diff["file"] == "seed0.diff"
     assert path.with_suffix(".diff").exists()
 
 

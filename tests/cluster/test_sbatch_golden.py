@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from submitit.slurm import slurm as submitit_slurm
 
-from benchmark.cli import cluster_options, load_grid, parse_args
-from benchmark.launch.executors import job_parameters, plan, submit
+from benchmark.cli import load_grid, parse_args
+from benchmark.launch.executors import SlurmExecutor
+from benchmark.launch.runs import plan
+from benchmark.store import ResultsLayout
 
 GOLDEN = Path(__file__).parent / "golden" / "table1_sbatch.txt"
 ARGS = ["--grid", "table1", "--executor", "slurm", "--partition", "gpu", "--timeout-min", "1440",
@@ -50,8 +52,8 @@ def submitted_scripts(tmp_path: Path) -> str:
     args = parse_args(ARGS + ["--results", str(tmp_path)])
     grid, cells, notes = load_grid("table1", [])
     assert notes == []  # no --set: nothing to say about head options
-    runs = plan(cells, [0], tmp_path)
-    jobs = submit(runs, "slurm", tmp_path, cluster_options(args))
+    runs = plan(cells, [0], ResultsLayout(tmp_path))
+    jobs = SlurmExecutor.from_args(args).submit(runs)
     assert len(jobs) == len(runs)
     entries = jobs_log(tmp_path)
     folder = entries[0]["folder"]
@@ -77,7 +79,7 @@ def test_table1_is_one_array_per_resource_shape(tmp_path, fake_sbatch) -> None:
     args = parse_args(ARGS + ["--results", str(tmp_path)])
     _, cells, _ = load_grid("table1", [])
     for cell, entry in zip(cells, entries):
-        params = job_parameters(cell, cluster_options(args), "slurm")
+        params = SlurmExecutor.from_args(args).job_parameters(cell)
         assert params["tasks_per_node"] == params["gpus_per_node"] == cell.resources.gpus
         assert entry["stdout"].endswith(f"{entry['job_id']}_0_log.out")
 
@@ -85,7 +87,7 @@ def test_table1_is_one_array_per_resource_shape(tmp_path, fake_sbatch) -> None:
 def test_gpus_per_run_overrides_the_recipe(tmp_path, fake_sbatch) -> None:
     args = parse_args(ARGS + ["--gpus-per-run", "4"])
     _, cells, _ = load_grid("table1", [])
-    shapes = {json.dumps(job_parameters(c, cluster_options(args), "slurm"), sort_keys=True)
+    shapes = {json.dumps(SlurmExecutor.from_args(args).job_parameters(c), sort_keys=True)
               for c in cells}
     assert len(shapes) == 1, "one resource shape: the whole grid is one job array"
     (only,) = shapes

@@ -24,7 +24,9 @@ from benchmark.config import Cell
 from benchmark.overrides import apply_overrides
 from benchmark.train.engine import train_and_evaluate
 from benchmark.train.telemetry import HEARTBEAT_ENV
-from benchmark.launch.executors import ClusterOptions, plan, submit
+from benchmark.launch.executors import ClusterOptions, SlurmExecutor
+from benchmark.launch.runs import plan
+from benchmark.store import ResultsLayout
 from benchmark.store import jsonable
 from experiments.smoke import smoke
 
@@ -156,7 +158,7 @@ def preemption_cell(iters: int) -> Cell:
 def calibrated_iters() -> int:
     """Steps that take about TRAIN_S here and now (the machine is shared, its speed varies)."""
     probe = train_and_evaluate(preemption_cell(4), seed=0, progress=False)
-    return int(min(200, max(8, TRAIN_S / probe.timings["step_s_median"])))
+    return int(min(200, max(8, TRAIN_S / probe.timings.step_s_median)))
 
 
 def training_step_done(heartbeat: Path) -> int:
@@ -178,12 +180,12 @@ def preempted(slurm_cluster, tmp_path_factory):
     jobs = {}
     for mode in MODES:
         results = tmp_path_factory.mktemp(f"preempt-{mode}")
-        (run,) = plan([cell], [0], results)
+        (run,) = plan([cell], [0], ResultsLayout(results))
         with job_environment(), pytest.MonkeyPatch.context() as m:
             # the job's heartbeat after every step (0.05 s): the signal below lands right after
             # the first step, long before training could end within SLURM's KillWait
             m.setenv(HEARTBEAT_ENV, "0.05")
-            (job,) = submit([run], "slurm", results, opts)
+            (job,) = SlurmExecutor(opts, wait=False).submit([run])
         jobs[mode] = (job, run)
     signalled: set[str] = set()
     deadline = time.time() + DEADLINE_S
@@ -222,7 +224,7 @@ def test_interrupted_job_requeues_and_resumes_bitwise_equal(preempted, mode):
     assert 0 < record["timings"]["resumed_from_step"] <= cell.train.iters, \
         f"the requeued job must resume from its checkpoint, not restart:\n{logs[-3000:]}"
     assert record["weights_sha256"] == reference.weights_sha256
-    assert record["metrics"] == jsonable(reference.metrics)
+    assert record["metrics"] == jsonable(reference.metrics.to_json())
     assert record["confusion"] == reference.confusion
     assert record["history"] == jsonable(reference.history)
     assert not any(run.checkpoint_dir.glob("step*")), "a finished run drops its checkpoints"

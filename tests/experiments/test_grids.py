@@ -154,14 +154,15 @@ def test_grids_carry_their_table_layout_and_reference_rows() -> None:
 
 
 def test_dry_run_prints_plan_recipes_and_records(tmp_path, capsys, monkeypatch) -> None:
-    import benchmark.launch.plan as plan
+    import benchmark.launch.dry_run as plan
+    from benchmark.launch.memory import MemoryEstimate
     from benchmark.cli import main
     from record_fixtures import consistent
 
     from benchmark.store import record_path, write_record
 
     # the memory estimate builds every model on the meta device: tested in test_preflight.py
-    monkeypatch.setattr(plan, "estimate_memory", lambda cell: plan.MemoryEstimate(
+    monkeypatch.setattr(plan, "estimate_memory", lambda cell: MemoryEstimate(
         gb=12.0, batch=4, params={"learnable": 68_571_500, "total": 68_571_500}))
     first = get_grid("table1").cells[0]
     write_record(record_path(tmp_path, "table1", first.key, 0),

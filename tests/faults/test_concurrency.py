@@ -165,11 +165,11 @@ def test_progress_lines_from_heartbeats() -> None:
 
 def test_runs_held_by_another_launch_are_not_submitted(results, tiny_smoke, capsys) -> None:
     from benchmark.cli import load_grid
-    from benchmark.launch.executors import plan
+    from benchmark.launch.runs import plan
     from benchmark.launch.locks import skip_held
 
     _, cells, _ = load_grid("smoke", [a for a in tiny_smoke if "=" in a])
-    runs = plan(cells, [0], results)
+    runs = plan(cells, [0], ResultsLayout(results))
     with RunLock(runs[2].lock_path) as lock:
         assert lock.acquire()
         assert skip_held(runs) == runs[:2] + runs[3:]

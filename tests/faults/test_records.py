@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from benchmark.cli import main
-from benchmark.store import is_done, load_records, read_record
+from benchmark.launch.runs import run_state
+from benchmark.store import load_records, read_record
 
 DAMAGES = {  # cell folder prefix: (what replaces its record, the problem reported)
     "softmax-": ('{"status": "done"}', "done record lacks cell_key, seed, metrics"),
@@ -58,7 +59,7 @@ def test_status_dry_run_and_tables_survive_damaged_records(smoke_reference, tmp_
                                                            tiny_smoke) -> None:
     results, paths = damaged_results(smoke_reference, tmp_path)
     base = ["--grid", "smoke", "--results", str(results), *tiny_smoke]
-    assert not any(is_done(p) for p in paths.values())
+    assert not any(run_state(p).done for p in paths.values())
     assert len(load_records(results, "smoke")) == 2
     capsys.readouterr()
 

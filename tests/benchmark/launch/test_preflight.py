@@ -9,7 +9,7 @@ from dataclasses import replace
 import torch
 
 from benchmark.config import Cell, DataSpec, HeadSpec, ModelSpec, TrainSpec
-from benchmark.launch.plan import estimate_memory
+from benchmark.launch.memory import estimate_memory
 from benchmark.launch.preflight import PARAM_TOLERANCE_M, format_preflight, preflight_cell
 from experiments import get_grid
 from methods import build_model, count_params

@@ -10,6 +10,7 @@ import pytest
 from record_fixtures import consistent
 
 from benchmark import cli
+from benchmark.launch import executors
 from benchmark.config import Cell, TrainSpec
 from benchmark.launch.waves import measured_correlation, plan_waves, study_pairs, variation
 from benchmark.looks import load_state
@@ -127,7 +128,7 @@ def fake_execute(run, progress: bool = True) -> Record:
     return rec
 
 
-def fake_submit(runs, kind, results, opts, wait=False):
+def fake_submit(self, runs):
     for run in runs:  # the jobs have run by the time anybody looks
         fake_execute(run)
     return []
@@ -146,7 +147,7 @@ EXPECTED = {"Softmax": 5, "Pixel-query": 3, "Pixel contrast": 3, "Prototype (K=1
 
 
 def test_inline_runs_wave_after_wave_until_the_pair_is_decided(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "execute_run", fake_execute)
+    monkeypatch.setattr(executors, "execute_run", fake_execute)
     args = ["--grid", "smoke", "--seeds", "auto", "--results", str(tmp_path), "--no-progress"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
@@ -164,8 +165,8 @@ def test_inline_runs_wave_after_wave_until_the_pair_is_decided(tmp_path, monkeyp
 
 @pytest.mark.parametrize("executor, wait", [("local", False), ("slurm", True)])
 def test_local_and_slurm_wait_submit_wave_after_wave(executor, wait, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "submit", fake_submit)
-    monkeypatch.setattr(cli, "skip_live_jobs", lambda pending: pending)
+    monkeypatch.setattr(executors.SubmititExecutor, "submit", fake_submit)
+    monkeypatch.setattr(executors.SlurmExecutor, "to_submit", lambda self, pending: pending)
     args = ["--grid", "smoke", "--seeds", "auto", "--results", str(tmp_path),
             "--executor", executor] + (["--wait"] if wait else [])
     assert cli.main(args) == 0
@@ -173,8 +174,8 @@ def test_local_and_slurm_wait_submit_wave_after_wave(executor, wait, tmp_path, m
 
 
 def test_slurm_without_wait_continues_where_the_records_stand(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "submit", fake_submit)
-    monkeypatch.setattr(cli, "skip_live_jobs", lambda pending: pending)
+    monkeypatch.setattr(executors.SubmititExecutor, "submit", fake_submit)
+    monkeypatch.setattr(executors.SlurmExecutor, "to_submit", lambda self, pending: pending)
     args = ["--grid", "smoke", "--seeds", "auto", "--results", str(tmp_path), "--executor",
             "slurm"]
     assert cli.main(args) == 0  # the first wave, then return
@@ -193,7 +194,7 @@ def test_force_is_refused_under_seeds_auto(tmp_path, capsys):
 
 
 def test_fixed_seeds_looked_at_twice_say_their_interval_is_not_corrected(tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "execute_run", fake_execute)
+    monkeypatch.setattr(executors, "execute_run", fake_execute)
     base = ["--grid", "smoke", "--results", str(tmp_path), "--no-progress"]
     assert cli.main(base + ["--seeds", "3"]) == 0
     table = (tmp_path / "tables" / "smoke.md").read_text()

@@ -15,7 +15,9 @@ from benchmark.train import checkpoint
 from benchmark.overrides import apply_overrides
 from benchmark.train.engine import train_and_evaluate
 from benchmark.stops import Interrupted
-from benchmark.launch.executors import RunJob, plan
+from benchmark.launch.executors import RunJob
+from benchmark.launch.runs import plan
+from benchmark.store import ResultsLayout
 from experiments.smoke import smoke
 
 TINY = ["train.iters=12", "train.batch_size=4", "data.train_images=16", "data.val_images=4",
@@ -55,7 +57,7 @@ def test_interrupted_run_resumes_bitwise_equal(tmp_path, monkeypatch, signum) ->
     assert found is not None and found[1]["step"] == 6  # saved at the boundary after step 5
 
     resumed = train_and_evaluate(cell, seed=3, progress=False, checkpoint_dir=ckpt)
-    assert resumed.timings["resumed_from_step"] == 6
+    assert resumed.timings.resumed_from_step == 6
     assert resumed.weights_sha256 == reference.weights_sha256
     assert resumed.metrics == reference.metrics
     assert resumed.confusion == reference.confusion
@@ -85,7 +87,7 @@ def test_damaged_or_partial_checkpoint_falls_back_to_the_previous(tmp_path) -> N
     folder, meta = checkpoint.latest_valid(tmp_path)
     assert folder == older and meta["step"] == 8
     resumed = train_and_evaluate(cell, seed=1, progress=False, checkpoint_dir=tmp_path)
-    assert resumed.timings["resumed_from_step"] == 8
+    assert resumed.timings.resumed_from_step == 8
     assert resumed.weights_sha256 == reference.weights_sha256
     # a checkpoint without meta.json (killed before the last file) is invalid too
     (older / "meta.json").unlink()
@@ -96,7 +98,7 @@ def test_damaged_or_partial_checkpoint_falls_back_to_the_previous(tmp_path) -> N
 def test_local_executor_preemption_requeues_and_resumes(tmp_path) -> None:
     """A real subprocess job gets submitit's preemption signal, checkpoints, requeues, resumes."""
     cell = prototype_cell("train.iters=60", "train.checkpoint_every=1000")
-    run = plan([cell], [0], tmp_path / "results")[0]
+    run = plan([cell], [0], ResultsLayout(tmp_path / "results"))[0]
     reference = train_and_evaluate(cell, seed=0, progress=False)
 
     executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
@@ -115,7 +117,7 @@ def test_local_executor_preemption_requeues_and_resumes(tmp_path) -> None:
     record = json.loads(run.path.read_text())
     assert record["timings"]["resumed_from_step"] > 0, "the requeued job must resume, not restart"
     assert record["weights_sha256"] == reference.weights_sha256
-    assert record["metrics"]["miou"] == reference.metrics["miou"]
+    assert record["metrics"]["miou"] == reference.metrics.miou
     assert not any(run.checkpoint_dir.glob("step*")), "finished runs drop their checkpoints"
     assert run.weights_path.exists()
 
