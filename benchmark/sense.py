@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from benchmark.records import Metrics
+
 TOLERANCE = 1e-6  # percentage points: the engine's sums run in float64, in another order
 VERSION = 1  # bump when the rules change: the summary cache is then rebuilt
 
@@ -49,12 +51,11 @@ def _matrix_problem(confusion: Any) -> str | None:
     return None
 
 
-def _range_problem(metrics: dict[str, Any]) -> str | None:
-    for key in ("miou", "aacc"):
-        value = metrics.get(key)
+def _range_problem(metrics: Metrics) -> str | None:
+    for key, value in (("miou", metrics.miou), ("aacc", metrics.aacc)):
         if not _number(value) or not 0 <= value <= 100:
             return f"metrics.{key} {value!r} is not a percentage in [0, 100]"
-    per_class = metrics.get("per_class_iou")
+    per_class = metrics.per_class_iou
     if not isinstance(per_class, dict) or not per_class:
         return "done record lacks metrics.per_class_iou"
     for name, value in per_class.items():
@@ -74,25 +75,25 @@ def sense_problem(data: dict[str, Any]) -> str | None:
     records, which carry no result)."""
     if data.get("status") != "done":
         return None
-    metrics = data.get("metrics") or {}
+    metrics = Metrics.from_dict(data.get("metrics"))  # a dict: `store._problem` checked it
     problem = _range_problem(metrics) or _matrix_problem(data.get("confusion"))
     if problem:
         return problem
     confusion = data["confusion"]
-    per_class = metrics["per_class_iou"]
+    per_class = metrics.per_class_iou or {}  # never empty here: _range_problem checked it
     if len(per_class) != len(confusion):
         return (f"metrics.per_class_iou has {len(per_class)} classes, its confusion matrix "
                 f"{len(confusion)}")
     miou, aacc, ious = recompute(confusion)
-    for key, value in (("miou", miou), ("aacc", aacc)):
-        if not _agree(metrics[key], value):
-            return (f"metrics.{key} {metrics[key]!r} disagrees with its confusion matrix "
+    for key, stored, value in (("miou", metrics.miou, miou), ("aacc", metrics.aacc, aacc)):
+        if not _agree(stored, value):
+            return (f"metrics.{key} {stored!r} disagrees with its confusion matrix "
                     f"({value:.4f})")
     stored = sorted(per_class.values(), key=lambda v: (v is None, v if v is not None else 0))
     computed = sorted(ious, key=lambda v: (math.isnan(v), 0 if math.isnan(v) else v))
     if not all(_agree(s, c) for s, c in zip(stored, computed)):
         return "metrics.per_class_iou disagrees with its confusion matrix"
-    pixels = metrics.get("pixels")
+    pixels = metrics.pixels
     if pixels is not None and pixels != sum(map(sum, confusion)):
         return f"metrics.pixels {pixels!r} is not the confusion matrix's total"
     return None

@@ -27,9 +27,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping
 
 from benchmark.disk import disk_full, is_full
+from benchmark.records import PAYLOADS, Memory, Metrics, Params, Provenance, Timings
 from benchmark.sense import VERSION as SENSE_VERSION, sense_problem
 
-RECORD_SCHEMA = 2  # 2: provenance nested under "provenance"; 1 (still read): at top level
+# 2: provenance nested under "provenance"; 1 (still read, upgraded to 2): at the top level.
+# The typed payloads (benchmark/records.py) did not bump it: they change the record in memory
+# only, its JSON is key for key what schema 2 wrote (unknown keys kept), so older and newer
+# code read each other's records and the summary caches stay valid.
+RECORD_SCHEMA = 2
 STATUSES = ("done", "failed")
 KINDS = ("trained", "published-checkpoint")
 PROVENANCE_KEYS = ("git_commit", "versions", "hardware", "host")  # schema 1: top-level keys
@@ -220,13 +225,13 @@ class Record:
     grid: str = ""  # also the record's folder name (runs/<grid>/), so not required
     kind: str = "trained"
     cell: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-    params: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
-    memory: dict = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)  # each payload also accepts its dict
+    params: Params = field(default_factory=Params)
+    timings: Timings = field(default_factory=Timings)
+    memory: Memory = field(default_factory=Memory)
     history: list = field(default_factory=list)
     confusion: list = field(default_factory=list)
-    provenance: dict = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
     error: str | None = None
     traceback: str | None = None
     started: str | None = None
@@ -237,9 +242,14 @@ class Record:
     plugins: list = field(default_factory=list)  # packages outside the repo the cell uses
     schema: int = RECORD_SCHEMA
 
+    def __post_init__(self) -> None:
+        """Payloads given as their JSON objects (from disk, tests) become their dataclasses."""
+        for name, kind in PAYLOADS.items():
+            setattr(self, name, kind.from_dict(getattr(self, name)))
+
     @property
     def miou(self) -> float | None:
-        value = self.metrics.get("miou")
+        value = self.metrics.miou
         return float(value) if isinstance(value, (int, float)) else None
 
     @property
@@ -249,14 +259,16 @@ class Record:
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to disk (NaN/inf as null)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out.update({name: getattr(self, name).to_json() for name in PAYLOADS})
         if out["checkpoint"] is None:
             del out["checkpoint"]
         return jsonable(out)
 
     @classmethod
     def from_json(cls, data: Any, path: Path | str | None = None) -> Record:
-        """A Record from parsed JSON (schema 1 or 2); RecordError when it lacks what its status
-        requires (done: metrics with a numeric miou, params, timings; failed: error)."""
+        """A Record from parsed JSON (schema 1 or 2, upgraded to RECORD_SCHEMA), its payloads
+        typed; RecordError when it lacks what its status requires (done: metrics with a numeric
+        miou, params, timings; failed: error)."""
         where = f"record {path}" if path is not None else "record"
         problem = _problem(data)
         if problem:
@@ -269,16 +281,17 @@ class Record:
                 prov[key] = data[key]
         values["provenance"] = prov
         values = {k: v for k, v in values.items() if v is not None}  # null: the default
-        return cls(**values)
+        return cls(**{**values, "schema": RECORD_SCHEMA})  # upgraded: schema 2's shape
 
     def summary(self) -> Record:
         """This record without its bulk (SUMMARY_DROPS): what tables and reports read."""
         return dataclasses.replace(self, cell={}, history=[], confusion=[], traceback=None)
 
 
-# the JSON type of each field, from its annotation ("dict", "str | None", ...)
-_TYPES = {f.name: {"dict": dict, "list": list, "str": str, "int": int}[f.type.split(" |")[0]]
-          for f in dataclasses.fields(Record)}
+# the JSON type of each field, from its annotation ("dict", "str | None", "Metrics", ...)
+_JSON = {"dict": dict, "list": list, "str": str, "int": int,
+         **{kind.__name__: dict for kind in PAYLOADS.values()}}  # a payload is a JSON object
+_TYPES = {f.name: _JSON[f.type.split(" |")[0]] for f in dataclasses.fields(Record)}
 _REQUIRED = {"done": ("metrics", "params", "timings"), "failed": ("error",)}
 
 

@@ -13,6 +13,7 @@ from record_fixtures import consistent
 
 from benchmark.config import Cell
 from benchmark.launch.executors import plan
+from benchmark.records import Metrics, Provenance
 from benchmark.store import (SUMMARY_CACHE, SUMMARY_DROPS, Record, RecordError, ResultsLayout,
                              atomic_write, is_done, load_records, load_summaries, read_record,
                              record_path, write_record)
@@ -121,7 +122,7 @@ def test_summaries_follow_changed_added_and_deleted_records(tmp_path, monkeypatc
     assert sorted(p.name for p in parsed) == ["seed0.json", "seed7.json"]  # seed2 from cache
     assert [(s.cell_key, s.seed) for s in summaries] == [("cell-0", 0), ("cell-0", 2),
                                                           ("cell-9", 7)]
-    assert summaries[0].metrics == consistent(99.0)["metrics"]
+    assert summaries[0].metrics == Metrics.from_dict(consistent(99.0)["metrics"])
     parsed.clear()
     assert load_summaries(tmp_path, "g") == summaries and parsed == []
 
@@ -172,7 +173,7 @@ def test_truncated_json_is_a_record_error(tmp_path) -> None:
 def test_a_failed_record_and_a_published_checkpoint_are_valid() -> None:
     failed = Record.from_json({"status": "failed", "grid": "g", "cell_key": "k", "seed": 1,
                                "error": "RuntimeError: boom", "metrics": None})
-    assert failed.miou is None and failed.metrics == {} and not failed.done
+    assert failed.miou is None and failed.metrics == Metrics() and not failed.done
     published = Record.from_json({**sample_record(), "kind": "published-checkpoint",
                                   "checkpoint": {"file": "w.pt", "sha256": "ab"}})
     assert published.checkpoint == {"file": "w.pt", "sha256": "ab"}
@@ -183,10 +184,10 @@ def test_schema_1_records_read_with_provenance_at_the_top_level() -> None:
     old = {**sample_record(), "schema": 1, "git_commit": "abc-dirty", "versions": {"torch": "2"},
            "hardware": {"cpu": "Ryzen", "torch_threads": 2}}
     record = Record.from_json(old)
-    assert record.provenance == {"git_commit": "abc-dirty", "versions": {"torch": "2"},
-                                 "hardware": {"cpu": "Ryzen", "torch_threads": 2}}
-    assert record.schema == 1 and record.miou == 41.25
-    assert record.metrics["aacc"] == sample_record()["metrics"]["aacc"]
+    assert record.provenance == Provenance(git_commit="abc-dirty", versions={"torch": "2"},
+                                           hardware={"cpu": "Ryzen", "torch_threads": 2})
+    assert record.schema == 2 and record.miou == 41.25  # upgraded on read: schema 2's shape
+    assert record.metrics.aacc == sample_record()["metrics"]["aacc"]
 
 
 def test_the_committed_camvid_records_are_valid() -> None:
