@@ -11,6 +11,7 @@ worktree) and applies the diff: the exact code the record came from.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -19,7 +20,9 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+from benchmark.records import Provenance
 
 REPO = Path(__file__).resolve().parents[1]
 OUTSIDE_RESULTS = (".", ":(exclude)results")  # results are not code: a run's own records
@@ -74,27 +77,29 @@ def diff_path(record_path: Path | str) -> Path:
     return Path(record_path).with_suffix(".diff")
 
 
-def with_code_diff(record_path: Path | str, prov: dict[str, Any],
-                   repo: Path | None = None) -> dict[str, Any]:
+def with_code_diff(record_path: Path | str, prov: Provenance | Mapping[str, Any],
+                   repo: Path | None = None) -> Provenance:
     """`prov` with `diff` ({file, sha256, bytes}) after writing the diff beside the record,
     when the record names uncommitted code; unchanged otherwise (the diff file comes first:
     a record never names a missing one)."""
     from benchmark.store import atomic_write
 
-    if not str(prov.get("git_commit", "")).endswith(DIRTY) or "diff" in prov:
+    prov = Provenance.from_dict(prov)
+    if not is_uncommitted(prov) or prov.diff is not None:
         return prov
     try:
         patch = code_diff(repo)
     except (OSError, subprocess.CalledProcessError):
         return prov
     path = atomic_write(diff_path(record_path), patch)
-    return {**prov, "diff": {"file": path.name, "sha256": hashlib.sha256(patch).hexdigest(),
-                             "bytes": len(patch)}}
+    return dataclasses.replace(prov, diff={"file": path.name,
+                                           "sha256": hashlib.sha256(patch).hexdigest(),
+                                           "bytes": len(patch)})
 
 
-def is_uncommitted(prov: dict[str, Any]) -> bool:
+def is_uncommitted(prov: Provenance) -> bool:
     """Whether a record's provenance names uncommitted code."""
-    return str(prov.get("git_commit", "")).endswith(DIRTY)
+    return str(prov.git_commit or "").endswith(DIRTY)
 
 
 def library_versions() -> dict[str, str]:
@@ -137,8 +142,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def provenance() -> dict[str, Any]:
-    return {"git_commit": git_commit(), "versions": library_versions(), "hardware": hardware()}
+def provenance(pretrained: dict[str, Any] | None = None) -> Provenance:
+    """This process's commit, libraries and hardware (and a trained run's backbone file)."""
+    return Provenance(git_commit=git_commit(), versions=library_versions(), hardware=hardware(),
+                      pretrained=pretrained)
 
 
 # --------------------------------------------------------------------------- rebuild
@@ -152,14 +159,14 @@ def rebuild(record_path: Path | str, target: Path | str, repo: Path | None = Non
         data = json.loads(record_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise RebuildError(f"cannot read record {record_path} ({err})") from None
-    prov = data.get("provenance") or data  # schema 1 kept it at the top level
-    commit = str(prov.get("git_commit") or "unknown")
+    prov = Provenance.from_dict(data.get("provenance") or data)  # schema 1: at the top level
+    commit = str(prov.git_commit or "unknown")
     sha = commit.removesuffix(DIRTY)
     if sha == "unknown":
         raise RebuildError(f"record {record_path} names no git commit: its code is unknown")
     patch = None
     if commit.endswith(DIRTY):
-        entry = prov.get("diff")
+        entry = prov.diff
         if not entry:
             raise RebuildError(f"record {record_path} comes from uncommitted code ({commit}) but "
                                f"stores no diff (written before diffs were kept): only commit "

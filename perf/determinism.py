@@ -78,7 +78,7 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
                 first = train_and_evaluate(cell, seed=0, progress=False)
                 second = train_and_evaluate(cell, seed=0, progress=False)
                 resumed = _resumed(cell, cell.train.iters // 2)
-                step = first.timings["step_s_median"]
+                step = first.timings.step_s_median
                 base_step = base_step or step
                 rows.append(["bf16 autocast" if amp else "fp32",
                              "on" if deterministic else "off",

@@ -22,6 +22,7 @@ from benchmark.checkpoints.files import default_folder, names_for
 from benchmark.checkpoints.whole import find_checkpoint, load_checkpoint
 from benchmark.config import Cell
 from benchmark.disk import DiskFull
+from benchmark.records import Metrics, Params, Timings
 from benchmark.store import Record, ResultsLayout, write_record
 
 Lookup = Callable[[Cell], Any]  # cell -> Published-like (config, patterns, origin, miou, ...)
@@ -54,10 +55,11 @@ def evaluate_checkpoint(cell: Cell, path: str | Path, names: tuple[str, ...] = (
         window=(cell.eval.window_h, cell.eval.window_w) if slide else None,
         stride=(cell.eval.stride_h, cell.eval.stride_w) if slide else None).cpu()
     eval_s = time.perf_counter() - start
-    return {"report": report, "metrics": metrics_from_confusion(cm, info.class_names),
-            "params": count_params(model), "confusion": cm.tolist(),
-            "timings": {"train_s": 0.0, "eval_s": eval_s,
-                        "eval_img_per_s": len(val_set) / eval_s if eval_s else 0.0}}
+    return {"report": report,
+            "metrics": Metrics.from_dict(metrics_from_confusion(cm, info.class_names)),
+            "params": Params.from_dict(count_params(model)), "confusion": cm.tolist(),
+            "timings": Timings(train_s=0.0, eval_s=eval_s,
+                               eval_img_per_s=len(val_set) / eval_s if eval_s else 0.0)}
 
 
 def _now() -> str:

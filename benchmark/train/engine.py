@@ -30,6 +30,7 @@ from benchmark.checkpoints.identity import weights_sha256
 from benchmark.config import Cell
 from benchmark.datasets import DatasetInfo, build_dataset, dataset_info
 from benchmark.datasets.staging import Finish, move, staged
+from benchmark.records import Memory, Metrics, Params, Timings  # what RunResult holds
 from benchmark.store import atomic_write
 from benchmark.train.checkpoint import DeferredSignals, RunContext, TrainState, resume, save_state
 from benchmark.train.data import (GlobalBatchSampler, labelled_batches, loader_workers,
@@ -54,10 +55,10 @@ __all__ = ["GlobalBatchSampler", "NonFiniteLossError", "RunResult", "StepOutput"
 class RunResult:
     """What a finished run measured; the store turns it into a record."""
 
-    metrics: dict[str, Any]
-    params: dict[str, int]
-    timings: dict[str, float]
-    memory: dict[str, Any]
+    metrics: Metrics
+    params: Params
+    timings: Timings
+    memory: Memory
     history: list[dict[str, float]] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
     weights_sha256: str = ""
@@ -135,19 +136,20 @@ def _run(ctx: RunContext, weights_path: Path | None, heartbeat_path: Path | None
     t1 = time.perf_counter()
     cm = _confusion(ctx, state, val_set, info, workers)
     eval_s = time.perf_counter() - t1
-    metrics = metrics_from_confusion(cm.cpu(), info.class_names)
-    final_health = state.health.final(accelerator.unwrap_model(state.model), accelerator)
-    if final_health is not None:  # prototype heads: usage, collapse, movement per class
-        metrics["prototype_health"] = final_health
-    ctx.log({"eval/miou": metrics["miou"], "eval/aacc": metrics["aacc"]}, ctx.total)
+    metrics = Metrics.from_dict(metrics_from_confusion(cm.cpu(), info.class_names))
+    # prototype heads: usage, collapse, movement per class (None, left out, for the others)
+    metrics.prototype_health = state.health.final(accelerator.unwrap_model(state.model),
+                                                  accelerator)
+    ctx.log({"eval/miou": metrics.miou, "eval/aacc": metrics.aacc}, ctx.total)
     final_model = accelerator.unwrap_model(state.model)
     if weights_path is not None and accelerator.is_main_process:
         atomic_write(weights_path, lambda f: torch.save(final_model.state_dict(), f))
     ctx.stop_point(ctx.total, saved=ctx.checkpoint_dir is not None, during="after evaluation")
     ctx.beat(ctx.total, "finished", force=True)
-    return RunResult(metrics=metrics,
-                     params=state.params, timings=_timings(ctx, state, eval_s, len(val_set)),
-                     memory=peak_record(device, peak_was_reset), history=state.history,
+    return RunResult(metrics=metrics, params=Params.from_dict(state.params),
+                     timings=_timings(ctx, state, eval_s, len(val_set)),
+                     memory=peak_record(device, peak_was_reset),
+                     history=state.history,
                      confusion=cm.cpu().tolist(), weights_sha256=weights_sha256(final_model),
                      pretrained=state.pretrained)
 
@@ -168,18 +170,18 @@ def _confusion(ctx: RunContext, state: TrainState, val_set: Any, info: DatasetIn
 
 
 def _timings(ctx: RunContext, state: TrainState, eval_s: float, val_images: int
-             ) -> dict[str, float]:
+             ) -> Timings:
     """Training and evaluation times and throughputs, and the step the run resumed from."""
     sorted_times = sorted(state.step_times)
     train_s = state.train_s
-    return {
-        "train_s": train_s,
-        "eval_s": eval_s,
-        "step_s_median": sorted_times[len(sorted_times) // 2] if sorted_times else math.nan,
-        "train_img_per_s": ctx.total * ctx.cell.train.batch_size / train_s if train_s else math.nan,
-        "eval_img_per_s": val_images / eval_s if eval_s else math.nan,
-        "resumed_from_step": state.resumed_from,
-    }
+    return Timings(
+        train_s=train_s,
+        eval_s=eval_s,
+        step_s_median=sorted_times[len(sorted_times) // 2] if sorted_times else math.nan,
+        train_img_per_s=ctx.total * ctx.cell.train.batch_size / train_s if train_s else math.nan,
+        eval_img_per_s=val_images / eval_s if eval_s else math.nan,
+        resumed_from_step=state.resumed_from,
+    )
 
 
 # ----------------------------------------------------------------------------------- building a run

@@ -20,6 +20,7 @@ import torch
 from accelerate import Accelerator
 
 from benchmark.disk import DiskFull, disk_full, is_full, quiet_full_disk_in_threads
+from benchmark.records import Memory
 from benchmark.store import atomic_write
 from methods.prototype_health import AssignmentCounts, health, pairwise_cosine
 
@@ -239,12 +240,12 @@ def peak_bytes(device: torch.device) -> int:
     return int(rss * (1 if sys.platform == "darwin" else 1024))
 
 
-def peak_record(device: torch.device, was_reset: bool) -> dict[str, Any]:
+def peak_record(device: torch.device, was_reset: bool) -> Memory:
     """The record's `memory` entry, saying what the number means."""
     if device.type == "cuda":
-        return {"device": "cuda", "peak_bytes": peak_bytes(device),
-                "note": "peak allocated by torch on the GPU during the run"}
+        return Memory(device="cuda", peak_bytes=peak_bytes(device),
+                      note="peak allocated by torch on the GPU during the run")
     note = ("peak resident memory of the process during the run (CPU; DataLoader workers "
             "not included)" if was_reset else
             "peak resident memory of the whole process so far (CPU; could not be reset)")
-    return {"device": "cpu", "peak_bytes": peak_bytes(device), "note": note}
+    return Memory(device="cpu", peak_bytes=peak_bytes(device), note=note)

@@ -53,7 +53,7 @@ def assert_resumes_equal(ckpt: Path, reference: RunResult, from_step: int) -> No
     found = checkpoint.latest_valid(ckpt)
     assert found is not None and found[1]["step"] == from_step
     resumed = train_and_evaluate(tiny_cell(), seed=5, progress=False, checkpoint_dir=ckpt)
-    assert resumed.timings["resumed_from_step"] == from_step
+    assert resumed.timings.resumed_from_step == from_step
     assert resumed.weights_sha256 == reference.weights_sha256
     assert resumed.metrics == reference.metrics
     assert resumed.confusion == reference.confusion
@@ -119,7 +119,7 @@ def test_signal_during_start_up_is_not_lost(tmp_path, monkeypatch, reference) ->
             train_and_evaluate(tiny_cell(), seed=5, progress=False, checkpoint_dir=tmp_path)
     assert checkpoint.latest_valid(tmp_path) is None
     resumed = train_and_evaluate(tiny_cell(), seed=5, progress=False, checkpoint_dir=tmp_path)
-    assert resumed.timings["resumed_from_step"] == 0
+    assert resumed.timings.resumed_from_step == 0
     assert resumed.weights_sha256 == reference.weights_sha256
 
 

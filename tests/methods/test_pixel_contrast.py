@@ -362,6 +362,6 @@ def test_memory_variant_resumes_bitwise_equal(tmp_path, monkeypatch) -> None:
         with pytest.raises(Interrupted):
             engine.train_and_evaluate(cell, seed=2, progress=False, checkpoint_dir=ckpt)
     resumed = engine.train_and_evaluate(cell, seed=2, progress=False, checkpoint_dir=ckpt)
-    assert resumed.timings["resumed_from_step"] == 5
+    assert resumed.timings.resumed_from_step == 5
     assert resumed.weights_sha256 == reference.weights_sha256
     assert json.dumps(resumed.history) == json.dumps(reference.history)

@@ -233,6 +233,6 @@ def test_a_camvid_grid_cell_trains_and_evaluates_on_a_miniature_tree(tmp_path) -
         "data.scale_long=48", "data.scale_short=32", "data.crop_size=32", "data.crop_width=32"])
     result = train_and_evaluate(cell, seed=0, progress=False)
     metrics = result.metrics
-    assert set(metrics["per_class_iou"]) == set(get_definition("camvid").class_names)
-    assert metrics["pixels"] == 2 * 16 * 24 - 2 * 16 * 6  # the 2 test images, void left out
-    assert 0 <= metrics["miou"] <= 100
+    assert set(metrics.per_class_iou) == set(get_definition("camvid").class_names)
+    assert metrics.pixels == 2 * 16 * 24 - 2 * 16 * 6  # the 2 test images, void left out
+    assert 0 <= metrics.miou <= 100

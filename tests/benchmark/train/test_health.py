@@ -17,7 +17,7 @@ TINY = ["train.iters=6", "train.batch_size=4", "data.train_images=8", "data.val_
 def test_a_prototype_run_records_its_health() -> None:
     cell = apply_overrides(smoke().cells[-1], TINY)  # prototype head, K = 5
     result = train_and_evaluate(cell, seed=0, progress=False)
-    health = result.metrics["prototype_health"]
+    health = result.metrics.prototype_health
     c, k = cell.data.num_classes, cell.model.head.num_prototypes
     shares = health["per_class"]["share"]
     assert len(shares) == c and all(len(row) == k for row in shares)
@@ -35,5 +35,5 @@ def test_a_prototype_run_records_its_health() -> None:
 def test_other_heads_record_no_health() -> None:
     cell = apply_overrides(smoke().cells[0], TINY)  # softmax
     result = train_and_evaluate(cell, seed=0, progress=False)
-    assert "prototype_health" not in result.metrics
+    assert result.metrics.prototype_health is None
     assert not any("health_entropy" in e for e in result.history)

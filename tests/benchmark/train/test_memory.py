@@ -40,6 +40,6 @@ def test_cpu_peak_restarts_after_reset() -> None:
 
 def test_peak_record_says_what_the_number_means() -> None:
     record = peak_record(CPU, was_reset=True)
-    assert record["device"] == "cpu" and record["peak_bytes"] > 0
-    assert "during the run" in record["note"]
-    assert "whole process" in peak_record(CPU, was_reset=False)["note"]
+    assert record.device == "cpu" and record.peak_bytes > 0
+    assert "during the run" in record.note
+    assert "whole process" in peak_record(CPU, was_reset=False).note

@@ -90,7 +90,7 @@ def test_run_writes_heartbeat_and_tensorboard_scalars(tmp_path) -> None:
                 "prototypes/pairwise_cosine"}
     assert expected | terms <= tags, tags
     assert [e.step for e in acc.Scalars("train/loss")] == [0, 2, 4, 5]  # log_every=2 + last
-    assert acc.Scalars("eval/miou")[0].value == pytest.approx(result.metrics["miou"], rel=1e-6)
+    assert acc.Scalars("eval/miou")[0].value == pytest.approx(result.metrics.miou, rel=1e-6)
 
 
 def test_prototype_scalars_only_for_heads_with_several_prototypes() -> None:

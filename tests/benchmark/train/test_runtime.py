@@ -67,7 +67,7 @@ def test_compiled_training_equals_eager_and_resumes_bitwise(tmp_path, monkeypatc
             train_and_evaluate(compiled_cell, seed=1, progress=False, checkpoint_dir=ckpt)
     assert checkpoint.latest_valid(ckpt)[1]["step"] == 4
     resumed = train_and_evaluate(compiled_cell, seed=1, progress=False, checkpoint_dir=ckpt)
-    assert resumed.timings["resumed_from_step"] == 4
+    assert resumed.timings.resumed_from_step == 4
     assert resumed.weights_sha256 == compiled.weights_sha256
     assert resumed.metrics == compiled.metrics
 
