@@ -34,9 +34,9 @@ def measured_sigma(records: list[Record]) -> tuple[float, int] | None:
 
 def run_hours(records: list[Record]) -> float | None:
     """Median GPU- (or CPU-process-) hours of the grid's done runs: (train + eval) x processes."""
-    hours = sorted((r.timings.get("train_s", 0) + r.timings.get("eval_s", 0))
+    hours = sorted(((r.timings.train_s or 0) + (r.timings.eval_s or 0))
                    * max(1, r.world_size) / 3600 for r in records
-                   if r.status == "done" and r.timings.get("train_s"))
+                   if r.status == "done" and r.timings.train_s)
     return hours[len(hours) // 2] if hours else None
 
 

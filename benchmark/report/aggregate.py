@@ -52,7 +52,7 @@ def cell_status(n_done: int, cell_records: list[Record]) -> str:
 def params_m(done: list[Record]) -> float:
     """Learnable parameters in millions (1 decimal) from the first done record that has them."""
     for rec in done:
-        learnable = rec.params.get("learnable")
+        learnable = rec.params.learnable
         if learnable is not None:
             return round(learnable / 1e6, 1)
     return math.nan
@@ -119,7 +119,7 @@ def per_class_iou(cells: list[Cell], records: list[Record]) -> tuple[pd.DataFram
     values: dict[str, dict[str, list[float]]] = {}
     for c in cells:
         for rec in done.get(c.key, {}).values():
-            for name, iou in (rec.metrics.get("per_class_iou") or {}).items():
+            for name, iou in (rec.metrics.per_class_iou or {}).items():
                 if name not in classes:
                     classes.append(name)
                 if iou is not None and math.isfinite(iou):

@@ -30,7 +30,7 @@ def health_by_cell(cells: list[Cell], records: list[Record]) -> dict[str, dict[s
     done = done_by_seed(records)
     out: dict[str, dict[str, list[float]]] = {}
     for cell, label in zip(cells, method_labels(cells)):
-        healths = [r.metrics.get("prototype_health") for r in done.get(cell.key, {}).values()]
+        healths = [r.metrics.prototype_health for r in done.get(cell.key, {}).values()]
         healths = [h for h in healths if h]
         if not healths:
             continue

@@ -43,12 +43,12 @@ def _hours(seconds: float) -> str:
 def _run_compute(rec: Record) -> Counter:
     """Seconds of one finished run: train, eval, and GPU-seconds (wall x processes) or CPU
     core-seconds (wall x torch threads x processes)."""
-    train_s = float(rec.timings.get("train_s") or 0.0)
-    eval_s = float(rec.timings.get("eval_s") or 0.0)
+    train_s = float(rec.timings.train_s or 0.0)
+    eval_s = float(rec.timings.eval_s or 0.0)
     procs = int(rec.world_size or 1)
-    threads = int((rec.provenance.get("hardware") or {}).get("torch_threads") or 1)
+    threads = int((rec.provenance.hardware or {}).get("torch_threads") or 1)
     out = Counter(train_s=train_s, eval_s=eval_s)
-    if rec.memory.get("device") == "cuda":
+    if rec.memory.device == "cuda":
         out["gpu_s"] += (train_s + eval_s) * procs
     else:
         out["cpu_s"] += (train_s + eval_s) * procs * threads
@@ -65,7 +65,7 @@ def compute_rows(cells: list[Cell], records: list[Record]) -> list[list[str]]:
         c: Counter = Counter(done=len(done), failed=sum(r.status == "failed" for r in mine))
         for rec in done:
             c.update(_run_compute(rec))
-        peak = max((int(r.memory.get("peak_bytes") or 0) for r in done), default=0)
+        peak = max((int(r.memory.peak_bytes or 0) for r in done), default=0)
         totals.update(c)
         rows.append([label, cell.column, c["done"], c["failed"], _hours(c["train_s"]),
                      _hours(c["eval_s"]), _hours(c["gpu_s"]), _hours(c["cpu_s"]),
@@ -77,17 +77,17 @@ def compute_rows(cells: list[Cell], records: list[Record]) -> list[list[str]]:
 
 def _code_and_libraries(runs: list[Record]) -> list[str]:
     """Commits, then library versions (several versions of one library: runs per version)."""
-    commits = Counter(r.provenance.get("git_commit") or "unknown" for r in runs)
+    commits = Counter(r.provenance.git_commit or "unknown" for r in runs)
     out = ["### Code", "", _md(sorted(commits.items()), ["git commit", "runs"]), ""]
     dirty = [r for r in runs if is_uncommitted(r.provenance)]
     if dirty:
-        kept = sum(bool(r.provenance.get("diff")) for r in dirty)
+        kept = sum(bool(r.provenance.diff) for r in dirty)
         out += [f"**{len(dirty)} of {len(runs)} runs come from uncommitted code** (a `-dirty` "
                 f"commit); {kept} of them stored their diff beside the record, and "
                 f"`python -m benchmark.provenance rebuild RECORD DIR` rebuilds that code.", ""]
     libs: dict[str, Counter] = {}
     for r in runs:
-        for name, version in (r.provenance.get("versions") or {}).items():
+        for name, version in (r.provenance.versions or {}).items():
             libs.setdefault(name, Counter())[version] += 1
     return out + ["### Libraries", "",
                   _md([[n, ", ".join(f"{v} ({k})" if len(cnt) > 1 else v
@@ -99,7 +99,7 @@ def _hardware(runs: list[Record]) -> list[str]:
     """CPU, cores, GPUs and processes per run, with how many runs used each combination."""
     hardware = Counter()
     for r in runs:
-        hw = r.provenance.get("hardware") or {}
+        hw = r.provenance.hardware or {}
         gpu = f"{hw.get('gpu_count', 1)} x {hw['gpu']}" if hw.get("gpu") else DASH
         hardware[(hw.get("cpu") or "unknown", str(hw.get("cpu_count", "?")), gpu,
                   str(r.world_size or 1))] += 1

@@ -136,7 +136,7 @@ def test_generated_records_are_valid_store_records(tmp_path) -> None:
         if record.status == "done":
             assert is_done(path)
             m = record.metrics
-            assert 0 <= m["miou"] <= 100 and len(m["per_class_iou"]) == 6
+            assert 0 <= m.miou <= 100 and len(m.per_class_iou) == 6
             assert len(record.confusion) == 6
     table = write_tables(grid, list(grid.cells), tmp_path)
     assert grid.cells[0].row in table

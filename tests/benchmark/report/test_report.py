@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from benchmark.config import Cell, HeadSpec, ModelSpec
 from benchmark.report.markdown import _provenance, compute_rows, write_report
 from benchmark.report.render import table_markdown
@@ -121,7 +123,7 @@ def test_cli_tables_only_with_figures_writes_tables_figures_and_report(tmp_path,
     cells = get_grid("smoke").cells
     for i, cell in enumerate(cells):
         rec = run(cell, 0, 50.0 + 10 * i, 60.0, 5.0, CPU)
-        vars(rec).update(consistent(rec.miou, rec.metrics["per_class_iou"]))  # read back
+        rec = replace(rec, **consistent(rec.miou, rec.metrics.per_class_iou))  # read back
         rec.history = [{"step": s, "loss": 2.0 - s / 300, "ce": 1.0, "lr": 1e-3}
                        for s in (0, 100, 239)]
         write_record(record_path(tmp_path, "smoke", cell.key, 0), rec)

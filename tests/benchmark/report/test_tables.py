@@ -22,6 +22,7 @@ from benchmark.report.tables import (
     per_class_table,
     round1,
 )
+from benchmark.records import Metrics
 from benchmark.store import Record
 
 CELL_A = Cell(grid="g", row="Softmax", column="ResNet-18", paper_miou=39.9)
@@ -39,7 +40,7 @@ def record(cell: Cell | None, seed: int, status: str, miou: float | None = None,
                  error=None if status == "done" else "boom",
                  params={"learnable": learnable, "total": learnable + 100})
     if status == "done":
-        rec.metrics = {"miou": miou, "aacc": 80.0, "per_class_iou": {"sky": 90.0}}
+        rec.metrics = Metrics(miou=miou, aacc=80.0, per_class_iou={"sky": 90.0})
     return rec
 
 
@@ -277,7 +278,7 @@ def test_per_class_table_matches_golden():
     recs = table1_records()
     for rec in recs:
         if rec.status == "done":
-            rec.metrics["per_class_iou"] = {"wall": rec.miou + 10, "person": rec.miou - 10,
+            rec.metrics.per_class_iou = {"wall": rec.miou + 10, "person": rec.miou - 10,
                                             "car": None}
     assert_golden("table1_per_class.md", table_markdown(per_class_table(TABLE1, recs)))
     mean, std = per_class_iou(TABLE1, recs)
