@@ -23,7 +23,7 @@ from benchmark.launch import locks
 from benchmark.launch.executors import EXECUTORS, Outcome
 from benchmark.launch.runs import Run, plan
 from benchmark.launch.status import run_status, with_running
-from benchmark.store import (ResultsLayout, as_layout, forget_reported, load_records,
+from benchmark.store import (ResultsLayout, forget_reported, load_records,
                              load_summaries)
 from benchmark.disk import DiskFull
 from benchmark.stops import Interrupted
@@ -152,7 +152,7 @@ def preflight_grid(grid: Grid, cells: list[Cell]) -> bool:
     return preflight_ok(results)
 
 
-def write_tables(grid: Grid, cells: list[Cell], results: ResultsLayout | Path | str,
+def write_tables(grid: Grid, cells: list[Cell], results: ResultsLayout,
                  figures: bool = False) -> str:
     """Regenerate md/tex/csv (and figures) from the grid's records, then the report; returns
     the Markdown table."""
@@ -163,9 +163,7 @@ def write_tables(grid: Grid, cells: list[Cell], results: ResultsLayout | Path | 
     from benchmark.looks import load_history, paired_counts, record_looks
     from benchmark.report.verdicts import look_history
 
-    results = as_layout(results)
     records = (load_records if figures else load_summaries)(results, grid.name)
-    results_root = results.root
     refs, table_layout = grid.reference_rows, grid.layout
     record_looks(results, grid.name, paired_counts(cells, records))  # repeated looks, said
     with look_history(load_history(results, grid.name)):
@@ -174,10 +172,10 @@ def write_tables(grid: Grid, cells: list[Cell], results: ResultsLayout | Path | 
     if figures:
         from benchmark.report.figures import render_figures  # matplotlib only for figures
 
-        drawn = render_figures(grid.name, cells, records, results_root)
+        drawn = render_figures(grid.name, cells, records, results)
         print(f"figures: {len(drawn)} files in {results.figures(grid.name)}")
     with look_history(load_history(results, grid.name)):
-        report = write_report(grid.name, cells, records, results_root, grid.description, refs,
+        report = write_report(grid.name, cells, records, results, grid.description, refs,
                               table_layout)
     print(f"report: {report}")
     return paths["md"].read_text(encoding="utf-8")

@@ -91,7 +91,7 @@ def generate_records(root: Path, grid: str = "smoke", n: int = RECORDS, seed: in
     """Write `n` records of `grid` under `root` (`runs/<grid>/<key>/seed<k>.json`), spread
     over its cells (seeds 0, 1, ...), one in `failed_every` a failed run. Returns (grid, n)."""
     from benchmark.datasets import dataset_info
-    from benchmark.store import record_path
+    from benchmark.store import ResultsLayout
     from experiments import get_grid
 
     g = get_grid(grid)
@@ -102,7 +102,7 @@ def generate_records(root: Path, grid: str = "smoke", n: int = RECORDS, seed: in
         run_seed = i // len(g.cells)
         record = synthetic_record(cell, run_seed, names[cell.key], rng,
                                   failed=failed_every > 0 and i % failed_every == failed_every - 1)
-        path = record_path(root, grid, cell.key, run_seed)
+        path = ResultsLayout(root).record(grid, cell.key, run_seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return g, n
@@ -114,9 +114,10 @@ def regenerate_tables(grid: Any, root: Path) -> None:
     import io
 
     from benchmark.cli import write_tables
+    from benchmark.store import ResultsLayout
 
     with contextlib.redirect_stdout(io.StringIO()):
-        write_tables(grid, list(grid.cells), root)
+        write_tables(grid, list(grid.cells), ResultsLayout(root))
 
 
 # ----------------------------------------------------------------------------- commands

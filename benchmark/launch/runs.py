@@ -56,8 +56,8 @@ def run_state(path: Path | str, kind: str = "trained") -> RunState:
     try:
         record = read_record(path)
     except (OSError, RecordError) as err:
-        report_bad_record(err)
-        return RunState(DAMAGED, f"{err}; the run is made again")
+        report_bad_record(err)  # the one line naming the file and the problem
+        return RunState(DAMAGED, "unusable record (the warning says why); the run is made again")
     if record.kind != kind:
         return RunState(NONE, f"holds a {record.kind} record", record)
     if record.done:

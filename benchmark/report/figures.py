@@ -15,10 +15,10 @@ from benchmark.store import Record, ResultsLayout
 
 
 def render_figures(grid: str, cells: list[Cell], records: list[Record],
-                   results_root: Path | str, log: Callable[[str], Any] = print) -> list[Path]:
+                   layout: ResultsLayout, log: Callable[[str], Any] = print) -> list[Path]:
     """All figures of a grid into `<results>/figures/<grid>/` (PNG + PDF); returns the paths."""
-    out_dir = ResultsLayout(results_root).figures(grid)
+    out_dir = layout.figures(grid)
     paths = record_figures(cells, records, out_dir, log)
-    paths += model_figures(cells, records, results_root, out_dir, log=log)
+    paths += model_figures(cells, records, layout, out_dir, log=log)
     paths += plot_prototype_health(cells, records, out_dir, log)
-    return paths + plot_mode_alignment(cells, records, results_root, out_dir, log)
+    return paths + plot_mode_alignment(cells, records, layout, out_dir, log)

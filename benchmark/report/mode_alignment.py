@@ -23,7 +23,7 @@ from torch import Tensor
 from benchmark.config import Cell
 from benchmark.report.aggregate import done_by_seed, method_labels
 from benchmark.report.plots import first_trained_model, head_figure_vectors, save_figure
-from benchmark.store import Record
+from benchmark.store import Record, ResultsLayout
 
 
 def uncertainty_coefficient(joint: Tensor) -> float:
@@ -70,7 +70,7 @@ def mode_prototype_counts(model: torch.nn.Module, dataset: Any, num_modes: int,
     return counts
 
 
-def alignment_by_cell(cells: list[Cell], records: list[Record], results_root: Path | str,
+def alignment_by_cell(cells: list[Cell], records: list[Record], layout: ResultsLayout,
                       log: Callable[[str], Any] = print) -> dict[str, list[float]]:
     """{method label: U per class} for each generated-data prototype cell whose first finished
     seed left its final weights; other cells are skipped with a note."""
@@ -82,7 +82,7 @@ def alignment_by_cell(cells: list[Cell], records: list[Record], results_root: Pa
         if (cell.data.name != "synthetic" or not done.get(cell.key)
                 or not head_figure_vectors(cell.model.head.name)[1]):
             continue
-        found = first_trained_model(cell, done[cell.key], results_root, "the mode alignment", log)
+        found = first_trained_model(cell, done[cell.key], layout, "the mode alignment", log)
         if found is None:
             continue
         model = found[1]
@@ -99,10 +99,10 @@ def _nanmean(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def plot_mode_alignment(cells: list[Cell], records: list[Record], results_root: Path | str,
+def plot_mode_alignment(cells: list[Cell], records: list[Record], layout: ResultsLayout,
                         out_dir: Path, log: Callable[[str], Any] = print) -> list[Path]:
     """`mode_alignment.png|pdf`: grouped bars of U per class, one group member per cell."""
-    data = alignment_by_cell(cells, records, results_root, log)
+    data = alignment_by_cell(cells, records, layout, log)
     if not data:
         return []
     n_classes = max(len(v) for v in data.values())

@@ -346,14 +346,14 @@ def load_trained_model(cell: Cell, weights: Path, expected_sha256: str | None = 
     return model.eval()
 
 
-def first_trained_model(cell: Cell, runs: dict[int, Record], results_root: Path | str,
+def first_trained_model(cell: Cell, runs: dict[int, Record], layout: ResultsLayout,
                         what: str, log: Callable[[str], Any] = print
                         ) -> tuple[int, nn.Module] | None:
     """(seed, model) of the cell's first finished seed with its final weights (`runs`: the
     cell's finished records by seed); None, with a note naming `what` is skipped, when the
     weights are missing or are not the ones its record describes."""
     seed, rec = next(iter(runs.items()))
-    weights = ResultsLayout(results_root).final_weights(cell.grid, cell.key, seed)
+    weights = layout.final_weights(cell.grid, cell.key, seed)
     if not weights.exists():
         log(f"figures: skipping {what} of {cell.row!r}: no weights at {weights}")
         return None
@@ -364,7 +364,7 @@ def first_trained_model(cell: Cell, runs: dict[int, Record], results_root: Path 
         return None
 
 
-def model_figures(cells: list[Cell], records: list[Record], results_root: Path | str,
+def model_figures(cells: list[Cell], records: list[Record], layout: ResultsLayout,
                   out_dir: Path, num_images: int = 4, log: Callable[[str], Any] = print
                   ) -> list[Path]:
     """Similarity maps (heads with prototypes) and embedding projections (heads with fixed class
@@ -379,7 +379,7 @@ def model_figures(cells: list[Cell], records: list[Record], results_root: Path |
     for cell in cells:
         if not done.get(cell.key) or not head_figure_vectors(cell.model.head.name)[0]:
             continue  # a head without fixed class vectors (pixel-query) has no such figures
-        if (found := first_trained_model(cell, done[cell.key], results_root,
+        if (found := first_trained_model(cell, done[cell.key], layout,
                                          "the embedding figures", log)) is None:
             continue
         seed, model = found[0], found[1].to(device)

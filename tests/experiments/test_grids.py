@@ -159,13 +159,13 @@ def test_dry_run_prints_plan_recipes_and_records(tmp_path, capsys, monkeypatch) 
     from benchmark.cli import main
     from record_fixtures import consistent
 
-    from benchmark.store import record_path, write_record
+    from benchmark.store import ResultsLayout, write_record
 
     # the memory estimate builds every model on the meta device: tested in test_preflight.py
     monkeypatch.setattr(plan, "estimate_memory", lambda cell: MemoryEstimate(
         gb=12.0, batch=4, params={"learnable": 68_571_500, "total": 68_571_500}))
     first = get_grid("table1").cells[0]
-    write_record(record_path(tmp_path, "table1", first.key, 0),
+    write_record(ResultsLayout(tmp_path).record("table1", first.key, 0),
                  {"status": "done", "cell_key": first.key, "seed": 0, **consistent(40.0),
                   "params": {}, "timings": {}})
     args = ["--results", str(tmp_path), "--dry-run", "--seeds", "1"]

@@ -94,7 +94,7 @@ def test_full_disk_is_found_before_training(results, tiny_smoke, monkeypatch, ca
 
 def test_checkpoint_estimate_counts_weights_and_optimizer_state() -> None:
     from benchmark.overrides import apply_overrides
-    from benchmark.launch.plan import estimate_memory
+    from benchmark.launch.memory import estimate_memory
     from experiments import get_grid
 
     cell = get_grid("smoke").cells[0]  # AdamW: weights + two moments
@@ -134,9 +134,9 @@ def test_failed_record_write_keeps_the_result(smoke_reference, results, tiny_smo
     assert kept["weights_sha256"] == reference["weights_sha256"]
     assert '"weights_sha256": "' + reference["weights_sha256"] in err  # the JSON on stderr
     assert not victim.exists()
-    from benchmark.store import load_records  # the fallback beside it is not a second record
+    from benchmark.store import ResultsLayout, load_records  # the fallback beside it is not a second record
 
-    assert len(load_records(results, "smoke")) == 4
+    assert len(load_records(ResultsLayout(results), "smoke")) == 4
 
 
 def test_a_job_checks_its_run_before_building_the_model(tmp_path, monkeypatch) -> None:
@@ -164,6 +164,7 @@ def test_unwritable_results_folder_keeps_the_record_in_tmpdir(tmp_path, monkeypa
                                                              capsys) -> None:
     """When nothing can be written beside the record either, $TMPDIR takes the result."""
     import benchmark.store as store
+    from benchmark.launch.runs import keep_unsaved
 
     record_path = tmp_path / "results" / "runs" / "smoke" / "softmax-0123456789" / "seed0.json"
     real = store.atomic_write
@@ -176,8 +177,7 @@ def test_unwritable_results_folder_keeps_the_record_in_tmpdir(tmp_path, monkeypa
     monkeypatch.setattr(store, "atomic_write", atomic_write)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     record = {"status": "done", "metrics": {"miou": 12.5}, "weights_sha256": "ab" * 32}
-    line = checks.keep_unsaved(record_path, record,
-                               OSError(errno.EROFS, "Read-only file system"))
+    line = keep_unsaved(record_path, record, OSError(errno.EROFS, "Read-only file system"))
     kept = tmp_path / "tmp" / "protoseg-unsaved" / "smoke" / "softmax-0123456789" / "seed0.json"
     assert line == (f"cannot write record {record_path} (Read-only file system); the result is "
                     f"kept in {kept} and printed above: move it to {record_path} once the "

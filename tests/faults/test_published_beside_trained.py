@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.store import load_records, read_record
+from benchmark.store import ResultsLayout, load_records, read_record
 
 
 def _softmax_weights(results: Path, folder: Path) -> Path:
@@ -39,7 +39,7 @@ def test_checkpoint_evaluation_keeps_the_trained_record(smoke_reference, tmp_pat
     (evaluation,) = (results / "runs" / "smoke").glob("softmax-*/published.json")
     record = read_record(evaluation)
     assert record.kind == "published-checkpoint" and record.checkpoint["format"] == "suite"
-    kinds = sorted(r.kind for r in load_records(results, "smoke"))
+    kinds = sorted(r.kind for r in load_records(ResultsLayout(results), "smoke"))
     assert kinds == ["published-checkpoint"] + ["trained"] * 5
     table = (results / "tables" / "smoke.md").read_text()
     assert "| Softmax " in table and "| Softmax (checkpoint) " in table

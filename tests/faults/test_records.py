@@ -21,7 +21,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.launch.runs import run_state
-from benchmark.store import load_records, read_record
+from benchmark.store import ResultsLayout, load_records, read_record
 
 DAMAGES = {  # cell folder prefix: (what replaces its record, the problem reported)
     "softmax-": ('{"status": "done"}', "done record lacks cell_key, seed, metrics"),
@@ -60,7 +60,7 @@ def test_status_dry_run_and_tables_survive_damaged_records(smoke_reference, tmp_
     results, paths = damaged_results(smoke_reference, tmp_path)
     base = ["--grid", "smoke", "--results", str(results), *tiny_smoke]
     assert not any(run_state(p).done for p in paths.values())
-    assert len(load_records(results, "smoke")) == 2
+    assert len(load_records(ResultsLayout(results), "smoke")) == 2
     capsys.readouterr()
 
     assert main([*base, "--status"]) == 0
@@ -135,7 +135,7 @@ def test_a_writer_killed_at_any_moment_leaves_a_whole_record(tmp_path) -> None:
     old = time.time() - 120
     for tmp in leftovers:
         os.utime(tmp, (old, old))  # as if killed a while ago
-    assert len(load_records(tmp_path, "g")) == 1
+    assert len(load_records(ResultsLayout(tmp_path), "g")) == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["seed0.json"]
     assert json.loads(path.read_text())["status"] == "done"
 

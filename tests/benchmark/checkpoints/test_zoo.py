@@ -14,7 +14,7 @@ from benchmark.checkpoints import sha256_of
 from benchmark.cli import main
 from benchmark.overrides import apply_overrides
 from benchmark.datasets import build_dataset
-from benchmark.store import load_records
+from benchmark.store import ResultsLayout, load_records
 from benchmark.train.evaluate import metrics_from_confusion, predict_confusion
 from experiments import get_grid
 from experiments.zoo import PUBLISHED, published_for
@@ -61,7 +61,7 @@ def test_one_present_checkpoint_is_evaluated_the_rest_are_missing_rows(tmp_path,
     assert sum(": evaluated " in r for r in lines) == 1
     assert sum(": missing: " in r for r in lines) == 7
     assert "fcn_r101-d8_512x512_160k_ade20k_*.pth" in out and "configs/fcn" in out
-    (record,) = load_records(tmp_path / "results", "zoo")
+    (record,) = load_records(ResultsLayout(tmp_path / "results"), "zoo")
     assert record.kind == "published-checkpoint" and record.cell_key == cell.key
     assert record.checkpoint["sha256"] == sha256_of(file)
     assert record.checkpoint["published_miou"] == 48.46
@@ -114,7 +114,7 @@ def test_checkpoint_flag_evaluates_any_grid_from_the_suites_own_weights(tmp_path
     out = capsys.readouterr().out
     assert out.count(": evaluated Softmax.pth") == 1 and out.count(": missing: no ") == 4
     assert "Softmax (checkpoint)" in (tmp_path / "results" / "tables" / "smoke.md").read_text()
-    (record,) = load_records(tmp_path / "results", "smoke")
+    (record,) = load_records(ResultsLayout(tmp_path / "results"), "smoke")
     assert record.kind == "published-checkpoint" and record.checkpoint["format"] == "suite"
     cm = predict_confusion(source, build_dataset(cell.data, cell.data.val_split),
                            cell.data.num_classes, 255, 1, progress=False)

@@ -137,7 +137,7 @@ def fake_submit(self, runs):
 def seeds_by_row(tmp_path: Path) -> dict[str, int]:
     rows = {c.key: c.row for c in get_grid("smoke").cells}
     counts: dict[str, int] = {}
-    for r in load_summaries(tmp_path, "smoke"):
+    for r in load_summaries(ResultsLayout(tmp_path), "smoke"):
         counts[rows[r.cell_key]] = counts.get(rows[r.cell_key], 0) + 1
     return counts
 
