@@ -203,15 +203,6 @@ class ResultsLayout:
         return self.root / "looks" / f"{grid}.json"
 
 
-def as_layout(root: ResultsLayout | Path | str) -> ResultsLayout:
-    return root if isinstance(root, ResultsLayout) else ResultsLayout(root)
-
-
-def record_path(root: ResultsLayout | Path | str, grid: str, cell_key: str, seed: int) -> Path:
-    """Where the record of (grid, cell, seed) lives (`ResultsLayout.record`)."""
-    return as_layout(root).record(grid, cell_key, seed)
-
-
 # --------------------------------------------------------------------------- the record
 
 
@@ -367,24 +358,10 @@ def report_bad_record(err: Exception, stream: Any = None) -> None:
           file=stream or sys.stderr)
 
 
-def is_done(path: Path | str, kind: str = "trained") -> bool:
-    """True when a complete 'done' record of `kind` exists; failed, damaged, missing or of the
-    other kind (an evaluation written by an older version at a training's path): run again."""
-    path = Path(path)
-    if not path.exists():
-        return False
-    try:
-        record = read_record(path)
-    except (OSError, RecordError) as err:
-        report_bad_record(err)
-        return False
-    return record.status == "done" and record.kind == kind
-
-
-def load_records(root: ResultsLayout | Path | str, grid: str) -> list[Record]:
+def load_records(layout: ResultsLayout, grid: str) -> list[Record]:
     """All usable records of a grid; unusable files are reported once and skipped."""
     records = []
-    for path in _record_paths(as_layout(root), grid):
+    for path in _record_paths(layout, grid):
         try:
             records.append(read_record(path))
         except (OSError, RecordError) as err:
@@ -398,12 +375,11 @@ SUMMARY_DROPS = ("cell", "confusion", "history", "traceback")
 SUMMARY_CACHE = ".summaries.json"  # in runs/<grid>/; derived data, safe to delete
 
 
-def load_summaries(root: ResultsLayout | Path | str, grid: str) -> list[Record]:
+def load_summaries(layout: ResultsLayout, grid: str) -> list[Record]:
     """The grid's records as `Record.summary()`, in `load_records`' order, read through a
     cache beside them: a record is parsed again only when its file changed (inode, size or
     mtime differ; a rewrite is a rename, so a new inode). Tables of 10,000 runs need this:
     parsing every full record takes seconds."""
-    layout = as_layout(root)
     cache_path = layout.runs(grid) / SUMMARY_CACHE
     entries = _read_cache(cache_path)
     fresh: dict[str, list[Any]] = {}

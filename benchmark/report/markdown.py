@@ -164,11 +164,10 @@ def _figures(results: ResultsLayout, grid: str, cells: list[Cell], report_dir: P
 
 
 def write_report(grid: str, cells: list[Cell], records: list[Record],
-                 results_root: Path | str, description: str = "",
+                 results: ResultsLayout, description: str = "",
                  reference_rows: Iterable[dict[str, Any]] | None = None,
                  layout: str = "paper") -> Path:
     """Write `<results>/report_<grid>.md` (table, per-class IoU, figures, provenance, compute)."""
-    results = ResultsLayout(results_root)
     path = results.report(grid)
     lines = [f"# Report: grid `{grid}`", ""]
     if description:

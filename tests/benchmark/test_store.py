@@ -12,11 +12,10 @@ import pytest
 from record_fixtures import consistent
 
 from benchmark.config import Cell
-from benchmark.launch.executors import plan
+from benchmark.launch.runs import plan, run_state
 from benchmark.records import Metrics, Provenance
 from benchmark.store import (SUMMARY_CACHE, SUMMARY_DROPS, Record, RecordError, ResultsLayout,
-                             atomic_write, is_done, load_records, load_summaries, read_record,
-                             record_path, write_record)
+                             atomic_write, load_records, load_summaries, read_record, write_record)
 
 
 def sample_record() -> dict:
@@ -27,7 +26,7 @@ def sample_record() -> dict:
 
 
 def test_round_trip_is_identical(tmp_path) -> None:
-    path = record_path(tmp_path, "g", "softmax-abc", 0)
+    path = ResultsLayout(tmp_path).record("g", "softmax-abc", 0)
     record = Record.from_json(sample_record())
     write_record(path, record)
     assert read_record(path) == record
@@ -64,14 +63,14 @@ def test_crash_keeps_the_previous_record(tmp_path, monkeypatch) -> None:
 
 def test_plan_skips_done_runs_and_retries_failed(tmp_path) -> None:
     cells = [Cell(grid="g", row="A"), Cell(grid="g", row="B")]
-    runs = plan(cells, [0, 1], tmp_path)
+    runs = plan(cells, [0, 1], ResultsLayout(tmp_path))
     assert [r.done for r in runs] == [False] * 4
     write_record(runs[0].path, {**sample_record(), "cell_key": cells[0].key})
     write_record(runs[1].path, {**sample_record(), "status": "failed", "error": "OOM"})
-    runs = plan(cells, [0, 1], tmp_path)
+    runs = plan(cells, [0, 1], ResultsLayout(tmp_path))
     assert [r.done for r in runs] == [True, False, False, False]
-    assert not is_done(tmp_path / "missing.json")
-    assert len(load_records(tmp_path, "g")) == 2
+    assert not run_state(tmp_path / "missing.json").done
+    assert len(load_records(ResultsLayout(tmp_path), "g")) == 2
 
 
 def test_records_are_readable_by_whoever_shares_the_results(tmp_path) -> None:
@@ -87,18 +86,18 @@ def _write_grid(root, n: int = 3) -> list:
     for i in range(n):
         record = {**sample_record(), "cell_key": f"cell-{i % 2}", "seed": i,
                   "cell": {"row": "A"}}
-        paths.append(write_record(record_path(root, "g", f"cell-{i % 2}", i), record))
+        paths.append(write_record(ResultsLayout(root).record("g", f"cell-{i % 2}", i), record))
     return paths
 
 
 def test_summaries_are_the_records_without_their_bulk(tmp_path) -> None:
     _write_grid(tmp_path)
-    full = load_records(tmp_path, "g")
+    full = load_records(ResultsLayout(tmp_path), "g")
     assert all(r.history and r.confusion and r.cell for r in full)
     expected = [r.summary() for r in full]
-    assert load_summaries(tmp_path, "g") == expected  # first call: parses and caches
+    assert load_summaries(ResultsLayout(tmp_path), "g") == expected  # first call: parses and caches
     assert (tmp_path / "runs" / "g" / SUMMARY_CACHE).exists()
-    assert load_summaries(tmp_path, "g") == expected  # second call: from the cache
+    assert load_summaries(ResultsLayout(tmp_path), "g") == expected  # second call: from the cache
     for s, r in zip(expected, full):
         assert all(not getattr(s, k) for k in SUMMARY_DROPS)
         assert s.to_json() == {**r.to_json(), "cell": {}, "history": [], "confusion": [],
@@ -109,33 +108,33 @@ def test_summaries_follow_changed_added_and_deleted_records(tmp_path, monkeypatc
     import benchmark.store as store
 
     paths = _write_grid(tmp_path)
-    load_summaries(tmp_path, "g")
+    load_summaries(ResultsLayout(tmp_path), "g")
     rewritten = {**read_record(paths[0]).to_json(), **consistent(99.0)}
     write_record(paths[0], rewritten)  # same size class, new file (rename): must be re-read
     paths[1].unlink()
-    write_record(record_path(tmp_path, "g", "cell-9", 7),
+    write_record(ResultsLayout(tmp_path).record("g", "cell-9", 7),
                  {**sample_record(), "cell_key": "cell-9", "seed": 7})
     parsed = []
     real_read = store.read_record
     monkeypatch.setattr(store, "read_record", lambda p: parsed.append(p) or real_read(p))
-    summaries = load_summaries(tmp_path, "g")
+    summaries = load_summaries(ResultsLayout(tmp_path), "g")
     assert sorted(p.name for p in parsed) == ["seed0.json", "seed7.json"]  # seed2 from cache
     assert [(s.cell_key, s.seed) for s in summaries] == [("cell-0", 0), ("cell-0", 2),
                                                           ("cell-9", 7)]
     assert summaries[0].metrics == Metrics.from_dict(consistent(99.0)["metrics"])
     parsed.clear()
-    assert load_summaries(tmp_path, "g") == summaries and parsed == []
+    assert load_summaries(ResultsLayout(tmp_path), "g") == summaries and parsed == []
 
 
 def test_a_broken_cache_or_record_is_survived(tmp_path, capsys) -> None:
     paths = _write_grid(tmp_path)
     (tmp_path / "runs" / "g" / SUMMARY_CACHE).write_text("{not json")
-    assert len(load_summaries(tmp_path, "g")) == 3
+    assert len(load_summaries(ResultsLayout(tmp_path), "g")) == 3
     paths[2].write_text('{"truncated": ')
-    assert len(load_summaries(tmp_path, "g")) == 2
+    assert len(load_summaries(ResultsLayout(tmp_path), "g")) == 2
     err = capsys.readouterr().err
     assert f"warning: skipping record {paths[2]}: not valid JSON" in err and err.count("\n") == 1
-    assert load_summaries(tmp_path, "missing-grid") == []
+    assert load_summaries(ResultsLayout(tmp_path), "missing-grid") == []
 
 
 DAMAGED = [
@@ -158,8 +157,8 @@ def test_incomplete_records_are_refused_per_status(tmp_path, data, problem) -> N
         read_record(path)
     assert str(err.value).startswith(f"record {path}: {problem}")
     assert "\n" not in str(err.value)
-    assert not is_done(path)
-    assert load_records(tmp_path, "g") == [] and load_summaries(tmp_path, "g") == []
+    assert not run_state(path).done
+    assert load_records(ResultsLayout(tmp_path), "g") == [] and load_summaries(ResultsLayout(tmp_path), "g") == []
 
 
 def test_truncated_json_is_a_record_error(tmp_path) -> None:
@@ -167,7 +166,7 @@ def test_truncated_json_is_a_record_error(tmp_path) -> None:
     path.write_text(path.read_text()[:40])
     with pytest.raises(RecordError, match=r"not valid JSON \(truncated\?\)"):
         read_record(path)
-    assert not is_done(path)
+    assert not run_state(path).done
 
 
 def test_a_failed_record_and_a_published_checkpoint_are_valid() -> None:
@@ -195,14 +194,14 @@ def test_the_committed_camvid_records_are_valid() -> None:
     paths = sorted((root / "runs" / "camvid").glob("*/seed*.json"))
     assert len(paths) == 12
     assert all(read_record(p).done for p in paths)
-    assert len(load_records(root, "camvid")) == 12
+    assert len(load_records(ResultsLayout(root), "camvid")) == 12
 
 
 def test_a_bad_record_is_reported_once(tmp_path, capsys) -> None:
-    path = write_record(record_path(tmp_path, "g", "k", 0), {"status": "done"})
+    path = write_record(ResultsLayout(tmp_path).record("g", "k", 0), {"status": "done"})
     for _ in range(3):
-        assert not is_done(path)
-        assert load_records(tmp_path, "g") == [] and load_summaries(tmp_path, "g") == []
+        assert not run_state(path).done
+        assert load_records(ResultsLayout(tmp_path), "g") == [] and load_summaries(ResultsLayout(tmp_path), "g") == []
     err = capsys.readouterr().err
     assert err.count(str(path)) == 1 and err.count("\n") == 1
 
@@ -263,14 +262,14 @@ def test_atomic_write_where_the_folder_cannot_be_made_names_the_path(tmp_path) -
 
 
 def test_stale_temp_files_of_killed_writers_are_cleaned(tmp_path) -> None:
-    path = write_record(record_path(tmp_path, "g", "k", 0), sample_record())
+    path = write_record(ResultsLayout(tmp_path).record("g", "k", 0), sample_record())
     stale = path.parent / ".seed0.json.abc123.tmp"
     fresh = path.parent / ".seed1.json.def456.tmp"
     for tmp in (stale, fresh):
         tmp.write_text('{"half')
     old = time.time() - 120
     os.utime(stale, (old, old))
-    assert len(load_records(tmp_path, "g")) == 1  # listing cleans up
+    assert len(load_records(ResultsLayout(tmp_path), "g")) == 1  # listing cleans up
     assert not stale.exists() and fresh.exists()  # a write in progress is left alone
     os.utime(fresh, (old, old))
     write_record(path, sample_record())  # writing cleans up too

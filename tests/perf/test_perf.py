@@ -120,13 +120,14 @@ def test_flop_count_of_a_matmul() -> None:
 
 def test_generated_records_are_valid_store_records(tmp_path) -> None:
     from benchmark.cli import write_tables
-    from benchmark.store import is_done, load_records, read_record
+    from benchmark.launch.runs import run_state
+    from benchmark.store import ResultsLayout, load_records, read_record
     from perf.overhead import generate_records
 
     grid, n = generate_records(tmp_path, "smoke", n=23, failed_every=10)
     paths = sorted((tmp_path / "runs" / "smoke").glob("*/seed*.json"))
     assert len(paths) == n == 23
-    records = load_records(tmp_path, "smoke")
+    records = load_records(ResultsLayout(tmp_path), "smoke")
     assert sum(r.status == "failed" for r in records) == 2
     keys = {c.key for c in grid.cells}
     for path in paths:
@@ -134,11 +135,11 @@ def test_generated_records_are_valid_store_records(tmp_path) -> None:
         assert record.cell_key in keys and path.parent.name == record.cell_key
         assert path.name == f"seed{record.seed}.json"
         if record.status == "done":
-            assert is_done(path)
+            assert run_state(path).done
             m = record.metrics
             assert 0 <= m.miou <= 100 and len(m.per_class_iou) == 6
             assert len(record.confusion) == 6
-    table = write_tables(grid, list(grid.cells), tmp_path)
+    table = write_tables(grid, list(grid.cells), ResultsLayout(tmp_path))
     assert grid.cells[0].row in table
     assert (tmp_path / "tables" / "smoke.csv").exists()
     assert json.loads(paths[0].read_text())  # plain JSON
@@ -192,7 +193,7 @@ def test_a_warm_dry_run_imports_no_torch(grid: str, tmp_path) -> None:
 
 
 def test_memory_estimate_is_cached_on_disk(tmp_path, monkeypatch) -> None:
-    import benchmark.launch.plan as plan
+    import benchmark.launch.memory as plan
     from experiments.smoke import smoke
 
     monkeypatch.setenv("PROTOSEG_CACHE", str(tmp_path))

@@ -74,7 +74,7 @@ def test_report_collects_table_figures_and_provenance(tmp_path):
     (figures / f"similarity_{OURS.key}_seed0.png").write_bytes(b"\x89PNG fake")
     refs = [{"method": "OCR", "backbone": "HRNetV2-W48", "params_m": 70.3, "miou": 45.6}]
 
-    path = write_report("demo", CELLS, records(), tmp_path, "a demo grid", refs)
+    path = write_report("demo", CELLS, records(), ResultsLayout(tmp_path), "a demo grid", refs)
     assert path == ResultsLayout(tmp_path).report("demo") == tmp_path / "report_demo.md"
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# Report: grid `demo`\n\na demo grid\n")
@@ -100,12 +100,13 @@ def test_report_collects_table_figures_and_provenance(tmp_path):
     assert "| Softmax   | MiT-B0     |           2 |        0 |     1.500 |" in text
     assert "Runs started 2025-01-01T10:00:00+00:00 and finished 2025-01-02T12:00:00+00:00" in text
     # regenerated, never edited: the same inputs give the same bytes
-    assert write_report("demo", CELLS, records(), tmp_path, "a demo grid", refs).read_text(
+    layout = ResultsLayout(tmp_path)
+    assert write_report("demo", CELLS, records(), layout, "a demo grid", refs).read_text(
         encoding="utf-8") == text
 
 
 def test_report_without_runs_or_figures(tmp_path):
-    text = write_report("demo", CELLS, [], tmp_path).read_text(encoding="utf-8")
+    text = write_report("demo", CELLS, [], ResultsLayout(tmp_path)).read_text(encoding="utf-8")
     assert text.count("pending") >= 2
     assert "No figures yet: `python run_all.py --grid demo --figures`." in text
     assert "No run has finished yet." in text
@@ -117,7 +118,7 @@ def test_cli_tables_only_with_figures_writes_tables_figures_and_report(tmp_path,
     from benchmark.cli import main
     from record_fixtures import consistent
 
-    from benchmark.store import record_path, write_record
+    from benchmark.store import write_record
     from experiments import get_grid
 
     cells = get_grid("smoke").cells
@@ -126,7 +127,7 @@ def test_cli_tables_only_with_figures_writes_tables_figures_and_report(tmp_path,
         rec = replace(rec, **consistent(rec.miou, rec.metrics.per_class_iou))  # read back
         rec.history = [{"step": s, "loss": 2.0 - s / 300, "ce": 1.0, "lr": 1e-3}
                        for s in (0, 100, 239)]
-        write_record(record_path(tmp_path, "smoke", cell.key, 0), rec)
+        write_record(ResultsLayout(tmp_path).record("smoke", cell.key, 0), rec)
     assert main(["--grid", "smoke", "--tables-only", "--figures", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "skipping the embedding figures of 'Softmax': no weights at" in out
