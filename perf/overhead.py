@@ -9,7 +9,7 @@
    torch nor numpy (names and recipes come from benchmark/catalog.py); `python -c "import
    torch"` is shown for scale: what every dry run paid before.
 2. Table regeneration from 10,000 records: records in the store's format (one JSON file per
-   run, as `benchmark.launch.executors.execute_run` writes them) are generated for the `smoke` grid in a
+   run, as `benchmark.launch.runs.execute_run` writes them) are generated for the `smoke` grid in a
    temporary folder, then what `run_all.py --tables-only` does is timed in-process (read the
    records, write the grid's table and per-class table as Markdown/LaTeX/CSV, write the
    report). Target: < 2 s. Tables read the records' summaries (store.load_summaries: records

@@ -7,7 +7,7 @@ images, and measures step time and peak memory (GPU: allocator peak; CPU: the pr
 resident memory during the cell, Linux). The step's labels are the model's own predictions
 (same dropout draw), so the momentum update, which only uses correctly predicted pixels, runs.
 
-The cheap memory estimate that `--dry-run` prints lives in `benchmark/plan.py`.
+The cheap memory estimate that `--dry-run` prints lives in `benchmark/launch/memory.py`.
 """
 
 from __future__ import annotations
