@@ -68,6 +68,14 @@ class FCNDecoder(nn.Module):
         return self.dropout(out)
 
 
+def resize_to(x: Tensor, size: torch.Size) -> Tensor:
+    """Bilinear resize (align_corners=False) to `size`; a map already that size is returned as
+    is (bilinear at scale 1 is an exact copy, so the result is the same without the copy)."""
+    if x.shape[-2:] == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 class AllMLPDecoder(nn.Module):
     """SegFormer's own decoder without the classifier: per-level linear, upsample to 1/4, fuse.
 
@@ -87,10 +95,7 @@ class AllMLPDecoder(nn.Module):
 
     def forward(self, feats: list[Tensor]) -> Tensor:
         size = feats[0].shape[-2:]
-        ups = [
-            F.interpolate(lin(f), size=size, mode="bilinear", align_corners=False)
-            for lin, f in zip(self.linears, feats)
-        ]
+        ups = [resize_to(lin(f), size) for lin, f in zip(self.linears, feats)]
         return self.dropout(self.fuse(torch.cat(ups, dim=1)))
 
 
@@ -170,8 +175,7 @@ class SegformerHeadDecoder(nn.Module):
 
     def forward(self, feats: list[Tensor]) -> Tensor:
         size = feats[0].shape[-2:]
-        outs = [F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False)
-                for conv, f in zip(self.convs, feats)]
+        outs = [resize_to(conv(f), size) for conv, f in zip(self.convs, feats)]
         return self.dropout(self.fusion_conv(torch.cat(outs, dim=1)))
 
 
