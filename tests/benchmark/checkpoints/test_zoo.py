@@ -126,13 +126,13 @@ def test_an_unwritable_record_keeps_the_evaluation(tmp_path, capsys, monkeypatch
     fallback), one line says where and names the device, the command exits 1."""
     import errno
 
-    import benchmark.launch.executors as executors
+    import benchmark.launch.runs as runs
 
     def full_disk(path, record):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     write_tiny_zoo(str(tmp_path / "zoo"))
-    monkeypatch.setattr(executors, "write_record", full_disk)
+    monkeypatch.setattr(runs, "write_record", full_disk)
     assert main(_args(tmp_path / "zoo", tmp_path / "results")) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: no space left on device ") and err.count("\n") == 1, err
