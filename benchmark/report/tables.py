@@ -208,8 +208,11 @@ def loss_table(cells: list[Cell], records: list[Record]) -> ResultTable:
 
 def k_table(cells: list[Cell], records: list[Record]) -> ResultTable:
     """The prototypes-per-class ablation: K -> mIoU, beside the paper's numbers."""
-    rows, multi, judged = _ablation_rows(cells, records, lambda c: {"# Prototype": (
-        f"K = {c.model.head.num_prototypes}" if c.model.head.name == "prototype" else c.row)})
+    def label(c: Cell) -> dict[str, str]:  # any head with a K option, plugins included
+        k = getattr(c.model.head, "num_prototypes", None)
+        return {"# Prototype": f"K = {k}" if k is not None else c.row}
+
+    rows, multi, judged = _ablation_rows(cells, records, label)
     return make_table(rows, K_LAYOUT_COLUMNS, ("left",) + ("right",) * 3 + ("left", "right"),
                        _ablation_notes(multi, judged))
 
