@@ -73,11 +73,17 @@ def read_image(path: Path) -> torch.Tensor:
                         f"not an image: re-download / re-extract it or delete the pair") from None
 
 
+def decode_label_image(source: Path | BinaryIO) -> np.ndarray:
+    """Array of an encoded label image (file path or file object), via Pillow, as stored: the one
+    decoder of on-disk and Hugging Face label maps, so both formats give identical items."""
+    with Image.open(source) as im:
+        return np.asarray(im)
+
+
 def read_png_label(path: Path) -> np.ndarray:
     """(H, W) integer array of a single-channel label image (L, P or 16-bit mode)."""
     try:
-        with Image.open(path) as im:
-            arr = np.asarray(im)
+        arr = decode_label_image(path)
     except (OSError, ValueError, SyntaxError) as err:
         raise DataError(f"cannot read label map {path} ({first_line(err)}); the file is corrupt: "
                         f"re-download / re-extract it or delete the pair") from None

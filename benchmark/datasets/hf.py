@@ -24,7 +24,8 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from benchmark.datasets.base import DataError, DatasetDef, RawItem, decode_rgb, first_line
+from benchmark.datasets.base import (DataError, DatasetDef, RawItem, decode_label_image,
+                                     decode_rgb, first_line)
 from benchmark.datasets.roots import find_root
 
 SPLIT_ALIASES = {"train": ("train", "training"), "val": ("val", "validation"), "test": ("test",)}
@@ -146,8 +147,7 @@ class HFSource:
             raise DataError(f"cannot decode the image of {name} ({first_line(err)}); the stored "
                             f"bytes are corrupt: re-create the copy") from None
         try:
-            with Image.open(io.BytesIO(label)) as im:
-                arr = np.asarray(im)
+            arr = decode_label_image(io.BytesIO(label))
         except (OSError, ValueError, SyntaxError) as err:
             raise DataError(f"cannot decode the annotation of {name} ({first_line(err)}); the "
                             f"stored bytes are corrupt: re-create the copy") from None
