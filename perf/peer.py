@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 from unittest import mock
@@ -50,12 +50,14 @@ class StepSetup:
     model: str  # segformer | fcn
     batch: int
     size: int
+    fused: bool = False  # the suite with train.fused_optimizer (MMSeg as always)
 
 
 STEP_SETUPS = (
     StepSetup("SegFormer MiT-B0 + 256 head, 150 classes, AdamW, 2x256x256", "segformer", 2, 256),
     StepSetup("SegFormer MiT-B0 + 256 head, 150 classes, AdamW, 1x512x512", "segformer", 1, 512),
     StepSetup("FCN R101-D8 + auxiliary head, SGD, 1x128x128", "fcn", 1, 128),
+    StepSetup("FCN R101-D8, as above; suite with train.fused_optimizer", "fcn", 1, 128, True),
 )
 QUICK_STEP_SETUPS = (StepSetup("SegFormer MiT-B0 (quick), 1x64x64", "segformer", 1, 64),
                      StepSetup("FCN R101-D8 + aux (quick), 1x64x64", "fcn", 1, 64))
@@ -153,7 +155,7 @@ def _randomise_norms(model: torch.nn.Module, seed: int) -> None:
 
 
 def optimizers(which: str, ours: torch.nn.Module, theirs: torch.nn.Module,
-               cfg: Any) -> tuple[torch.optim.Optimizer, Any]:
+               cfg: Any, fused: bool = False) -> tuple[torch.optim.Optimizer, Any]:
     """The suite's optimizer of the paper recipe and mmengine's optim wrapper of MMSeg's config
     (the same parameter groups: tests/fidelity/test_training.py)."""
     from mmengine.optim import build_optim_wrapper
@@ -162,7 +164,8 @@ def optimizers(which: str, ours: torch.nn.Module, theirs: torch.nn.Module,
     from benchmark.train.optim import build_optimizer
     from experiments.recipes import recipe_for
 
-    cell = Cell(grid="peer", row=which, train=recipe_for("ade20k", which).train)
+    train = replace(recipe_for("ade20k", which).train, fused_optimizer=fused)
+    cell = Cell(grid="peer", row=which, train=train)
     # mmcv-lite has no compiled ops: "mmcv full" is not available
     with mock.patch("mmengine.optim.optimizer.default_constructor.mmcv_full_available",
                     return_value=False):
@@ -188,8 +191,8 @@ def samples(labels: torch.Tensor, size: tuple[int, int] | None = None) -> list[A
 # ----------------------------------------------------------------------------- training step
 
 
-def step_fns(which: str, batch: int, size: int, device: torch.device = torch.device("cpu")
-             ) -> tuple[dict[str, Callable], list[float]]:
+def step_fns(which: str, batch: int, size: int, device: torch.device = torch.device("cpu"),
+             fused: bool = False) -> tuple[dict[str, Callable], list[float]]:
     """The two training steps on one batch, after checking their first two losses agree;
     returns them and the losses (suite, MMSeg) of the check."""
     from benchmark.train.engine import training_step
@@ -197,7 +200,7 @@ def step_fns(which: str, batch: int, size: int, device: torch.device = torch.dev
     ours, theirs, cfg = models(which)
     ours.to(device).train()
     theirs.to(device).train()
-    optimizer, wrapper = optimizers(which, ours, theirs, cfg)
+    optimizer, wrapper = optimizers(which, ours, theirs, cfg, fused)
     gen = torch.Generator().manual_seed(size)
     images = torch.randn(batch, 3, size, size, generator=gen).to(device)
     labels = blocky_labels(batch, size, size, NUM_CLASSES, IGNORE, device)
@@ -358,7 +361,7 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
     rows = []
     try:
         for s in (QUICK_STEP_SETUPS if quick else STEP_SETUPS):
-            fns, losses = step_fns(s.model, s.batch, s.size, device)
+            fns, losses = step_fns(s.model, s.batch, s.size, device, s.fused)
             t = alternate(fns, repeats, warmup, device)
             check = (f"losses {losses[0]:.5f}, {losses[2]:.5f}; differ by "
                      f"{max(abs(losses[0] - losses[1]), abs(losses[2] - losses[3])):.0e}")
@@ -408,7 +411,9 @@ def _notes(device: torch.device, warmup: int, repeats: int) -> list[str]:
             "stochastic depth off on both sides; steps timed with every learning rate 0",
             "training step: forward, loss (MMSeg: its decode-head losses, accuracy and "
             "parse_losses), backward, optimizer step (MMSeg: mmengine's OptimWrapper built from "
-            "the config); inputs already normalised on both sides",
+            "the config); inputs already normalised on both sides; the fused row: the "
+            "suite's optimizer with train.fused_optimizer (torch's fused SGD kernel, the same "
+            "update to float rounding), MMSeg unchanged",
             "pipeline: a DataLoader worker's items, decode included; the suite's uint8 "
             "samples (normalised and padded on the device, benchmark/datasets/staging.py) vs "
             "MMSeg's train_pipeline up to PackSegInputs (its SegDataPreProcessor also runs on "

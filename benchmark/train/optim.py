@@ -88,11 +88,13 @@ def param_groups(model: nn.Module, cell: Cell) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cell: Cell) -> torch.optim.Optimizer:
-    """SGD (momentum) or AdamW (betas 0.9/0.999, eps 1e-8: the sources') over the groups."""
+    """SGD (momentum) or AdamW (betas 0.9/0.999, eps 1e-8: the sources') over the groups;
+    torch's fused kernels with `train.fused_optimizer` (perf/README.md)."""
     groups = param_groups(model, cell)
+    fused = {"fused": True} if cell.train.fused_optimizer else {}
     if cell.train.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cell.train.lr, momentum=cell.train.momentum)
-    return torch.optim.AdamW(groups, lr=cell.train.lr)
+        return torch.optim.SGD(groups, lr=cell.train.lr, momentum=cell.train.momentum, **fused)
+    return torch.optim.AdamW(groups, lr=cell.train.lr, **fused)
 
 
 # --------------------------------------------------------------------------- learning-rate schedule
