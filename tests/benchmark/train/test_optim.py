@@ -116,8 +116,9 @@ def test_unknown_rule_is_refused() -> None:
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_fused_optimizer_makes_the_same_update_up_to_rounding(optimizer) -> None:
     """`train.fused_optimizer`: torch's fused kernels; over three steps the losses equal the
-    default implementation's, SGD's weights to float rounding, AdamW's for all but the weights
-    whose gradient is near zero (g / sqrt(v) magnifies rounding there); off by default."""
+    default implementation's and SGD's weights to float rounding; AdamW's weights differ at
+    most by its step size where a gradient is near zero (g / sqrt(v) magnifies rounding
+    there); off by default."""
     assert _cell().train.fused_optimizer is False
     torch.manual_seed(0)
     start = _model().state_dict()
@@ -142,8 +143,10 @@ def test_fused_optimizer_makes_the_same_update_up_to_rounding(optimizer) -> None
     before = torch.cat([start[name].flatten() for name, _ in _model().named_parameters()])
     assert not torch.equal(ends[0], before)  # the steps moved the weights
     assert losses[3:] == pytest.approx(losses[:3], rel=1e-5)
-    close = torch.isclose(ends[1], ends[0], rtol=1e-5, atol=1e-6)
-    assert close.all() if optimizer == "sgd" else close.float().mean() > 0.98
+    if optimizer == "sgd":
+        torch.testing.assert_close(ends[1], ends[0], rtol=1e-5, atol=1e-6)
+    else:  # each Adam step moves a weight by at most about lr
+        assert float((ends[1] - ends[0]).abs().max()) <= 2 * 3 * 0.01
 
 
 def test_fused_optimizer_off_keeps_every_cell_key() -> None:
