@@ -233,3 +233,23 @@ def test_table_verdicts_say_how_the_sequential_study_reached_them(tmp_path):
         pytest.approx(c2 / 2.776, rel=1e-3)
     # outside the tables of this results folder: the fixed-seed wording
     assert verdicts(CELLS, results)[A_OURS.key].text() == "reproduced"
+
+
+def test_the_committed_smoke_study_regenerates_its_table(tmp_path, capsys):
+    """results/smoke_seeds_auto (docs/results.md): every record is valid and today's code
+    gives the same table and the same sequential verdict from the committed state."""
+    import shutil
+
+    committed = Path(__file__).resolve().parents[3] / "results" / "smoke_seeds_auto"
+    copy = tmp_path / "study"
+    shutil.copytree(committed, copy)
+    records = load_summaries(ResultsLayout(copy), "smoke")
+    assert len(records) == 25 and all(r.done for r in records)
+    state = load_state(ResultsLayout(copy), "smoke")
+    (pair,) = state.pairs.values()
+    assert [look.n for look in pair.looks] == [3, 5, 8]
+    assert pair.looks[-1].label == "higher than the baseline"
+    args = ["--grid", "smoke", "--seeds", "auto", "--tables-only", "--results", str(copy)]
+    assert cli.main(args) == 0
+    for name in ("smoke.md", "smoke.csv", "smoke_per_class.md"):
+        assert (copy / "tables" / name).read_text() == (committed / "tables" / name).read_text()
