@@ -17,6 +17,8 @@ from typing import Any
 
 from methods.heads.options import HeadOptions
 from methods.settings import setting
+from methods.catalog import HEADS, head_options
+from methods.registry import RegistryError
 
 
 class ConfigError(ValueError):
@@ -108,8 +110,6 @@ class HeadSpec:
 
 def _options_class(name: str) -> type[HeadOptions]:
     """The options class of a registered head; ConfigError naming the registered heads."""
-    from methods.catalog import head_options
-    from methods.registry import RegistryError
 
     try:
         return head_options(name)
@@ -304,7 +304,6 @@ def override_keys(obj: Any = None, prefix: str = "") -> list[str]:
 
 def head_option_keys() -> list[str]:
     """`model.head.<option>` of every registered head (for close-match hints)."""
-    from methods.catalog import HEADS
 
     return list(dict.fromkeys(f"model.head.{k}" for e in HEADS.entries() if e.options
                               for k in e.options.spec_names().values()))

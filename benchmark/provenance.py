@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from benchmark.records import Provenance
+from benchmark.store import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 OUTSIDE_RESULTS = (".", ":(exclude)results")  # results are not code: a run's own records
@@ -82,7 +83,6 @@ def with_code_diff(record_path: Path | str, prov: Provenance | Mapping[str, Any]
     """`prov` with `diff` ({file, sha256, bytes}) after writing the diff beside the record,
     when the record names uncommitted code; unchanged otherwise (the diff file comes first:
     a record never names a missing one)."""
-    from benchmark.store import atomic_write
 
     prov = Provenance.from_dict(prov)
     if not is_uncommitted(prov) or prov.diff is not None:

@@ -18,6 +18,7 @@ from collections import OrderedDict
 import torch.nn.functional as F
 import torch
 from torch import Tensor, nn
+from methods.catalog import BACKBONES
 
 # timm, torchvision and transformers are imported by the builders that need them: importing
 # them costs seconds (timm pulls in torchvision and torch._dynamo), which commands that never
@@ -367,7 +368,6 @@ def mit_b0() -> Backbone:
 
 def build_backbone(name: str) -> Backbone:
     """The backbone registered as `name` (methods/catalog.py, or a plugin's)."""
-    from methods.catalog import BACKBONES  # the registry names this module's builders
 
     backbone = BACKBONES.build(name)
     backbone.name = name  # lets benchmark/pretrained.py name the checkpoint it expects

@@ -21,6 +21,7 @@ from benchmark.checkpoints.openseg import ALIAS, convert_openseg_hrnet, is_opens
 from benchmark.checkpoints.expected import sha256_of
 from benchmark.checkpoints.pretrained import read_state_dict
 from methods.registry import Registry, RegistryError
+from methods.catalog import DECODERS, HEADS
 
 WHAT = "--checkpoint"
 COMPUTED = re.compile(r"relative_position_index$|attn_mask$")  # buffers the suite computes
@@ -39,7 +40,6 @@ def find_checkpoint(path: str | Path, names: tuple[str, ...] = ()) -> Path:
 
 def _names_of(model: nn.Module) -> tuple[str, str, str]:
     """(backbone, decoder, head) registry names of a Segmentor."""
-    from methods.catalog import DECODERS, HEADS
 
     return (getattr(model.backbone, "name", ""), _registered_name(DECODERS, model.decoder),
             _registered_name(HEADS, model.head))

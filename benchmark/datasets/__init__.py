@@ -21,6 +21,7 @@ from benchmark.datasets.camvid import CAMVID
 from benchmark.datasets.cityscapes import CITYSCAPES
 from benchmark.datasets.coco_stuff import COCO_STUFF10K
 from benchmark.datasets.synthetic import SyntheticConfig, SyntheticSegmentation
+from benchmark.catalog import DATASETS
 
 __all__ = ["DatasetBuilders", "REAL", "REAL_DATASETS", "SYNTHETIC", "DataError", "DatasetInfo",
            "build_dataset",
@@ -106,7 +107,6 @@ REAL = DatasetBuilders(_build_real, _real_info)  # each name in REAL_DATASETS
 
 
 def _lookup(name: str) -> DatasetBuilders:
-    from benchmark.catalog import DATASETS
 
     return DATASETS.get(name).load()
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.config import Cell
+from benchmark.store import atomic_write
 
 MEMORY_CLASSES = (16, 24, 40, 80)  # GB: V100-16G, 24G cards, A100-40G, A100/H100-80G
 
@@ -162,7 +163,6 @@ def _write_estimate(key: str, value: tuple[int, dict[str, int]]) -> None:
     path = estimate_cache_path()
     if path is None:
         return
-    from benchmark.store import atomic_write
 
     entries = _read_cache(path)
     entries[key] = {"saved": value[0], "params": value[1]}

@@ -28,6 +28,7 @@ from benchmark.disk import DiskFull, as_disk_full
 from benchmark.provenance import provenance, with_code_diff
 from benchmark.store import (PUBLISHED_RECORD, Record, RecordError, ResultsLayout, jsonable,
                              read_record, report_bad_record, write_record)
+from benchmark.stops import Interrupted
 
 NONE, DONE, FAILED, DAMAGED = "none", "done", "failed", "damaged"
 
@@ -137,7 +138,6 @@ def now() -> str:
 def execute_run(run: Run, progress: bool = True) -> Record:
     """Train and evaluate one run (resuming from its checkpoint) and write its record."""
     from benchmark.train.engine import make_accelerator, train_and_evaluate
-    from benchmark.stops import Interrupted
 
     started = now()
     accelerator = make_accelerator(run.cell)
