@@ -10,7 +10,6 @@ import argparse
 import os
 import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Callable, Iterator
 
 from benchmark.config import Cell, ConfigError, HeadSpec

@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from torch import Tensor, nn
 
 from benchmark.checkpoints import library, mmseg_backbone, original, safe_pickle
