@@ -285,9 +285,15 @@ def preflight(args: argparse.Namespace, results: ResultsLayout, grids: GridCells
 
 
 def status(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) -> int:
-    """Per-run state from records and the job log."""
+    """Per-run state from records and the job log; a grid with a `--seeds auto` study shows
+    the study's runs unless `--seeds` says otherwise."""
     for grid, cells in grids:
-        print_status(grid, grid_runs(grid, cells, args, results))
+        grid_args = args
+        if args.seeds is None and results.sequential(grid.name).exists():
+            grid_args = argparse.Namespace(**{**vars(args), "seeds": "auto"})
+            print(f"grid {grid.name}: the runs of its --seeds auto study "
+                  f"({results.sequential(grid.name)})")
+        print_status(grid, grid_runs(grid, cells, grid_args, results))
     return 0
 
 

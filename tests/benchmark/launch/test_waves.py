@@ -253,3 +253,18 @@ def test_the_committed_smoke_study_regenerates_its_table(tmp_path, capsys):
     assert cli.main(args) == 0
     for name in ("smoke.md", "smoke.csv", "smoke_per_class.md"):
         assert (copy / "tables" / name).read_text() == (committed / "tables" / name).read_text()
+
+
+def test_status_shows_the_study_runs_without_seeds_auto(tmp_path, capsys):
+    """`--status` of a grid with a `--seeds auto` study lists the study's seeds."""
+    import shutil
+
+    committed = Path(__file__).resolve().parents[3] / "results" / "smoke_seeds_auto"
+    shutil.copytree(committed, tmp_path / "study")
+    assert cli.main(["--grid", "smoke", "--status", "--results", str(tmp_path / "study")]) == 0
+    out = capsys.readouterr().out
+    assert "its --seeds auto study" in out
+    assert "Prototype (K=5)        seed 7   done" in out and "seed 8" not in out
+    assert cli.main(["--grid", "smoke", "--status", "--seeds", "1", "--results",
+                     str(tmp_path / "study")]) == 0
+    assert "seed 1 " not in capsys.readouterr().out
