@@ -31,7 +31,7 @@ from benchmark.launch.checks import check_run
 from benchmark.launch.runs import Run, execute_run, now
 from benchmark.launch.status import run_status
 from benchmark.stops import Interrupted, Stopped
-from benchmark.store import ResultsLayout
+from benchmark.store import Record, ResultsLayout
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class InlineExecutor:
         return Outcome(failures)
 
 
-def _execute_here(run: Run, progress: bool) -> Any:
+def _execute_here(run: Run, progress: bool) -> Record:
     """`execute_run`, a signal outside the engine (start, record write) as `Interrupted`."""
     try:
         return execute_run(run, progress=progress)
