@@ -152,3 +152,52 @@ def test_aux_loss_is_weighted_ce_on_the_penultimate_level_with_ignore() -> None:
     everything_ignored = torch.full_like(target, 255)
     assert model(images, everything_ignored).losses["aux"].item() == 0.0
     assert "aux" not in model.eval()(images, target).losses  # training only
+
+
+def _hidden_copies(backbone: torch.nn.Module, images: torch.Tensor) -> int:
+    """How many copies one forward + backward makes of tensors shaped like the input of a
+    depthwise conv (a Mix-FFN hidden activation)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    shapes: set[tuple[int, ...]] = set()
+    hooks = [m.register_forward_pre_hook(lambda _, args: shapes.add(tuple(args[0].shape)))
+             for m in backbone.modules()
+             if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1]
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        sum(f.sum() for f in backbone(images)).backward()
+    for hook in hooks:
+        hook.remove()
+    assert len(shapes) == 4  # one hidden shape per stage
+    return sum(1 for e in prof.events() if e.name == "aten::copy_" and e.input_shapes
+               and tuple(e.input_shapes[0]) in shapes)
+
+
+def test_mit_depthwise_convs_run_channels_last_without_copying_the_hidden_activation() -> None:
+    """MiT's depthwise convs see a transposed token view: their weights carry channels-last
+    strides (kept through load_state_dict and .to()), so the CPU backward copies nothing;
+    with the default strides it copies each hidden activation (the case this guards)."""
+    from methods.backbones import channels_last_depthwise
+
+    torch.manual_seed(0)
+    backbone = build_backbone("mit_b0")
+    backbone.load_state_dict(copy.deepcopy(backbone.state_dict()))
+    backbone.to(torch.float32)
+    depthwise = [m for m in backbone.modules()
+                 if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1]
+    assert len(depthwise) == 8  # 2 blocks x 4 stages
+    assert all(m.weight.stride()[1] == 1 for m in depthwise)
+    images = torch.randn(1, 3, 64, 64)
+    assert _hidden_copies(backbone, images) == 0
+    reference = build_backbone("mit_b0")
+    reference.load_state_dict(backbone.state_dict())
+    for m in reference.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1:
+            default = torch.empty_strided(m.weight.shape, (9, 9, 3, 1))  # torch's default
+            m.weight.data = default.copy_(m.weight)
+    assert _hidden_copies(reference, images) > 0  # the copies the strides avoid
+    with torch.no_grad():  # the same features to float rounding (eval: no stochastic depth)
+        for a, b in zip(backbone.eval()(images), reference.eval()(images)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    conv = next(m for m in reference.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1)
+    channels_last_depthwise(conv)
+    assert conv.weight.stride() == (9, 1, 3, 1)
