@@ -9,6 +9,9 @@ every kernel the suite uses is deterministic, so both settings repeat; on a GPU,
 some backward kernels (e.g. bilinear upsampling, scatter/index-add) make results differ from
 run to run unless `train.deterministic` is on (benchmark/train/engine.py). Run by
 perf/gpu_check.sh, not by perf.run.
+
+Which ops of each step have no deterministic CUDA kernel, and that `train.deterministic`
+swaps them on a GPU, is `perf/cuda_ops.py` (needs no GPU).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from perf.common import (
 )
 
 BENCHMARKS = ("train_step", "head_scaling", "inference", "metric", "overhead", "profile_step",
-              "pipeline", "peer")
+              "pipeline", "peer", "cuda_ops")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -40,6 +40,7 @@ from benchmark.train.optim import apply_lr, build_optimizer, rescale_aux_loss, s
 from benchmark.train.telemetry import (HealthMonitor, Heartbeat, TrainLog, peak_record,
                                        prototype_scalars, reset_peak)
 from methods import build_model, count_params
+from methods.deterministic import deterministic_ops
 
 
 # ------------------------------------------------------------------------------------------ one run
@@ -127,7 +128,8 @@ def _run(ctx: RunContext, weights_path: Path | None, heartbeat_path: Path | None
     loader = make_train_loader(host_set, sampler, workers, ctx.seed, device)
     ctx.say(f"training {cell.row} seed {ctx.seed}: step {state.step} of {ctx.total}, "
             f"{world} process(es), {device}")
-    train_loop(ctx, state, loader, on_step, finish)
+    with deterministic_kernels(cell.train, device):
+        train_loop(ctx, state, loader, on_step, finish)
     if world > 1:  # DDP keeps rank 0's buffers authoritative; make the final state identical
         for buffer in accelerator.unwrap_model(state.model).buffers():
             torch.distributed.broadcast(buffer, src=0)
@@ -351,6 +353,15 @@ def set_lr(optimizer: torch.optim.Optimizer, cell: Cell, step: int) -> float:
 
 COMPILE_BACKEND = os.environ.get("PROTOSEG_COMPILE_BACKEND", "inductor")
 CUBLAS_WORKSPACE = ":4096:8"  # the setting CUDA's docs give for reproducible cuBLAS results
+
+
+def deterministic_kernels(train: Any, device: torch.device) -> contextlib.AbstractContextManager:
+    """The training loop's context: on a GPU with `train.deterministic`, bilinear upsampling and
+    cross-entropy reductions in deterministic kernels (methods/deterministic.py: torch has none
+    for them). Not on the CPU, whose kernels are deterministic already."""
+    if getattr(train, "deterministic", False) and device.type == "cuda":
+        return deterministic_ops()
+    return contextlib.nullcontext()
 
 
 def apply_determinism(train: Any) -> bool:

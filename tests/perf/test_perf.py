@@ -264,6 +264,20 @@ def test_peer_pipeline_sides_make_the_same_samples(tmp_path) -> None:
     assert len(fns["suite"]()) == len(fns["mmseg"]()) == 2
 
 
+def test_inventory_finds_the_ops_without_a_deterministic_cuda_kernel_and_the_swap_removes_them(
+) -> None:
+    """The smoke cell's step upsamples (bilinear backward) and reduces a cross-entropy (NLL mean),
+    both on torch's list; under methods.deterministic's swaps none is left."""
+    from experiments.smoke import smoke
+    from perf.cuda_ops import nondeterministic_cuda_ops
+
+    ours = smoke().cells[-1]
+    found = nondeterministic_cuda_ops(ours)
+    assert found.get("upsample_bilinear2d_backward", 0) >= 1
+    assert found.get("nll_loss2d_forward") == 1
+    assert nondeterministic_cuda_ops(ours, swapped=True) == {}
+
+
 def test_gpu_check_script_parses_and_lists_its_parts() -> None:
     """perf/gpu_check.sh --dry: the commands a GPU machine (and a CPU one) would run."""
     import perf.determinism  # noqa: F401  (the modules it runs import)

@@ -123,6 +123,37 @@ def test_deterministic_sets_the_flags_and_changes_nothing_on_the_cpu(monkeypatch
     assert det.weights_sha256 == plain.weights_sha256  # the CPU kernels were deterministic
 
 
+def test_deterministic_kernels_are_swapped_only_on_a_gpu_and_train_the_same(monkeypatch) -> None:
+    """On a GPU, `train.deterministic` runs the training loop under methods.deterministic's
+    swaps; here the swap is forced on the CPU: the run trains to the same losses to float
+    rounding, and the swapped functions are restored afterwards."""
+    import contextlib
+
+    import torch.nn.functional as F
+
+    on = cell("train.deterministic=true").train
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert isinstance(runtime.deterministic_kernels(on, cpu), contextlib.nullcontext)
+    assert isinstance(runtime.deterministic_kernels(cell().train, gpu), contextlib.nullcontext)
+    original = F.interpolate
+    with runtime.deterministic_kernels(on, gpu):
+        assert F.interpolate is not original
+    assert F.interpolate is original
+
+    entered = []
+
+    def forced(train, device):
+        entered.append(device.type)
+        return runtime.deterministic_ops()
+
+    monkeypatch.setattr(runtime, "deterministic_kernels", forced)
+    swapped = train_and_evaluate(cell(), seed=4, progress=False)
+    monkeypatch.undo()
+    plain = train_and_evaluate(cell(), seed=4, progress=False)
+    assert entered == ["cpu"] and F.interpolate is original
+    assert losses(swapped) == pytest.approx(losses(plain), rel=1e-4)
+
+
 def test_new_settings_keep_every_cell_key() -> None:
     base = smoke().cells[0]
     off = apply_overrides(base, ["train.compile=false", "train.channels_last=false",
