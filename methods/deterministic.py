@@ -72,16 +72,19 @@ def matmul_interpolate(x: Tensor, size: Any = None, scale_factor: Any = None,
     matrices: deterministic forward and backward on every device."""
     dims = x.dim() - 2
     sizes, factors = _output_sizes(x, dims, size, scale_factor)
-    out = x
-    with torch.autocast(device_type=x.device.type, enabled=False):  # the input's precision
+    # float32 for half inputs: torch's kernel computes in float32 and rounds once, where
+    # half-precision weights would round each weight (exact only for power-of-two ratios)
+    work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    out = work
+    with torch.autocast(device_type=x.device.type, enabled=False):  # no down-cast of the matmuls
         for axis in range(1, dims + 1):  # the last spatial dimension first
             n_in, n_out, factor = x.shape[-axis], sizes[-axis], factors[-axis]
             if n_in == n_out and factor in (None, 1.0):
                 continue  # an exact copy
             weights = interpolation_matrix(n_in, n_out, align_corners, factor,
-                                           device=x.device, dtype=x.dtype)
+                                           device=x.device, dtype=work.dtype)
             out = out @ weights.T if axis == 1 else weights @ out  # (.., W) / (.., H, W')
-    return out if out is not x else x.clone()
+    return x.clone() if out is work else out.to(x.dtype)
 
 
 def _interpolate(input: Tensor, size: Any = None, scale_factor: Any = None,

@@ -112,3 +112,16 @@ def test_cross_entropy_edge_cases_match_torch() -> None:
                 F.cross_entropy(logits, probabilities)]
     assert torch.isnan(refs[0]) and torch.isnan(outs[0])  # every item ignored: 0 / 0, as torch
     torch.testing.assert_close(outs[1:], refs[1:], rtol=0, atol=1e-12)
+
+
+def test_half_precision_input_rounds_once_as_torch_does() -> None:
+    """bf16 in, bf16 out, computed in float32 (as torch's kernel): at most one bf16 rounding
+    step from the float32 result, at a ratio whose weights bf16 cannot hold exactly."""
+    x = torch.randn(1, 4, 7, 9).to(torch.bfloat16)
+    exact = F.interpolate(x.float(), size=(23, 31), mode="bilinear", align_corners=False)
+    ours = matmul_interpolate(x, size=(23, 31))
+    assert ours.dtype == torch.bfloat16
+    ulp = exact.abs().clamp(min=1e-3) * 2.0 ** -7
+    assert ((ours.float() - exact).abs() <= ulp).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert matmul_interpolate(x.float(), size=(23, 31)).dtype == torch.float32
