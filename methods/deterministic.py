@@ -3,7 +3,7 @@ CUDA kernel: bilinear upsampling's backward and cross-entropy's mean/sum reducti
 
 PyTorch lists both among the ops that `torch.use_deterministic_algorithms` cannot make
 deterministic (their CUDA kernels add with atomics), and every Table 1 step runs them
-(perf/determinism.py lists them per cell). `deterministic_ops()` swaps them, for the duration
+(perf/cuda_ops.py lists them per cell). `deterministic_ops()` swaps them, for the duration
 of a block, for the same arithmetic in deterministic kernels:
 
 - bilinear / linear `F.interpolate` as a product with two interpolation matrices (the same
@@ -141,10 +141,11 @@ def deterministic_ops() -> Iterator[None]:
     (mean, sum) run the deterministic versions above; restored on exit."""
     replacements = {"interpolate": _interpolate, "cross_entropy": _cross_entropy,
                     "nll_loss": _nll_loss}
+    before = {name: getattr(F, name) for name in replacements}  # nested blocks restore theirs
     for name, fn in replacements.items():
         setattr(F, name, fn)
     try:
         yield
     finally:
-        for name, fn in _ORIGINAL.items():
+        for name, fn in before.items():
             setattr(F, name, fn)

@@ -68,6 +68,10 @@ def test_modules_and_other_modes_go_through_or_around_the_swap() -> None:
                                                    align_corners=False), rtol=0, atol=1e-12)
         assert torch.equal(F.interpolate(x, scale_factor=2, mode="nearest"), ref_nearest)
     assert F.interpolate is original
+    with deterministic_ops():
+        with deterministic_ops():
+            pass
+        assert F.interpolate is not original  # a nested block restores what it found
     with pytest.raises(RuntimeError), deterministic_ops():
         raise RuntimeError("restored on the way out")
     assert F.interpolate is original and F.cross_entropy.__module__ == "torch.nn.functional"
