@@ -19,12 +19,25 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from perf.common import Report, Table, standalone
+
+
+def nondeterministic_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The op names of torch's "does not have a deterministic implementation" warnings."""
+    names = []
+    for w in caught:
+        text = str(w.message)
+        if "does not have a deterministic implementation" in text:
+            name = text.split(" does not have")[0].strip()
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def _cell(deterministic: bool, amp: bool, quick: bool) -> Any:
@@ -78,7 +91,9 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
             for deterministic in (False, True):
                 torch.use_deterministic_algorithms(False)
                 cell = _cell(deterministic, amp, quick)
-                first = train_and_evaluate(cell, seed=0, progress=False)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    first = train_and_evaluate(cell, seed=0, progress=False)
                 second = train_and_evaluate(cell, seed=0, progress=False)
                 resumed = _resumed(cell, cell.train.iters // 2)
                 step = first.timings.step_s_median
@@ -87,17 +102,21 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
                              "on" if deterministic else "off",
                              "yes" if second.weights_sha256 == first.weights_sha256 else "NO",
                              "yes" if resumed.weights_sha256 == first.weights_sha256 else "NO",
-                             f"{step * 1e3:.1f}", f"{step / base_step:.2f}"])
+                             f"{step * 1e3:.1f}", f"{step / base_step:.2f}",
+                             ", ".join(nondeterministic_warnings(caught)) or "none"])
     finally:
         torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2:]
     headers = ["Precision", "train.deterministic", "Repeat bitwise", "Resume bitwise",
-               "Step (ms)", "vs off"]
+               "Step (ms)", "vs off", "Ops that warned (no deterministic kernel)"]
     where = torch.cuda.get_device_name(0) if gpu else "CPU"
     notes = [f"{where}; the smoke grid's prototype cell (K=5), "
              f"{'4 steps at 32x32' if quick else '24 steps at 64x64'}, batch 4; resumed = "
              f"SIGTERM during the middle step, checkpoint, rerun; sha256 of the final weights",
-             "bf16 rows only on a GPU (train.amp is off on the CPU)"]
+             "bf16 rows only on a GPU (train.amp is off on the CPU)",
+             "ops that warned: torch's warn-only alerts during the first run, one per op "
+             "without a deterministic kernel (only CUDA kernels alert; with train.deterministic "
+             "the swaps of methods/deterministic.py should leave none)"]
     return Report("determinism", "Determinism: repeat and resume, bit for bit",
                   [Table(headers, rows)], notes)
 

@@ -278,6 +278,27 @@ def test_inventory_finds_the_ops_without_a_deterministic_cuda_kernel_and_the_swa
     assert nondeterministic_cuda_ops(ours, swapped=True) == {}
 
 
+def test_determinism_figure_names_the_ops_torch_warns_about() -> None:
+    """A real warn-only alert (put_ without accumulate alerts on the CPU too) is parsed to its op
+    name; other warnings are not."""
+    import warnings
+
+    from perf.determinism import nondeterministic_warnings
+
+    flags = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.zeros(4).put_(torch.tensor([1, 1]), torch.tensor([1.0, 2.0]))
+            warnings.warn("an unrelated warning")
+    finally:
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+    names = nondeterministic_warnings(caught)
+    assert len(names) == 1 and "put_" in names[0]
+
+
 def test_gpu_check_script_parses_and_lists_its_parts() -> None:
     """perf/gpu_check.sh --dry: the commands a GPU machine (and a CPU one) would run."""
     import perf.determinism  # noqa: F401  (the modules it runs import)
