@@ -34,10 +34,19 @@ DASH = "–"
 
 
 def pick_device(name: str | None = None) -> torch.device:
-    """`name` if given, else CUDA when available, else the CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """`name` if given, else CUDA when available, else the CPU; on the CPU the allocator is set
+    as the suite's CPU runs set it (glibc keeps freed memory: engine.keep_freed_memory), for
+    every side of every figure alike."""
+    from benchmark.train.engine import keep_freed_memory
+
+    device = torch.device(name) if name else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and keep_freed_memory():
+        _ALLOCATOR["kept"] = True
+    return device
+
+
+_ALLOCATOR = {"kept": False}  # whether pick_device set glibc to keep freed memory
 
 
 def sync(device: torch.device | None) -> None:
@@ -63,6 +72,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "gpu": None,
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan,
+        "allocator": ("glibc keeps freed memory, as the suite's CPU runs" if _ALLOCATOR["kept"]
+                      else "the C library's defaults"),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -76,7 +87,8 @@ def machine_line(info: dict[str, Any]) -> str:
            if info.get("gpu") else "no GPU")
     return (f"{info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable, "
             f"{info['torch_threads']} torch threads), {gpu}; torch {info['torch']}, "
-            f"Python {info['python']}; load average {info['load_average']:.2f} at the start")
+            f"Python {info['python']}; load average {info['load_average']:.2f} at the start; "
+            f"CPU allocator: {info.get('allocator', 'the C library defaults')}")
 
 
 def busy_note(info: dict[str, Any]) -> str | None:

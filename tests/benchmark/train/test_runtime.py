@@ -8,6 +8,9 @@ bitwise; resume of a compiled run is bitwise (the same kernels run in both)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +23,8 @@ from benchmark.train.evaluate import predict_confusion
 from benchmark.stops import Interrupted
 from experiments.smoke import smoke
 from methods import build_model
+
+ROOT = Path(__file__).resolve().parents[3]
 
 TINY = ["train.iters=6", "train.batch_size=4", "data.train_images=8", "data.val_images=4",
         "data.image_size=32", "train.log_every=1"]  # smoke cell 0: the softmax head
@@ -152,6 +157,42 @@ def test_deterministic_kernels_are_swapped_only_on_a_gpu_and_train_the_same(monk
     plain = train_and_evaluate(cell(), seed=4, progress=False)
     assert entered == ["cpu"] and F.interpolate is original
     assert losses(swapped) == pytest.approx(losses(plain), rel=1e-4)
+
+
+FAULT_PROBE = """
+import ctypes, resource, sys
+import torch
+if sys.argv[1] == "keep":
+    from benchmark.train.engine import keep_freed_memory
+    assert keep_freed_memory()
+else:  # glibc's starting mmap threshold, held fixed (its dynamic raise varies from run to run)
+    assert ctypes.CDLL("libc.so.6").mallopt(-3, 128 << 10) == 1
+sizes = [(i % 7 + 1) << 20 for i in range(20)]  # 4-28 MiB buffers, like a step's activations
+def steps():
+    for _ in range(4):
+        live = [torch.ones(n) for n in sizes]  # forward: allocate and touch
+        while live:  # backward: free in reverse
+            live.pop()
+steps()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+steps()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_keeping_freed_memory_ends_the_page_faults_of_repeated_steps() -> None:
+    """In a fresh interpreter (the allocator's state is the process's), steps that allocate and
+    free the same buffers fault on every page with glibc's starting mmap threshold (its default
+    raises it dynamically, which ends the faults in some processes and not in others) and not
+    at all after `keep_freed_memory()`, which a CPU run calls."""
+    def faults(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", FAULT_PROBE, mode], capture_output=True,
+                             text=True, check=True, cwd=ROOT)
+        return int(out.stdout.split()[-1])
+
+    default, kept = faults("default"), faults("keep")
+    assert default > 50_000 and kept < default / 100
 
 
 def test_new_settings_keep_every_cell_key() -> None:
