@@ -15,10 +15,10 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-from methods.heads.options import HeadOptions
-from methods.settings import setting
 from methods.catalog import HEADS, head_options
+from methods.heads.options import HeadOptions
 from methods.registry import RegistryError
+from methods.settings import setting
 
 
 class ConfigError(ValueError):
@@ -110,7 +110,6 @@ class HeadSpec:
 
 def _options_class(name: str) -> type[HeadOptions]:
     """The options class of a registered head; ConfigError naming the registered heads."""
-
     try:
         return head_options(name)
     except RegistryError as err:
@@ -304,7 +303,6 @@ def override_keys(obj: Any = None, prefix: str = "") -> list[str]:
 
 def head_option_keys() -> list[str]:
     """`model.head.<option>` of every registered head (for close-match hints)."""
-
     return list(dict.fromkeys(f"model.head.{k}" for e in HEADS.entries() if e.options
                               for k in e.options.spec_names().values()))
 

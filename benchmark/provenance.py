@@ -83,7 +83,6 @@ def with_code_diff(record_path: Path | str, prov: Provenance | Mapping[str, Any]
     """`prov` with `diff` ({file, sha256, bytes}) after writing the diff beside the record,
     when the record names uncommitted code; unchanged otherwise (the diff file comes first:
     a record never names a missing one)."""
-
     prov = Provenance.from_dict(prov)
     if not is_uncommitted(prov) or prov.diff is not None:
         return prov

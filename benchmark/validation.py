@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 
+from benchmark import catalog  # names only: validating must not import torch
 from benchmark.config import Cell, ConfigError, DataSpec, get_path, override_keys
 from benchmark.ranges import check_ranges
-from benchmark import catalog
 
 CHOICES: dict[str, tuple[str, ...]] = {  # a head's own choices and ranges: its options class
     "train.optimizer": ("sgd", "adamw"),
@@ -28,7 +28,6 @@ CHOICES: dict[str, tuple[str, ...]] = {  # a head's own choices and ranges: its 
 
 def validate(cell: Cell) -> Cell:
     """Check choices and ranges that the type alone cannot; returns the cell unchanged."""
-
     for key, registry in (("data.name", catalog.DATASETS), ("model.backbone", catalog.BACKBONES),
                           ("model.decoder", catalog.DECODERS)):
         if get_path(cell, key) not in registry:  # plugins' names load here when asked for

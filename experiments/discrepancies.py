@@ -25,8 +25,8 @@ from benchmark.config import Cell, HeadSpec
 from benchmark.overrides import apply_overrides
 from benchmark.stats import planned_seeds
 from experiments import Grid
-from experiments.table2 import table2
 from experiments.camvid import camvid
+from experiments.table2 import table2
 
 RELEASED = dict(name="prototype", projection="mlp", proj_norm_axis="width", score_norm="layernorm",
                 update_assign="gumbel", ppc_tau=1.0, ppc_weight=0.01, ppd_weight=0.001,
@@ -61,7 +61,6 @@ def switch_cells(grid: str, template: Cell, switches: dict[str, tuple[str, tuple
 
 
 def discrepancies() -> Grid:
-
     hrnet = next(c for c in table2().cells if c.pair == "hrnet" and c.tag == "ours")
     cells = switch_cells("discrepancies", hrnet, SWITCHES)
     return Grid("discrepancies", "paper vs released ProtoSeg code, one switch per cell "
@@ -70,7 +69,6 @@ def discrepancies() -> Grid:
 
 
 def discrepancies_camvid() -> Grid:
-
     proto = next(c for c in camvid().cells if c.model.head.name == "prototype")
     switches = {k: v for k, v in SWITCHES.items() if k not in CPU_ONLY_OUT}
     cells = switch_cells("discrepancies_camvid", proto, switches,

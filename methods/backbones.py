@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch.nn.functional as F
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from methods.catalog import BACKBONES
+
+from methods.catalog import BACKBONES  # the registry names this module's builders
 
 # timm, torchvision and transformers are imported by the builders that need them: importing
 # them costs seconds (timm pulls in torchvision and torch._dynamo), which commands that never
@@ -383,7 +384,6 @@ def mit_b0() -> Backbone:
 
 def build_backbone(name: str) -> Backbone:
     """The backbone registered as `name` (methods/catalog.py, or a plugin's)."""
-
     backbone = BACKBONES.build(name)
     backbone.name = name  # lets benchmark/pretrained.py name the checkpoint it expects
     return backbone

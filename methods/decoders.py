@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from methods.catalog import DECODERS
+
+from methods.catalog import DECODERS  # the registry names this module's classes
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
@@ -202,5 +203,4 @@ class OpensegHRNetDecoder(nn.Module):
 
 def build_decoder(name: str, in_channels: list[int], channels: int) -> nn.Module:
     """The decoder registered as `name` (methods/catalog.py, or a plugin's)."""
-
     return DECODERS.build(name, in_channels, channels)

@@ -17,11 +17,11 @@ from torch import nn
 from benchmark.checkpoints.coverage import CheckpointError, LoadReport, apply_state
 from benchmark.checkpoints.files import find_file
 from benchmark.checkpoints.mmseg_zoo import convert_mmseg_zoo, is_mmseg_zoo
-from benchmark.checkpoints.openseg import ALIAS, convert_openseg_hrnet, is_openseg
 from benchmark.checkpoints.expected import sha256_of
+from benchmark.checkpoints.openseg import ALIAS, convert_openseg_hrnet, is_openseg
 from benchmark.checkpoints.pretrained import read_state_dict
-from methods.registry import Registry, RegistryError
 from methods.catalog import DECODERS, HEADS
+from methods.registry import Registry, RegistryError
 
 WHAT = "--checkpoint"
 COMPUTED = re.compile(r"relative_position_index$|attn_mask$")  # buffers the suite computes
@@ -40,7 +40,6 @@ def find_checkpoint(path: str | Path, names: tuple[str, ...] = ()) -> Path:
 
 def _names_of(model: nn.Module) -> tuple[str, str, str]:
     """(backbone, decoder, head) registry names of a Segmentor."""
-
     return (getattr(model.backbone, "name", ""), _registered_name(DECODERS, model.decoder),
             _registered_name(HEADS, model.head))
 

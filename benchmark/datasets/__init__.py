@@ -15,13 +15,13 @@ from typing import Any, Callable, NamedTuple
 
 from torch.utils.data import Dataset
 
+from benchmark.catalog import DATASETS
 from benchmark.datasets.ade20k import ADE20K
 from benchmark.datasets.base import DataError, DatasetDef, SegmentationDataset
 from benchmark.datasets.camvid import CAMVID
 from benchmark.datasets.cityscapes import CITYSCAPES
 from benchmark.datasets.coco_stuff import COCO_STUFF10K
 from benchmark.datasets.synthetic import SyntheticConfig, SyntheticSegmentation
-from benchmark.catalog import DATASETS
 
 __all__ = ["DatasetBuilders", "REAL", "REAL_DATASETS", "SYNTHETIC", "DataError", "DatasetInfo",
            "build_dataset",
@@ -107,7 +107,6 @@ REAL = DatasetBuilders(_build_real, _real_info)  # each name in REAL_DATASETS
 
 
 def _lookup(name: str) -> DatasetBuilders:
-
     return DATASETS.get(name).load()
 
 

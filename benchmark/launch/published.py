@@ -22,9 +22,9 @@ from benchmark.checkpoints.files import default_folder, names_for
 from benchmark.checkpoints.whole import find_checkpoint, load_checkpoint
 from benchmark.config import Cell
 from benchmark.disk import DiskFull
+from benchmark.provenance import provenance
 from benchmark.records import Metrics, Params, Timings
 from benchmark.store import Record, ResultsLayout, write_record
-from benchmark.provenance import provenance
 
 Lookup = Callable[[Cell], Any]  # cell -> Published-like (config, patterns, origin, miou, ...)
 
@@ -70,7 +70,6 @@ def _now() -> str:
 def published_record(cell: Cell, result: dict[str, Any], published: Any,
                      started: str) -> Record:
     """The record of one evaluated checkpoint (kind `published-checkpoint`)."""
-
     report = result["report"]
     checkpoint = {"file": report.path, "sha256": report.sha256, "format": report.format,
                   "source": getattr(published, "origin", report.format),

@@ -26,9 +26,9 @@ from benchmark.catalog import cell_plugins
 from benchmark.config import Cell
 from benchmark.disk import DiskFull, as_disk_full
 from benchmark.provenance import provenance, with_code_diff
+from benchmark.stops import Interrupted
 from benchmark.store import (PUBLISHED_RECORD, Record, RecordError, ResultsLayout, jsonable,
                              read_record, report_bad_record, write_record)
-from benchmark.stops import Interrupted
 
 NONE, DONE, FAILED, DAMAGED = "none", "done", "failed", "damaged"
 

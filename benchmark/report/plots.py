@@ -32,8 +32,8 @@ from benchmark.report.aggregate import (  # noqa: E402
     per_class_iou,
 )
 from benchmark.store import Record, ResultsLayout  # noqa: E402
+from methods.catalog import HEADS  # noqa: E402
 from methods.heads.base import SegHead, downsample_labels  # noqa: E402
-from methods.catalog import HEADS
 
 DPI = 100
 PANEL_IN = 2.2  # side of one similarity-map panel, inches
@@ -156,7 +156,6 @@ def head_figure_vectors(head_name: str) -> tuple[bool, bool]:
     name. A head class that keeps SegHead's `class_vectors` (which refuses) or
     `prototype_vectors` (None) has no such vectors; a plugin head that implements them gets the
     figures too."""
-
     head = HEADS.get(head_name).load()
     return (head.class_vectors is not SegHead.class_vectors,
             head.prototype_vectors is not SegHead.prototype_vectors)

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch.profiler import record_function
 from torch.utils.data import DataLoader, Sampler
+
 from benchmark.train.checkpoint import SIGNALS
 
 
@@ -102,7 +103,6 @@ def ignore_stop_signals(worker_id: int) -> None:
     the next step boundary and then shuts its workers down (SLURM signals every process of
     the job; a worker killed by it would fail the run instead)."""
     import signal
-
 
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)

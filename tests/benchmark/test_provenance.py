@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import provenance
-from benchmark.provenance import main, rebuild, with_code_diff
+from benchmark.provenance import main, with_code_diff
 
 BLOB = bytes(range(256)) * 4  # a binary file, NUL bytes and all
 

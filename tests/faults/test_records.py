@@ -17,8 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from benchmark.cli import main
 from benchmark.launch.runs import run_state
 from benchmark.store import ResultsLayout, load_records, read_record
