@@ -33,6 +33,10 @@ DASH = "–"
 # ----------------------------------------------------------------------------- device, machine
 
 
+_ALLOCATOR = {"kept": False}  # whether pick_device set glibc to keep freed memory
+DEFAULT_ALLOCATOR = "the C library's defaults"
+
+
 def pick_device(name: str | None = None) -> torch.device:
     """`name` if given, else CUDA when available, else the CPU; on the CPU the allocator is set
     as the suite's CPU runs set it (glibc keeps freed memory: engine.keep_freed_memory), for
@@ -45,8 +49,6 @@ def pick_device(name: str | None = None) -> torch.device:
         _ALLOCATOR["kept"] = True
     return device
 
-
-_ALLOCATOR = {"kept": False}  # whether pick_device set glibc to keep freed memory
 
 
 def sync(device: torch.device | None) -> None:
@@ -73,7 +75,7 @@ def machine() -> dict[str, Any]:
         "gpu": None,
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan,
         "allocator": ("glibc keeps freed memory, as the suite's CPU runs" if _ALLOCATOR["kept"]
-                      else "the C library's defaults"),
+                      else DEFAULT_ALLOCATOR),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -88,7 +90,7 @@ def machine_line(info: dict[str, Any]) -> str:
     return (f"{info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable, "
             f"{info['torch_threads']} torch threads), {gpu}; torch {info['torch']}, "
             f"Python {info['python']}; load average {info['load_average']:.2f} at the start; "
-            f"CPU allocator: {info.get('allocator', 'the C library defaults')}")
+            f"CPU allocator: {info.get('allocator', DEFAULT_ALLOCATOR)}")
 
 
 def busy_note(info: dict[str, Any]) -> str | None:
@@ -296,8 +298,8 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
 def standalone(name: str, run: Callable[..., Report], argv: list[str] | None = None) -> int:
     """`python -m perf.<name>`: run one benchmark, print it, append it."""
     args = parse_args(run.__doc__ or name, argv)
+    device = pick_device(args.device)  # first: it sets the allocator the header names
     info = machine()
-    device = pick_device(args.device)
     t0 = time.perf_counter()
     report = run(quick=args.quick, device=device)
     report.seconds = time.perf_counter() - t0

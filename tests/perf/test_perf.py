@@ -299,6 +299,23 @@ def test_determinism_figure_names_the_ops_torch_warns_about() -> None:
     assert len(names) == 1 and "put_" in names[0]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_header_names_the_allocator_setting_of_the_figures(tmp_path) -> None:
+    """`python -m perf.<name>` on the CPU sets the allocator as CPU runs do before it reads the
+    machine, so the header it appends names that setting (fresh interpreter: the setting is
+    process-wide)."""
+    out = tmp_path / "RESULTS.md"
+    script = ("import functools, sys, perf.common as c\n"
+              "print(c.machine_line(c.machine()))\n"
+              "c.append_results = functools.partial(c.append_results, path=c.Path(sys.argv[1]))\n"
+              "c.standalone('x', lambda quick, device: c.Report('x', 'x', []), [])\n")
+    printed = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True,
+                             text=True, check=True, cwd=ROOT,
+                             env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}).stdout
+    assert printed.splitlines()[0].endswith("CPU allocator: the C library's defaults")
+    assert "CPU allocator: glibc keeps freed memory, as the suite's CPU runs." in out.read_text()
+
+
 def test_gpu_check_script_parses_and_lists_its_parts() -> None:
     """perf/gpu_check.sh --dry: the commands a GPU machine (and a CPU one) would run."""
     import perf.determinism  # noqa: F401  (the modules it runs import)
