@@ -63,6 +63,8 @@ def test_gumbel_disagreement_is_the_released_draws_frequency():
     expected = gumbel_disagreement(q)
     soft = torch.softmax(q, dim=1)
     assert expected.tolist() == pytest.approx((1 - soft.max(dim=1).values).tolist())
+    assert gumbel_disagreement(q * 1e4).tolist() == pytest.approx([0.0, 0.0])  # no overflow
+    assert gumbel_disagreement(q[:0]).shape == (0,)  # a batch with no labelled pixel
     torch.manual_seed(0)
     draws = torch.stack([F.gumbel_softmax(q, tau=0.5, hard=True).argmax(dim=1)
                          for _ in range(4000)])
