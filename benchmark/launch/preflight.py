@@ -118,9 +118,10 @@ def preflight_cell(cell: Cell, device: torch.device | str = "cpu", batch: int = 
 
 
 def _autocast(cell: Cell, device: torch.device) -> Callable[[], Any]:
-    """As the engine: bf16 autocast on a GPU when `train.amp`, nothing on the CPU."""
-    amp = cell.train.amp and device.type == "cuda"
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    """The engine's training autocast (bf16 on a GPU when `train.amp`, nothing on the CPU)."""
+    from benchmark.train.engine import amp_autocast
+
+    return amp_autocast(cell.train, device)
 
 
 def _check_training_step(cell: Cell, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -158,12 +159,13 @@ def _check_training_step(cell: Cell, model: torch.nn.Module, optimizer: torch.op
 
 def _check_evaluation(cell: Cell, model: torch.nn.Module, images: torch.Tensor,
                       result: PreflightResult) -> None:
-    """One evaluation forward: timed; logits of the right shape and no loss terms."""
+    """One evaluation forward, in float32 as the engine evaluates: timed; logits of the right
+    shape and no loss terms."""
     batch, c, device = images.shape[0], cell.data.num_classes, images.device
     model.eval()
     _sync(device)
     t1 = time.perf_counter()
-    with torch.no_grad(), _autocast(cell, device)():
+    with torch.no_grad():
         out = model(images)
     _sync(device)
     result.eval_s = time.perf_counter() - t1

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -193,14 +195,25 @@ def _timings(ctx: RunContext, state: TrainState, eval_s: float, val_images: int
 
 
 def make_accelerator(cell: Cell, log_dir: Path | None = None) -> Accelerator:
-    """Accelerate picks up 1..N processes from the environment; AMP only on a GPU. With
-    `log_dir`, its TensorBoard tracker writes there (benchmark/train/telemetry.py)."""
+    """Accelerate picks up 1..N processes from the environment. With `log_dir`, its TensorBoard
+    tracker writes there (benchmark/train/telemetry.py).
+
+    Precision is not Accelerate's: its state is one per process and refuses a second setting
+    (an inline grid mixes `train.amp` on and off), and its prepared model would evaluate in
+    bf16. The training step takes `amp_autocast` instead; evaluation runs in float32, as
+    MMSegmentation's does."""
     use_gpu = torch.cuda.is_available()
-    precision = "bf16" if (cell.train.amp and use_gpu) else "no"
     if log_dir is None:
-        return Accelerator(cpu=not use_gpu, mixed_precision=precision)
-    return Accelerator(cpu=not use_gpu, mixed_precision=precision, log_with="tensorboard",
+        return Accelerator(cpu=not use_gpu, mixed_precision="no")
+    return Accelerator(cpu=not use_gpu, mixed_precision="no", log_with="tensorboard",
                        project_dir=str(log_dir))
+
+
+def amp_autocast(train: Any, device: torch.device) -> Callable[[], Any]:
+    """The training step's autocast: bf16 on a GPU with `train.amp` (no loss scaling: bf16 has
+    float32's range), nothing on the CPU."""
+    enabled = bool(getattr(train, "amp", False)) and device.type == "cuda"
+    return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def build_state(ctx: RunContext, info: DatasetInfo) -> TrainState:
@@ -247,7 +260,7 @@ def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
         lr = set_lr(state.optimizer, cell, step)
         images, labels = finish(batch, device, channels_last=cell.train.channels_last)
         result = training_step(state.model, state.optimizer, images, labels,
-                               cell.data.ignore_index, autocast=accelerator.autocast,
+                               cell.data.ignore_index, autocast=amp_autocast(cell.train, device),
                                backward=accelerator.backward, clip=clip, step=step,
                                ce_average=cell.train.ce_average,
                                ce_weights=cell.train.ce_weights)
@@ -270,6 +283,8 @@ def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
         ctx.beat(state.step)
         step_boundary(ctx, state)
     bar.close()
+    if device.type == "cuda":  # the last step's kernels belong to the training time
+        torch.cuda.synchronize(device)
     state.train_s = train_s + time.perf_counter() - t0
 
 
@@ -390,15 +405,26 @@ def deterministic_kernels(train: Any, device: torch.device) -> contextlib.Abstra
 
 
 def apply_determinism(train: Any) -> bool:
-    """Switch deterministic kernels on when `train.deterministic` is set (before the model is
-    built: cuBLAS reads its workspace setting at its first call); returns whether it did."""
-    if not getattr(train, "deterministic", False):
-        return False
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.deterministic = True
+    """Set deterministic kernels on or off as `train.deterministic` says (both ways: an inline
+    grid runs cells one after another in one process); returns whether they are on.
+
+    Before the model is built: cuBLAS reads its workspace setting once per process, when CUDA
+    first uses it. Where CUDA already ran without the setting, a deterministic cell warns."""
+    on = bool(getattr(train, "deterministic", False))
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.deterministic = on
     torch.backends.cudnn.benchmark = False
-    return True
+    if on and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            warnings.warn(CUBLAS_TOO_LATE, stacklevel=2)
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+    return on
+
+
+CUBLAS_TOO_LATE = (
+    "train.deterministic: CUDA ran in this process before CUBLAS_WORKSPACE_CONFIG was set, so "
+    f"cuBLAS may not be deterministic; export CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} before "
+    "starting, or run deterministic cells in their own processes (--executor local or slurm)")
 
 
 def prepare_model(model: torch.nn.Module, train: Any) -> torch.nn.Module:

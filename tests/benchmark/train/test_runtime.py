@@ -121,11 +121,64 @@ def test_deterministic_sets_the_flags_and_changes_nothing_on_the_cpu(monkeypatch
         assert torch.are_deterministic_algorithms_enabled()
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == runtime.CUBLAS_WORKSPACE
+        # the next cell of an inline grid, in the same process: switched off again
+        plain = train_and_evaluate(cell(), seed=4, progress=False)
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cudnn.deterministic
     finally:
         torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2:]
-    plain = train_and_evaluate(cell(), seed=4, progress=False)
     assert det.weights_sha256 == plain.weights_sha256  # the CPU kernels were deterministic
+
+
+def test_deterministic_warns_when_cuda_ran_before_the_cublas_setting(monkeypatch) -> None:
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG once per process: set after CUDA ran, it may not
+    hold, and a deterministic cell says so (not when it was exported before, or on the CPU)."""
+    import warnings
+
+    flags = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    on = cell("train.deterministic=true").train
+    try:
+        for cuda_ran, exported, warns in ((True, False, True), (True, True, False),
+                                          (False, False, False)):
+            monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_ran)
+            monkeypatch.setattr(torch.cuda, "is_initialized", lambda: cuda_ran)
+            if exported:
+                monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+            else:
+                monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                assert runtime.apply_determinism(on)
+            said = [str(w.message) for w in caught if "CUBLAS_WORKSPACE_CONFIG" in str(w.message)]
+            assert said == ([runtime.CUBLAS_TOO_LATE] if warns else []), (cuda_ran, exported)
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == (":16:8" if exported
+                                                             else runtime.CUBLAS_WORKSPACE)
+    finally:
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2:]
+
+
+def test_amp_is_the_engines_autocast_not_accelerates(monkeypatch) -> None:
+    """Accelerate's precision is one per process and refuses a second setting, so an inline grid
+    mixing train.amp on and off would stop at its second cell, and its prepared model would
+    evaluate in bf16: the Accelerator always gets "no", the training step bf16 autocast."""
+    made = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runtime, "Accelerator", lambda **kw: made.append(kw))
+    for amp in ("true", "false", "true"):
+        runtime.make_accelerator(cell(f"train.amp={amp}"))
+    assert [kw["mixed_precision"] for kw in made] == ["no"] * 3
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    on, off = cell("train.amp=true").train, cell("train.amp=false").train
+    for train, device, enabled in ((on, gpu, True), (off, gpu, False), (on, cpu, False)):
+        autocast = runtime.amp_autocast(train, device)
+        assert autocast.args == (device.type,)
+        assert autocast.keywords == {"dtype": torch.bfloat16, "enabled": enabled}
+    with runtime.amp_autocast(on, cpu)():  # a context that does nothing on the CPU
+        assert not torch.is_autocast_enabled("cpu")
 
 
 def test_deterministic_kernels_are_swapped_only_on_a_gpu_and_train_the_same(monkeypatch) -> None:
