@@ -91,8 +91,8 @@ def _interpolate(input: Tensor, size: Any = None, scale_factor: Any = None,
                  mode: str = "nearest", align_corners: bool | None = None,
                  recompute_scale_factor: bool | None = None, antialias: bool = False) -> Tensor:
     dims = _LINEAR_MODES.get(mode)
-    if dims is None or antialias or input.dim() != dims + 2 or (size is None) == (
-            scale_factor is None):
+    if (dims is None or antialias or input.dim() != dims + 2 or not input.is_floating_point()
+            or (size is None) == (scale_factor is None)):  # integer images: torch's rounding
         return _ORIGINAL["interpolate"](input, size, scale_factor, mode, align_corners,
                                         recompute_scale_factor, antialias)
     if recompute_scale_factor and scale_factor is not None:

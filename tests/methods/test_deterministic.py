@@ -67,6 +67,9 @@ def test_modules_and_other_modes_go_through_or_around_the_swap() -> None:
         torch.testing.assert_close(up(x), original(x, scale_factor=2, mode="bilinear",
                                                    align_corners=False), rtol=0, atol=1e-12)
         assert torch.equal(F.interpolate(x, scale_factor=2, mode="nearest"), ref_nearest)
+        image = torch.randint(0, 256, (1, 3, 5, 7), dtype=torch.uint8)  # torch's own rounding
+        assert torch.equal(F.interpolate(image, size=(9, 4), mode="bilinear"),
+                           original(image, size=(9, 4), mode="bilinear"))
     assert F.interpolate is original
     with deterministic_ops():
         with deterministic_ops():
