@@ -29,14 +29,18 @@ from perf.common import Report, Table, standalone
 
 
 def nondeterministic_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
-    """The op names of torch's "does not have a deterministic implementation" warnings."""
+    """The op names of torch's "does not have a deterministic implementation" warnings, and
+    "cuBLAS" where torch or the engine said cuBLAS ran without its deterministic setting."""
     names = []
     for w in caught:
         text = str(w.message)
+        name = None
         if "does not have a deterministic implementation" in text:
             name = text.split(" does not have")[0].strip()
-            if name not in names:
-                names.append(name)
+        elif "CuBLAS" in text or "CUBLAS_WORKSPACE_CONFIG" in text:
+            name = "cuBLAS (CUBLAS_WORKSPACE_CONFIG)"
+        if name is not None and name not in names:
+            names.append(name)
     return names
 
 
@@ -77,8 +81,11 @@ def _resumed(cell: Any, stop_at: int) -> Any:
 
 def run(quick: bool = False, device: torch.device | None = None) -> Report:
     """Repeat and resume bit for bit, deterministic on/off, fp32 and bf16 (GPU)."""
-    from benchmark.train.engine import train_and_evaluate
+    from benchmark.train.engine import CUBLAS_WORKSPACE, train_and_evaluate
 
+    # cuBLAS reads its workspace setting once per process, at its first use: set before any
+    # row, so the deterministic rows have it (the off rows then share it; see the notes)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     gpu = torch.cuda.is_available()
     precisions = [False, True] if gpu else [False]
     flags = (torch.are_deterministic_algorithms_enabled(),
@@ -114,6 +121,9 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
              f"{'4 steps at 32x32' if quick else '24 steps at 64x64'}, batch 4; resumed = "
              f"SIGTERM during the middle step, checkpoint, rerun; sha256 of the final weights",
              "bf16 rows only on a GPU (train.amp is off on the CPU)",
+             f"one process, CUBLAS_WORKSPACE_CONFIG={os.environ['CUBLAS_WORKSPACE_CONFIG']} "
+             "for every row (cuBLAS reads it once per process): off and on differ by "
+             "deterministic algorithms, cuDNN's flags and the op swaps",
              "ops that warned: torch's warn-only alerts during the first run, one per op "
              "without a deterministic kernel (only CUDA kernels alert; with train.deterministic "
              "the swaps of methods/deterministic.py should leave none)"]

@@ -292,10 +292,18 @@ def worker_table(cell: Any, epoch_steps: int, later_steps: int, rounds: int) -> 
                  "wall time against the same run with its data generated up front")
 
 
+TITLE = "6. Where the time goes: one CPU training step (smoke)"
+
+
 def run(quick: bool = False, device: Any = None) -> Report:
     """Where the time of a CPU training step goes (torch.profiler), and DataLoader workers."""
     from benchmark.train.data import loader_workers
 
+    if torch.cuda.is_available():  # the engine would train on the GPU, whose kernels run
+        # asynchronously: CPU-side ranges and timestamps would time their launches, not them
+        return Report("profile_step", TITLE, [], [
+            "skipped: a CPU figure and this machine has a GPU, which the engine would train on; "
+            "run it with `CUDA_VISIBLE_DEVICES= python -m perf.profile_step`"])
     torch_device = "cpu"  # the smoke grid is a CPU grid
     skip, active = (1, 3) if quick else (5, 20)
     cell = smoke_cell()
@@ -324,8 +332,8 @@ def run(quick: bool = False, device: Any = None) -> Report:
              "before it started) / step, which also counts what worker processes take from the "
              "compute threads, but differences of a few percent are within this machine's noise",
              "pin_memory is on only when batches go to a GPU; workers persist for the run"]
-    return Report("profile_step", "6. Where the time goes: one CPU training step (smoke)",
-                  [phases, workers_table], notes)
+    return Report("profile_step", TITLE, [phases, workers_table], notes)
+
 
 if __name__ == "__main__":
     raise SystemExit(standalone("profile_step", run))
