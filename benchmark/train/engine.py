@@ -341,9 +341,11 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         with record_function("train/forward"):
             out = model(images, labels)
         with record_function("train/loss"):
-            logits = F.interpolate(out.logits, size=labels.shape[-2:], mode="bilinear",
+            # float32 before upsampling: under bf16 autocast the head's logits are bf16, and
+            # upsampling keeps its input's dtype (a no-op in float32)
+            logits = F.interpolate(out.logits.float(), size=labels.shape[-2:], mode="bilinear",
                                    align_corners=False)
-            ce = seg_cross_entropy(logits.float(), labels, ignore_index, ce_average, ce_weights)
+            ce = seg_cross_entropy(logits, labels, ignore_index, ce_average, ce_weights)
             rescale_aux_loss(out.losses, labels, ignore_index, ce_average)
             loss = ce + sum(out.losses.values())
     if not torch.isfinite(loss):

@@ -92,3 +92,26 @@ def test_class_weights_follow_the_released_configs_weighted_mean() -> None:
         assert "19 classes, the model 11" in str(err)
     else:
         raise AssertionError("weights of another data set must be refused")
+
+
+def test_bf16_logits_are_upsampled_in_float32(monkeypatch) -> None:
+    """Under bf16 autocast (train.amp on a GPU; the CPU's autocast here) the head's logits are
+    bf16; the training step upsamples them in float32, so the loss sees no second rounding."""
+    import benchmark.train.engine as engine
+    from experiments.smoke import smoke
+    from methods import build_model
+
+    torch.manual_seed(0)
+    model = build_model(smoke().cells[0].model, 4, 255)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    images, labels = torch.randn(2, 3, 32, 32), torch.randint(0, 4, (2, 32, 32))
+    seen = []
+    real = engine.seg_cross_entropy
+    monkeypatch.setattr(engine, "seg_cross_entropy",
+                        lambda logits, *a: seen.append(logits) or real(logits, *a))
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    out = engine.training_step(model, optimizer, images, labels, 255, autocast=bf16).out
+    assert out.logits.dtype == torch.bfloat16 and seen[0].dtype == torch.float32
+    expected = F.interpolate(out.logits.float(), size=(32, 32), mode="bilinear",
+                             align_corners=False)
+    assert torch.equal(seen[0].detach(), expected.detach())
