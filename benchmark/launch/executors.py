@@ -112,21 +112,34 @@ class RunJob(submitit.helpers.Checkpointable):
     state at a step boundary, so the requeued job resumes where it stopped."""
 
     def __call__(self, cell: dict[str, Any], seed: int, results_root: str,
-                 plugins: list[dict[str, str]] | None = None) -> dict[str, Any]:
-        env = submitit.JobEnvironment()
-        if env.num_tasks > 1:  # one process per GPU: hand the distributed env to Accelerate
-            submitit.helpers.TorchDistributedEnvironment().export()
+                 plugins: list[dict[str, str]] | None = None,
+                 force: bool = False) -> dict[str, Any]:
+        export_distributed_env()
         import_plugins()  # $PROTOSEG_PLUGINS, inherited from the submitting command
         require_plugins(plugins or [], REGISTRIES)  # one line naming a package not installed
         run = Run(cell_from_dict(cell), seed, ResultsLayout(results_root))
         check_run(run)  # before the model is built: one line, nothing trained
-        lock, why = locks.claim(run)
+        lock, why = locks.claim(run, force)
         if lock is None:
             print(f"skipped {run.cell.row} seed {run.seed}: {why}", flush=True)
             return {"status": "skipped", "miou": None, "record": str(run.path)}
         with lock:
             record = execute_run(run, progress=False)
         return {"status": record.status, "miou": record.miou, "record": str(run.path)}
+
+
+def export_distributed_env() -> None:
+    """In a job of several tasks (one per GPU), the variables torch.distributed and Accelerate
+    read (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, ...), from SLURM's.
+
+    CUDA_VISIBLE_DEVICES stays as the job got it: submitit would narrow it to the local rank's
+    index while LOCAL_RANK keeps that index, so rank 3 would see one GPU and ask for cuda:3
+    (and on a node without device cgroups, index 3 may be another job's GPU). Accelerate picks
+    cuda:LOCAL_RANK among the job's GPUs. Variables inherited from the submitting shell (a
+    torchrun or an allocation) are overwritten by the job's own."""
+    if submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
+                                                              overwrite=True)
 
 
 @dataclass(frozen=True)
@@ -239,7 +252,8 @@ class SubmititExecutor:
         layout = part[0].layout
         jobs = executor.map_array(
             RunJob(), [r.cell.to_dict() for r in part], [r.seed for r in part],
-            [str(layout.root.resolve())] * len(part), [cell_plugins(r.cell) for r in part])
+            [str(layout.root.resolve())] * len(part), [cell_plugins(r.cell) for r in part],
+            [self.force] * len(part))
         jobs_log = layout.jobs_log(part[0].cell.grid)
         jobs_log.parent.mkdir(parents=True, exist_ok=True)
         with open(jobs_log, "a") as f:
