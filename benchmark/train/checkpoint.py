@@ -224,20 +224,22 @@ class TrainState:
     health: HealthMonitor | None = None  # prototype heads: assignment counts (train/telemetry.py)
     pretrained: dict[str, Any] = field(default_factory=dict)  # the backbone file loaded, its sha256
 
-    def extra(self) -> dict[str, Any]:
-        """What a checkpoint keeps besides model, optimizer and RNG states."""
+    def extra(self, accelerator: Accelerator | None = None) -> dict[str, Any]:
+        """What a checkpoint keeps besides model, optimizer and RNG states (every process calls
+        it: the prototype-health counts are summed over processes)."""
         extra = {"history": self.history, "train_s": self.train_s, "step_times": self.step_times}
         if self.health is not None and self.health.active:
-            extra["health_counts"] = self.health.to_state()
+            extra["health_counts"] = self.health.to_state(accelerator)
         return extra
 
-    def restore(self, step: int, extra: dict[str, Any]) -> None:
-        """Take back what `extra` saved at `step`."""
+    def restore(self, step: int, extra: dict[str, Any], main_process: bool = True) -> None:
+        """Take back what `extra` saved at `step` (the summed health counts on the main process
+        only)."""
         self.step = self.resumed_from = step
         self.history, self.train_s = extra["history"], extra["train_s"]
         self.step_times = extra["step_times"]
         if self.health is not None:
-            self.health.restore(extra.get("health_counts"))
+            self.health.restore(extra.get("health_counts"), main_process)
 
 
 # ----------------------------------------------------------------------------------------- resuming
@@ -253,7 +255,7 @@ def resume(ctx: RunContext, state: TrainState) -> Path | None:
         return None
     folder, meta = found
     load(ctx.accelerator, folder)
-    state.restore(meta["step"], meta["extra"])
+    state.restore(meta["step"], meta["extra"], ctx.accelerator.is_main_process)
     ctx.say(f"resuming from {folder}")
     return folder
 
@@ -261,7 +263,7 @@ def resume(ctx: RunContext, state: TrainState) -> Path | None:
 def save_state(ctx: RunContext, state: TrainState) -> None:
     """Checkpoint `state` at its step (all processes take part)."""
     assert ctx.checkpoint_dir is not None
-    save(ctx.accelerator, ctx.checkpoint_dir, state.step, state.extra())
+    save(ctx.accelerator, ctx.checkpoint_dir, state.step, state.extra(ctx.accelerator))
 
 
 # ------------------------------------------------------------------------------------------ signals

@@ -203,6 +203,8 @@ def make_accelerator(cell: Cell, log_dir: Path | None = None) -> Accelerator:
     bf16. The training step takes `amp_autocast` instead; evaluation runs in float32, as
     MMSegmentation's does."""
     use_gpu = torch.cuda.is_available()
+    if getattr(cell.train, "deterministic", False):  # before the Accelerator starts CUDA
+        deterministic_cublas()
     if log_dir is None:
         return Accelerator(cpu=not use_gpu, mixed_precision="no")
     return Accelerator(cpu=not use_gpu, mixed_precision="no", log_with="tensorboard",
@@ -252,6 +254,7 @@ def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
     state.model.train()
     clip = ((lambda: accelerator.clip_grad_norm_(state.model.parameters(), cell.train.grad_clip))
             if cell.train.grad_clip > 0 else None)
+    finite = finite_on_every_process if accelerator.num_processes > 1 else None
     bar = tqdm(total=ctx.total, initial=state.step, desc=f"train {cell.row} seed{ctx.seed}",
                disable=not ctx.show, leave=False)
     t0, train_s = time.perf_counter(), state.train_s
@@ -263,7 +266,7 @@ def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
                                cell.data.ignore_index, autocast=amp_autocast(cell.train, device),
                                backward=accelerator.backward, clip=clip, step=step,
                                ce_average=cell.train.ce_average,
-                               ce_weights=cell.train.ce_weights)
+                               ce_weights=cell.train.ce_weights, finite=finite)
         state.step_times.append(time.perf_counter() - t_step)
         if state.health is not None:
             state.health.observe(result.out.state)
@@ -309,6 +312,14 @@ def log_scalars(ctx: RunContext, state: TrainState, entry: dict[str, float]) -> 
 # -------------------------------------------------------------------------------- one training step
 
 
+def finite_on_every_process(loss: torch.Tensor) -> bool:
+    """Whether the loss is finite in every process (a collective: all must call it). A process
+    that stopped alone would leave the others waiting in DDP's gradient all-reduce."""
+    flag = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -327,7 +338,8 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                   autocast: Callable[[], Any] = contextlib.nullcontext,
                   backward: Callable[[torch.Tensor], None] | None = None,
                   clip: Callable[[], Any] | None = None, step: int = 0,
-                  ce_average: str = "labelled", ce_weights: str = "none") -> StepOutput:
+                  ce_average: str = "labelled", ce_weights: str = "none",
+                  finite: Callable[[torch.Tensor], bool] | None = None) -> StepOutput:
     """Forward, loss (upsampled cross-entropy + the head's terms), backward, optimizer step.
 
     `ce_average` (`train.ce_average`) normalises the main and auxiliary cross-entropy,
@@ -335,7 +347,9 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
     Each phase is a `torch.profiler` range (`train/forward`, `train/loss`, `train/backward`,
     `train/optimizer`), nearly free when no profiler runs. `backward`/`autocast`/`clip` are
-    Accelerate's in the engine; plain autograd by default (perf/ benchmarks).
+    Accelerate's in the engine; plain autograd by default (perf/ benchmarks). `finite(loss)`
+    says whether to go on (default: this loss is finite; several processes agree first,
+    `finite_on_every_process`).
     """
     with autocast():
         with record_function("train/forward"):
@@ -348,10 +362,11 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             ce = seg_cross_entropy(logits, labels, ignore_index, ce_average, ce_weights)
             rescale_aux_loss(out.losses, labels, ignore_index, ce_average)
             loss = ce + sum(out.losses.values())
-    if not torch.isfinite(loss):
+    if not (bool(torch.isfinite(loss)) if finite is None else finite(loss)):
+        where = (f"loss became {loss.item()}" if not torch.isfinite(loss)
+                 else "loss became non-finite in another process")
         raise NonFiniteLossError(
-            f"loss became {loss.item()} at step {step}; lower train.lr or set train.grad_clip"
-        )
+            f"{where} at step {step}; lower train.lr or set train.grad_clip")
     with record_function("train/backward"):
         optimizer.zero_grad(set_to_none=True)
         (backward or torch.Tensor.backward)(loss)
@@ -416,11 +431,19 @@ def apply_determinism(train: Any) -> bool:
     torch.use_deterministic_algorithms(on, warn_only=True)
     torch.backends.cudnn.deterministic = on
     torch.backends.cudnn.benchmark = False
-    if on and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            warnings.warn(CUBLAS_TOO_LATE, stacklevel=2)
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+    if on:
+        deterministic_cublas()
     return on
+
+
+def deterministic_cublas() -> None:
+    """CUBLAS_WORKSPACE_CONFIG for reproducible cuBLAS results, unless already set; a warning
+    where CUDA already ran in this process (cuBLAS may have read the setting before)."""
+    if "CUBLAS_WORKSPACE_CONFIG" in os.environ:
+        return
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        warnings.warn(CUBLAS_TOO_LATE, stacklevel=3)
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
 
 
 CUBLAS_TOO_LATE = (

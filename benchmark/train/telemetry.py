@@ -191,20 +191,29 @@ class HealthMonitor:
         """Per-class statistics over the whole training, counts summed over processes."""
         if not self.active:
             return None
+        return health(self._summed(accelerator), prototype_buffer(model), self.initial)
+
+    def _summed(self, accelerator: Accelerator | None) -> AssignmentCounts:
+        """The counts summed over processes (every process joins the reduction)."""
         counts = self.counts
-        if accelerator.num_processes > 1:  # every process joins the reduction
+        if accelerator is not None and accelerator.num_processes > 1:
             device = accelerator.device
             counts = AssignmentCounts(
                 accelerator.reduce(counts.per_prototype.to(device), "sum").cpu(),
                 accelerator.reduce(counts.gumbel_disagree.to(device), "sum").cpu())
-        return health(counts, prototype_buffer(model), self.initial)
+        return counts
 
-    def to_state(self) -> dict[str, list] | None:
-        return self.counts.to_lists() if self.active else None
+    def to_state(self, accelerator: Accelerator | None = None) -> dict[str, list] | None:
+        """For a checkpoint: the counts summed over processes (every process calls it)."""
+        return self._summed(accelerator).to_lists() if self.active else None
 
-    def restore(self, saved: dict[str, list] | None) -> None:
+    def restore(self, saved: dict[str, list] | None, main_process: bool = True) -> None:
+        """From a checkpoint: the summed counts go to the main process, zeros to the others,
+        so that `final`'s sum counts each step once."""
         if self.active and saved is not None:
-            self.counts = AssignmentCounts.from_lists(saved)
+            c, k = self.counts.per_prototype.shape
+            self.counts = (AssignmentCounts.from_lists(saved) if main_process
+                           else AssignmentCounts.zeros(c, k))
 
 
 # -------------------------------------------------------------------------------------- peak memory

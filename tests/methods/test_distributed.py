@@ -116,3 +116,81 @@ def test_prototypes_are_averaged_over_processes(tmp_path) -> None:
     assert not torch.allclose(alone[0], alone[1])
     expected = torch.nn.functional.normalize((alone[0] + alone[1]) / 2, dim=-1)
     torch.testing.assert_close(p0, expected)
+
+
+def _health_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Each rank counts its own assignments; halfway, a checkpoint's counts are saved and
+    restored as a resumed run restores them, then counting goes on."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from accelerate import Accelerator
+
+    from benchmark.train.telemetry import HealthMonitor
+    from methods import build_model
+
+    accelerator = Accelerator(cpu=True)
+    model = build_model(apply_overrides(smoke().cells[-1], TINY).model, 4, 255)
+    c, k = model.head.prototypes.shape[:2]
+    g = torch.Generator().manual_seed(rank)
+    steps = [{"assignments": torch.randint(0, c * k, (50,), generator=g),
+              "gumbel_disagree": torch.rand(50, generator=g, dtype=torch.float64)}
+             for _ in range(4)]
+    uninterrupted, resumed = HealthMonitor(model), HealthMonitor(model)
+    for state in steps:
+        uninterrupted.observe(state)
+    for state in steps[:2]:
+        resumed.observe(state)
+    saved = resumed.to_state(accelerator)  # every process, as save_state calls it
+    resumed = HealthMonitor(model)
+    resumed.restore(json.loads(json.dumps(saved)), accelerator.is_main_process)
+    for state in steps[2:]:
+        resumed.observe(state)
+    results = [m.final(model, accelerator) for m in (uninterrupted, resumed)]
+    Path(out, f"health{rank}.json").write_text(json.dumps(results, default=str))
+    torch.distributed.destroy_process_group()
+
+
+def test_prototype_health_counts_survive_a_resume_across_processes(tmp_path) -> None:
+    """A checkpoint keeps the counts summed over processes and a resume gives them to one
+    process, so the final statistics equal an uninterrupted run's (not world x the saved)."""
+    mp.start_processes(_health_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2,
+                       join=True, start_method="spawn")
+    # to 12 digits: the disagreement sums add the same terms in another order
+    uninterrupted, resumed = json.loads((tmp_path / "health0.json").read_text(),
+                                        parse_float=lambda s: round(float(s), 12))
+    assert resumed == uninterrupted
+
+
+def _nan_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Rank 1's loss is NaN (its images are); both ranks run the engine's step with the
+    agreement the engine uses under several processes."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from benchmark.train.engine import (NonFiniteLossError, finite_on_every_process,
+                                        training_step)
+    from methods import build_model
+
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = build_model(apply_overrides(smoke().cells[0], TINY).model, 4, 255)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    images = torch.randn(2, 3, 32, 32) * (float("nan") if rank == 1 else 1.0)
+    try:
+        training_step(model, optimizer, images, torch.randint(0, 4, (2, 32, 32)), 255,
+                      finite=finite_on_every_process)
+        said = "went on"
+    except NonFiniteLossError as err:
+        said = str(err)
+    Path(out, f"nan{rank}.txt").write_text(said)
+    torch.distributed.destroy_process_group()
+
+
+def test_a_non_finite_loss_in_one_process_stops_every_process(tmp_path) -> None:
+    """Without agreement the finite rank would go on into DDP's all-reduce and wait there for
+    the stopped one until the collective timed out."""
+    mp.start_processes(_nan_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    said = [(tmp_path / f"nan{rank}.txt").read_text() for rank in (0, 1)]
+    assert said[0].startswith("loss became non-finite in another process at step 0")
+    assert said[1].startswith("loss became nan at step 0")

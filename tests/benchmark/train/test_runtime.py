@@ -156,6 +156,18 @@ def test_deterministic_warns_when_cuda_ran_before_the_cublas_setting(monkeypatch
             assert said == ([runtime.CUBLAS_TOO_LATE] if warns else []), (cuda_ran, exported)
             assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == (":16:8" if exported
                                                              else runtime.CUBLAS_WORKSPACE)
+        # the engine's own order: make_accelerator sets it before the Accelerator starts CUDA,
+        # so the run's apply_determinism, after CUDA started, has nothing to warn about
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+        monkeypatch.setattr(runtime, "Accelerator", lambda **kw: None)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            runtime.make_accelerator(cell("train.deterministic=true"))
+            monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+            runtime.apply_determinism(on)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == runtime.CUBLAS_WORKSPACE
     finally:
         torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2:]
