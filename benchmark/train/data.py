@@ -62,22 +62,33 @@ class GlobalBatchSampler(Sampler[tuple[int, int]]):
         return (self.steps - self.start_step) * self.per_rank
 
 
-def loader_workers(requested: int, world_size: int = 1) -> int:
-    """DataLoader worker processes for `train.num_workers` (-1 = auto; 0 = load in the main
-    process, between steps).
-
-    Auto, by the cores each training process has: none with up to 2 (a worker then takes its
-    share of the cores from the compute threads: on 2 cores the smoke step was 5% slower with
-    one worker than with none, perf/RESULTS.md), one with 3-4, half the cores up to 4
-    beyond that, so that decoding and augmentation overlap the compute.
-    """
-    if requested >= 0:
-        return requested
+def cores_per_process(world_size: int = 1) -> int:
+    """The cores of this training process: the CPUs it may run on, shared with the other
+    processes of its node (LOCAL_WORLD_SIZE, else `world_size`), unless SLURM already bound
+    this task to its own `--cpus-per-task` (then they are all its own)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    per_process = max(1, cores // max(1, world_size))
+    per_task = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0)
+    if per_task and cores <= per_task:  # task binding: the affinity is this task's alone
+        return cores
+    on_this_node = int(os.environ.get("LOCAL_WORLD_SIZE") or world_size)
+    return max(1, cores // max(1, on_this_node))
+
+
+def loader_workers(requested: int, world_size: int = 1) -> int:
+    """DataLoader worker processes for `train.num_workers` (-1 = auto; 0 = load in the main
+    process, between steps).
+
+    Auto, by the cores each training process has (`cores_per_process`): none with up to 2 (a
+    worker then takes its share of the cores from the compute threads: on 2 cores the smoke
+    step was 5% slower with one worker than with none, perf/RESULTS.md), one with 3-4, half
+    the cores up to 4 beyond that, so that decoding and augmentation overlap the compute.
+    """
+    if requested >= 0:
+        return requested
+    per_process = cores_per_process(world_size)
     if per_process <= 2:
         return 0
     return 1 if per_process <= 4 else min(4, per_process // 2)

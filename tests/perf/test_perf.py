@@ -214,14 +214,38 @@ def test_memory_estimate_is_cached_on_disk(tmp_path, monkeypatch) -> None:
     assert plan.estimate_cache_path() is None
 
 
-def test_loader_workers_and_labelled_batches() -> None:
+def test_loader_workers_and_labelled_batches(monkeypatch) -> None:
     from benchmark.train.data import labelled_batches, loader_workers
 
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert loader_workers(0) == 0 and loader_workers(3) == 3
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert loader_workers(-1) == (0 if cores <= 2 else 1 if cores <= 4 else min(4, cores // 2))
     assert loader_workers(-1, world_size=cores) == 0  # one core per process: nothing to overlap
     assert list(labelled_batches([1, 2, 3])) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("cpus, slurm_per_task, local, world, workers", [
+    (8, "8", None, 8, 4),      # srun bound each of 8 tasks to its 8 CPUs: all 8 are its own
+    (64, "8", None, 8, 4),     # one cgroup for the job's 64 CPUs, 8 tasks share them
+    (64, None, "8", 16, 4),    # 2 nodes x 8 processes: 64 cores shared by the node's 8
+    (4, None, None, 1, 1),
+    (16, None, None, 8, 0),    # 2 cores per process: nothing to overlap
+])
+def test_loader_workers_count_the_cores_of_this_process(monkeypatch, cpus, slurm_per_task,
+                                                        local, world, workers) -> None:
+    """The auto worker count under SLURM: a task bound to its --cpus-per-task keeps them all
+    (dividing them by the world size again left 0 workers on 8-GPU nodes)."""
+    from benchmark.train.data import loader_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    for name, value in (("SLURM_CPUS_PER_TASK", slurm_per_task), ("LOCAL_WORLD_SIZE", local)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert loader_workers(-1, world_size=world) == workers
 
 
 def test_whole_run_shares_weight_the_first_epoch_by_its_steps() -> None:
