@@ -262,7 +262,8 @@ def dry_run(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) 
 
             print(describe_checkpoints(grid, cells, args.checkpoint, published_for))
             continue
-        print(describe_plan(grid, grid_runs(grid, cells, args, results), RECIPES))
+        print(describe_plan(grid, grid_runs(grid, cells, args, results), RECIPES,
+                            getattr(args, "gpus_per_run", None)))
         records = load_summaries(results, grid.name)
         fixed = args.seeds if isinstance(args.seeds, int) else grid.seeds
         print("\n".join(seed_plan(cells, records, fixed, args.sigma)))
@@ -398,8 +399,20 @@ def load_grids(args: argparse.Namespace) -> GridCells:
         grid, cells, notes = load_grid(name, overrides, args.ours)
         for note in notes:
             print(f"grid {grid.name}: {note}")
+        check_batch_splits(cells, getattr(args, "gpus_per_run", None))
         grids.append((grid, cells))
     return grids
+
+
+def check_batch_splits(cells: list[Cell], gpus_per_run: int | None) -> None:
+    """With --gpus-per-run, each cell's global batch must split evenly over the GPUs (else
+    the job would fail after queueing, when its processes start); ConfigError."""
+    for cell in cells if gpus_per_run else []:
+        if cell.train.batch_size % gpus_per_run:
+            raise ConfigError(
+                f"--gpus-per-run {gpus_per_run}: {cell.row} ({cell.grid}) has train.batch_size "
+                f"{cell.train.batch_size}, which does not split over {gpus_per_run} GPUs; give "
+                f"a divisor of it, or --set train.batch_size=<a multiple of {gpus_per_run}>")
 
 
 def use_plugins(modules: list[str]) -> None:

@@ -14,9 +14,11 @@ from experiments.recipes import Recipe
 _SHOWN = {NONE: "-", DAMAGED: "damaged (rerun)"}  # a run's state as the plan lists it
 
 
-def describe_plan(grid: Grid, runs: list[Run], recipes: dict[str, Recipe] | None = None) -> str:
+def describe_plan(grid: Grid, runs: list[Run], recipes: dict[str, Recipe] | None = None,
+                  gpus_per_run: int | None = None) -> str:
     """The `--dry-run` text: per cell its key, seeds and which records exist, model, parameter
-    count beside the paper's, estimated GPU memory class; then each recipe in full."""
+    count beside the paper's, estimated GPU memory class (at the images per GPU of the
+    recipe's GPUs, or of `--gpus-per-run`); then each recipe in full."""
     from benchmark.checkpoints.weights import weights_column  # torch only for existing files
 
     lines = [f"grid {grid.name}: {grid.description}"]
@@ -32,7 +34,8 @@ def describe_plan(grid: Grid, runs: list[Run], recipes: dict[str, Recipe] | None
                           for r, s in zip(cell_runs, states))
         m = c.model
         try:
-            est = estimate_memory(c)
+            est = estimate_memory(c, batch=max(1, c.train.batch_size // gpus_per_run)
+                                  if gpus_per_run else None)
             params = (f"{est.params['learnable'] / 1e6:.2f}M learnable, "
                       f"{est.params['total'] / 1e6:.2f}M all")
             memory = f"~{est.gb:.1f} GB/GPU at {est.batch} img/GPU ({est.memory_class})"

@@ -21,6 +21,8 @@ CASES = {  # arguments: what the one line must say
     "sigma-nan": (["--sigma", "nan", "--dry-run"], "--sigma nan: the per-run sd"),
     "sigma-negative": (["--sigma", "-1", "--dry-run"], "--sigma -1: the per-run sd"),
     "max-parallel-0": (["--max-parallel", "0"], "--max-parallel 0: give a value between 1"),
+    "gpus-uneven": (["--executor", "slurm", "--gpus-per-run", "3"],
+                    "--gpus-per-run 3: Softmax (smoke) has train.batch_size 8, which does not"),
     "checkpoint-missing": (["--checkpoint", "/no/such.pth"],
                            "--checkpoint /no/such.pth does not exist"),
 }

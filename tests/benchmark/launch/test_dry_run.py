@@ -54,3 +54,19 @@ def test_seeds_takes_a_number_or_auto(capsys):
     with pytest.raises(SystemExit):
         main(["--grid", "table1", "--seeds", "many", "--dry-run"])
     assert "neither a number nor auto" in capsys.readouterr().err
+
+
+def test_memory_estimate_follows_gpus_per_run(tmp_path, capsys):
+    """Table 1's ADE20K cells train 16 images on 4 GPUs; on 8 GPUs the plan estimates 2 per
+    GPU, as the job would run them."""
+    def memory_lines(*extra: str) -> list[str]:
+        assert main(["--grid", "table1", "--dry-run", "--results", str(tmp_path / "r"),
+                     *extra]) == 0
+        return [line for line in capsys.readouterr().out.splitlines()
+                if line.strip().startswith("memory ~")]
+
+    recipe, eight = memory_lines(), memory_lines("--executor", "slurm", "--gpus-per-run", "8")
+    assert recipe and len(recipe) == len(eight)
+    assert any(" at 4 img/GPU " in line for line in recipe)
+    assert all(" at 4 img/GPU " not in line for line in eight)
+    assert any(" at 2 img/GPU " in line for line in eight)
