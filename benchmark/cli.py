@@ -399,20 +399,29 @@ def load_grids(args: argparse.Namespace) -> GridCells:
         grid, cells, notes = load_grid(name, overrides, args.ours)
         for note in notes:
             print(f"grid {grid.name}: {note}")
-        check_batch_splits(cells, getattr(args, "gpus_per_run", None))
+        check_job_shapes(cells, args)
         grids.append((grid, cells))
     return grids
 
 
-def check_batch_splits(cells: list[Cell], gpus_per_run: int | None) -> None:
-    """With --gpus-per-run, each cell's global batch must split evenly over the GPUs (else
-    the job would fail after queueing, when its processes start); ConfigError."""
-    for cell in cells if gpus_per_run else []:
-        if cell.train.batch_size % gpus_per_run:
+def check_job_shapes(cells: list[Cell], args: argparse.Namespace) -> None:
+    """Jobs that would fail or collide only once started; ConfigError. With --gpus-per-run,
+    each cell's global batch must split evenly over the GPUs. The local executor gives every
+    job this machine's first GPUs, so parallel jobs with GPUs would share them."""
+    gpus_per_run = getattr(args, "gpus_per_run", None)
+    for cell in cells:
+        if gpus_per_run and cell.train.batch_size % gpus_per_run:
             raise ConfigError(
                 f"--gpus-per-run {gpus_per_run}: {cell.row} ({cell.grid}) has train.batch_size "
                 f"{cell.train.batch_size}, which does not split over {gpus_per_run} GPUs; give "
                 f"a divisor of it, or --set train.batch_size=<a multiple of {gpus_per_run}>")
+        gpus = cell.resources.gpus if gpus_per_run is None else gpus_per_run
+        parallel = getattr(args, "max_parallel", None) or 1
+        if args.executor == "local" and gpus and parallel > 1:
+            raise ConfigError(
+                f"--executor local --max-parallel {parallel}: {cell.row} ({cell.grid}) takes "
+                f"{gpus} GPU(s) and local jobs all get this machine's first GPUs, so parallel "
+                f"jobs would share them; use --max-parallel 1, or --executor slurm")
 
 
 def use_plugins(modules: list[str]) -> None:

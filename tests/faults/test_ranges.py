@@ -23,6 +23,8 @@ CASES = {  # arguments: what the one line must say
     "max-parallel-0": (["--max-parallel", "0"], "--max-parallel 0: give a value between 1"),
     "gpus-uneven": (["--executor", "slurm", "--gpus-per-run", "3"],
                     "--gpus-per-run 3: Softmax (smoke) has train.batch_size 8, which does not"),
+    "local-gpus-parallel": (["--executor", "local", "--gpus-per-run", "2", "--max-parallel",
+                             "2"], "--executor local --max-parallel 2: Softmax (smoke) takes 2"),
     "checkpoint-missing": (["--checkpoint", "/no/such.pth"],
                            "--checkpoint /no/such.pth does not exist"),
 }
