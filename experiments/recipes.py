@@ -21,6 +21,7 @@ from typing import Any
 from benchmark.catalog import dataset_recipe
 from benchmark.config import DataSpec, EvalSpec, ResourceSpec, TrainSpec
 
+HOST_GB_PER_GPU = 32  # host memory a training process and its DataLoader workers may take
 DATASETS = ("ade20k", "cityscapes", "coco_stuff10k")  # the paper grids' data sets
 MODELS = ("fcn", "hrnet", "swin", "segformer")  # the paper pairs (experiments/paper_models.py)
 
@@ -83,7 +84,9 @@ class Recipe:
         return DataSpec(name=name, **fields)
 
     def resources(self) -> ResourceSpec:
-        return ResourceSpec(gpus=self.gpus)
+        """One process per GPU, each with its CPUs and host memory (decoding workers, CUDA's
+        host allocations): a node's memory request grows with its GPUs."""
+        return ResourceSpec(gpus=self.gpus, mem_gb=HOST_GB_PER_GPU * max(1, self.gpus))
 
     def describe(self) -> str:
         """One line for `--dry-run`: crop, batch, schedule, optimizer, groups, loss, source."""

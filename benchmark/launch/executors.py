@@ -305,8 +305,10 @@ class SlurmExecutor(SubmititExecutor):
     def cluster_parameters(self, cell: Cell) -> dict[str, Any]:
         """CPUs, memory, array throttle, signal and the account flags of the command line."""
         res, opts = cell.resources, self.options
+        gpus = self.gpus(cell)  # the recipe's memory is for its GPUs: scaled to the job's
+        mem_gb = res.mem_gb if not (gpus and res.gpus) else -(-res.mem_gb * gpus // res.gpus)
         params: dict[str, Any] = dict(
-            cpus_per_task=res.cpus_per_task, mem_gb=res.mem_gb,
+            cpus_per_task=res.cpus_per_task, mem_gb=mem_gb,
             slurm_array_parallelism=opts.max_parallel, slurm_signal_delay_s=opts.signal_delay_s)
         for key, value in (("slurm_partition", opts.partition), ("slurm_account", opts.account),
                            ("slurm_qos", opts.qos), ("slurm_constraint", opts.constraint)):

@@ -92,3 +92,5 @@ def test_gpus_per_run_overrides_the_recipe(tmp_path, fake_sbatch) -> None:
     assert len(shapes) == 1, "one resource shape: the whole grid is one job array"
     (only,) = shapes
     assert json.loads(only)["gpus_per_node"] == 4 and json.loads(only)["tasks_per_node"] == 4
+    # host memory follows the GPUs: 32 GB each, whether the recipe had 4 GPUs or 8
+    assert json.loads(only)["mem_gb"] == 4 * 32
