@@ -146,12 +146,14 @@ def claim(run: Run, force: bool = False) -> tuple[RunLock | None, str]:
 def _follow(run: Run, path: Path) -> tuple[RunLock | None, str]:
     """Ranks > 0: go on when rank 0 of this group holds the lock, skip when another does."""
     deadline = time.monotonic() + FOLLOW_S
+    other = None  # another holder must be read twice: rank 0 writes its name just after flock
     while time.monotonic() < deadline:
         owner = holder(path)
         if owner is not None and owner.get("group") == _group():
             return _Follower(path), ""
-        if owner is not None:
+        if owner is not None and owner == other:
             return None, f"in progress in another process ({describe(owner)})"
+        other = owner
         if run.done:
             return None, "finished by another process meanwhile"
         time.sleep(0.2)

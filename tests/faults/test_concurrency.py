@@ -137,6 +137,30 @@ def test_ranks_above_0_follow_their_rank_0(tmp_path, monkeypatch) -> None:
     assert holder(run.lock_path) is None
 
 
+def test_a_follower_does_not_mistake_the_lock_file_rank_0_is_rewriting(tmp_path,
+                                                                       monkeypatch) -> None:
+    """Rank 0 writes its name into the lock file just after taking it; a rank that reads in
+    between sees the previous holder's name (or nothing), and must look again before it
+    decides the run is another launch's (it skipped, leaving its rank 0 waiting for it)."""
+    import types
+
+    from benchmark.launch import locks
+
+    for name, value in (("WORLD_SIZE", "2"), ("MASTER_ADDR", "node1"), ("MASTER_PORT", "29500"),
+                        ("RANK", "1")):
+        monkeypatch.setenv(name, value)
+    run = types.SimpleNamespace(lock_path=tmp_path / "seed0.lock", done=False)
+    stale, ours = {"host": "old", "pid": 1, "group": "node9:1"}, {"group": "node1:29500"}
+    reads = iter([stale, {}, ours])
+    monkeypatch.setattr(locks, "holder", lambda path: next(reads))
+    monkeypatch.setattr(locks.time, "sleep", lambda s: None)
+    follower, why = locks.claim(run)
+    assert follower is not None and why == ""
+    reads = iter([stale, stale])  # read twice: another launch's rank 0 holds it
+    skipped, why = locks.claim(run)
+    assert skipped is None and why.startswith("in progress in another process (host old")
+
+
 def test_a_lock_that_cannot_be_taken_skips_the_run_with_one_line(tmp_path) -> None:
     import types
 
