@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,7 @@ def export_distributed_env() -> None:
     cuda:LOCAL_RANK among the job's GPUs. Variables inherited from the submitting shell (a
     torchrun or an allocation) are overwritten by the job's own."""
     if submitit.JobEnvironment().num_tasks > 1:
+        os.environ.pop("MASTER_PORT", None)  # submitit would reuse an inherited one
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
                                                               overwrite=True)
 

@@ -128,7 +128,7 @@ def claim(run: Run, force: bool = False) -> tuple[RunLock | None, str]:
     it is skipped). Without `force`, a run another process finished meanwhile is skipped too."""
     path = run.lock_path  # ResultsLayout.lock(grid, key, seed)
     if int(os.environ.get("RANK", "0")) > 0:
-        return _follow(run, path)
+        return _follow(run, path, force)
     lock = RunLock(path)
     try:
         acquired = lock.acquire()
@@ -143,8 +143,9 @@ def claim(run: Run, force: bool = False) -> tuple[RunLock | None, str]:
     return lock, ""
 
 
-def _follow(run: Run, path: Path) -> tuple[RunLock | None, str]:
-    """Ranks > 0: go on when rank 0 of this group holds the lock, skip when another does."""
+def _follow(run: Run, path: Path, force: bool = False) -> tuple[RunLock | None, str]:
+    """Ranks > 0: go on when rank 0 of this group holds the lock, skip when another does (or,
+    without `force`, when the run is done: a forced rerun's old record is still there)."""
     deadline = time.monotonic() + FOLLOW_S
     other = None  # another holder must be read twice: rank 0 writes its name just after flock
     while time.monotonic() < deadline:
@@ -154,7 +155,7 @@ def _follow(run: Run, path: Path) -> tuple[RunLock | None, str]:
         if owner is not None and owner == other:
             return None, f"in progress in another process ({describe(owner)})"
         other = owner
-        if run.done:
+        if not force and run.done:
             return None, "finished by another process meanwhile"
         time.sleep(0.2)
     return _Follower(path), ""

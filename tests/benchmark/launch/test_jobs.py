@@ -31,6 +31,7 @@ def test_a_jobs_tasks_keep_the_jobs_gpus(monkeypatch) -> None:
     and a stale MASTER_ADDR from the submitting shell replaced."""
     unset_after(monkeypatch, DISTRIBUTED)
     monkeypatch.setenv("MASTER_ADDR", "the-login-node")
+    monkeypatch.setenv("MASTER_PORT", "29500")  # two jobs on one node must not share it
     slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "7", "SLURM_NTASKS": "4",
              "SLURM_PROCID": "3", "SLURM_LOCALID": "3", "SLURM_NODEID": "0",
              "SLURM_JOB_NODELIST": "gpu01", "SLURM_JOB_NUM_NODES": "1",
@@ -42,6 +43,7 @@ def test_a_jobs_tasks_keep_the_jobs_gpus(monkeypatch) -> None:
     assert (os.environ["RANK"], os.environ["LOCAL_RANK"], os.environ["WORLD_SIZE"]) == (
         "3", "3", "4")
     assert os.environ["MASTER_ADDR"] == "gpu01"
+    assert os.environ["MASTER_PORT"] != "29500"  # submitit's port, drawn from the job id
 
 
 def test_a_one_task_job_exports_nothing(monkeypatch) -> None:
@@ -69,3 +71,23 @@ def test_force_reaches_the_job(tmp_path, monkeypatch, force) -> None:
                         types.SimpleNamespace(status="done", miou=51.0))
     out = executors.RunJob()(cell.to_dict(), 0, str(tmp_path / "results"), None, force)
     assert out["status"] == ("done" if force else "skipped") and len(trained) == int(force)
+
+
+def test_a_forced_rerun_is_followed_by_every_rank(tmp_path, monkeypatch) -> None:
+    """Ranks > 0 of a job redoing a finished run with --force go on (they skipped it: the old
+    record is still there until rank 0 replaces it, and rank 0 waited for them)."""
+    from benchmark.launch import locks
+
+    unset_after(monkeypatch, DISTRIBUTED)
+    for name, value in (("WORLD_SIZE", "2"), ("MASTER_ADDR", "n1"), ("MASTER_PORT", "1"),
+                        ("RANK", "1")):
+        monkeypatch.setenv(name, value)
+    run = types.SimpleNamespace(lock_path=tmp_path / "seed0.lock", done=True)
+    reads = iter([None, {"group": "n1:1"}])  # rank 0 has not taken the lock yet, then has
+    monkeypatch.setattr(locks, "holder", lambda path: next(reads))
+    monkeypatch.setattr(locks.time, "sleep", lambda s: None)
+    follower, why = locks.claim(run, force=True)
+    assert follower is not None and why == ""
+    reads = iter([None])
+    skipped, why = locks.claim(run)  # without --force a done run is skipped
+    assert skipped is None and why == "finished by another process meanwhile"
