@@ -170,6 +170,7 @@ class HealthMonitor:
         protos = prototype_buffer(model)
         self.initial = protos.detach().cpu().clone() if protos is not None else None
         self.counts = AssignmentCounts.zeros(*protos.shape[:2]) if protos is not None else None
+        self.carried: AssignmentCounts | None = None  # the others' counts, after a resume
 
     @property
     def active(self) -> bool:
@@ -194,8 +195,12 @@ class HealthMonitor:
         return health(self._summed(accelerator), prototype_buffer(model), self.initial)
 
     def _summed(self, accelerator: Accelerator | None) -> AssignmentCounts:
-        """The counts summed over processes (every process joins the reduction)."""
+        """The counts summed over processes (every process joins the reduction), with what a
+        resumed main process carries for the others."""
         counts = self.counts
+        if self.carried is not None:
+            counts = AssignmentCounts(counts.per_prototype + self.carried.per_prototype,
+                                      counts.gumbel_disagree + self.carried.gumbel_disagree)
         if accelerator is not None and accelerator.num_processes > 1:
             device = accelerator.device
             counts = AssignmentCounts(
@@ -203,17 +208,26 @@ class HealthMonitor:
                 accelerator.reduce(counts.gumbel_disagree.to(device), "sum").cpu())
         return counts
 
-    def to_state(self, accelerator: Accelerator | None = None) -> dict[str, list] | None:
-        """For a checkpoint: the counts summed over processes (every process calls it)."""
-        return self._summed(accelerator).to_lists() if self.active else None
+    def to_state(self, accelerator: Accelerator | None = None) -> dict[str, Any] | None:
+        """For a checkpoint (every process calls it): the counts summed over processes, and
+        this process's own under "main" (the main process's file is the one kept)."""
+        if not self.active:
+            return None
+        return {**self._summed(accelerator).to_lists(), "main": self.counts.to_lists()}
 
-    def restore(self, saved: dict[str, list] | None, main_process: bool = True) -> None:
-        """From a checkpoint: the summed counts go to the main process, zeros to the others,
-        so that `final`'s sum counts each step once."""
-        if self.active and saved is not None:
-            c, k = self.counts.per_prototype.shape
-            self.counts = (AssignmentCounts.from_lists(saved) if main_process
-                           else AssignmentCounts.zeros(c, k))
+    def restore(self, saved: dict[str, Any] | None, main_process: bool = True) -> None:
+        """From a checkpoint: the main process takes back its own counts (its logged summaries
+        go on as if uninterrupted) and carries the other processes' for `final`; the others
+        start from zero, so that `final`'s sum counts each step once."""
+        if not (self.active and saved is not None):
+            return
+        c, k = self.counts.per_prototype.shape
+        total = AssignmentCounts.from_lists(saved)
+        own = AssignmentCounts.from_lists(saved["main"]) if "main" in saved else total
+        self.counts = own if main_process else AssignmentCounts.zeros(c, k)
+        self.carried = (AssignmentCounts(total.per_prototype - own.per_prototype,
+                                         total.gumbel_disagree - own.gumbel_disagree)
+                        if main_process else None)
 
 
 # -------------------------------------------------------------------------------------- peak memory

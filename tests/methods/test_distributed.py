@@ -145,7 +145,9 @@ def _health_worker(rank: int, world: int, port: int, out: str) -> None:
     resumed.restore(json.loads(json.dumps(saved)), accelerator.is_main_process)
     for state in steps[2:]:
         resumed.observe(state)
-    results = [m.final(model, accelerator) for m in (uninterrupted, resumed)]
+    # the main process's logged summaries go on as without the stop; the final sums all ranks
+    results = [{"final": m.final(model, accelerator), "summary": m.summary(model)}
+               for m in (uninterrupted, resumed)]
     Path(out, f"health{rank}.json").write_text(json.dumps(results, default=str))
     torch.distributed.destroy_process_group()
 
