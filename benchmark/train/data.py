@@ -64,14 +64,15 @@ class GlobalBatchSampler(Sampler[tuple[int, int]]):
 
 def cores_per_process(world_size: int = 1) -> int:
     """The cores of this training process: the CPUs it may run on, shared with the other
-    processes of its node (LOCAL_WORLD_SIZE, else `world_size`), unless SLURM already bound
-    this task to its own `--cpus-per-task` (then they are all its own)."""
+    processes of its node (LOCAL_WORLD_SIZE, else `world_size`), unless SLURM bound this
+    process, one task of its own, to its `--cpus-per-task`."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     per_task = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0)
-    if per_task and cores <= per_task:  # task binding: the affinity is this task's alone
+    one_per_task = "TORCHELASTIC_RUN_ID" not in os.environ  # not torchrun's N in one task
+    if per_task and cores <= per_task and one_per_task:  # bound: this task's cores are its own
         return cores
     on_this_node = int(os.environ.get("LOCAL_WORLD_SIZE") or world_size)
     return max(1, cores // max(1, on_this_node))

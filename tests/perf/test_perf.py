@@ -232,6 +232,7 @@ def test_loader_workers_and_labelled_batches(monkeypatch) -> None:
     (64, None, "8", 16, 4),    # 2 nodes x 8 processes: 64 cores shared by the node's 8
     (4, None, None, 1, 1),
     (16, None, None, 8, 0),    # 2 cores per process: nothing to overlap
+    (16, "16", "4", 4, 1),     # torchrun's 4 processes inside one 16-CPU task share them
 ])
 def test_loader_workers_count_the_cores_of_this_process(monkeypatch, cpus, slurm_per_task,
                                                         local, world, workers) -> None:
@@ -240,7 +241,10 @@ def test_loader_workers_count_the_cores_of_this_process(monkeypatch, cpus, slurm
     from benchmark.train.data import loader_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
-    for name, value in (("SLURM_CPUS_PER_TASK", slurm_per_task), ("LOCAL_WORLD_SIZE", local)):
+    torchrun = {"TORCHELASTIC_RUN_ID": "1"} if (slurm_per_task and local) else {}
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    for name, value in (("SLURM_CPUS_PER_TASK", slurm_per_task), ("LOCAL_WORLD_SIZE", local),
+                        *torchrun.items()):
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:
