@@ -59,8 +59,9 @@ class Segmentor(nn.Module):
         feats = self.backbone(images)
         out = self.head(self.decoder(feats), target)
         if self.aux is not None and self.training and target is not None:
-            logits = F.interpolate(self.aux(feats[-2]), size=target.shape[-2:], mode="bilinear",
-                                   align_corners=False)
+            # float32 first: under bf16 autocast upsampling would round its output to bf16
+            logits = F.interpolate(self.aux(feats[-2]).float(), size=target.shape[-2:],
+                                   mode="bilinear", align_corners=False)
             if (target != self.ignore_index).any():
                 ce = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index)
             else:  # nothing labelled: a zero that keeps the aux head in the graph (DDP)

@@ -346,8 +346,8 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     `ce_weights` (`train.ce_weights`) weights the main one's classes (benchmark/train/optim.py).
 
     Each phase is a `torch.profiler` range (`train/forward`, `train/loss`, `train/backward`,
-    `train/optimizer`), nearly free when no profiler runs. `backward`/`autocast`/`clip` are
-    Accelerate's in the engine; plain autograd by default (perf/ benchmarks). `finite(loss)`
+    `train/optimizer`), nearly free when no profiler runs. `backward`/`clip` are Accelerate's
+    and `autocast` is `amp_autocast` in the engine; plain autograd by default (perf/). `finite(loss)`
     says whether to go on (default: this loss is finite; several processes agree first,
     `finite_on_every_process`).
     """
@@ -388,6 +388,10 @@ def set_lr(optimizer: torch.optim.Optimizer, cell: Cell, step: int) -> float:
 
 COMPILE_BACKEND = os.environ.get("PROTOSEG_COMPILE_BACKEND", "inductor")
 CUBLAS_WORKSPACE = ":4096:8"  # the setting CUDA's docs give for reproducible cuBLAS results
+CUBLAS_TOO_LATE = (
+    "train.deterministic: CUDA ran in this process before CUBLAS_WORKSPACE_CONFIG was set, so "
+    f"cuBLAS may not be deterministic; export CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} before "
+    "starting, or run deterministic cells in their own processes (--executor local or slurm)")
 
 
 # glibc's mallopt parameters, and the values a CPU run sets (keep_freed_memory)
@@ -445,11 +449,6 @@ def deterministic_cublas() -> None:
         warnings.warn(CUBLAS_TOO_LATE, stacklevel=3)
     os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
 
-
-CUBLAS_TOO_LATE = (
-    "train.deterministic: CUDA ran in this process before CUBLAS_WORKSPACE_CONFIG was set, so "
-    f"cuBLAS may not be deterministic; export CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} before "
-    "starting, or run deterministic cells in their own processes (--executor local or slurm)")
 
 
 def prepare_model(model: torch.nn.Module, train: Any) -> torch.nn.Module:

@@ -110,7 +110,8 @@ def test_channels_last_lays_out_weights_and_batches() -> None:
 
 
 def test_deterministic_sets_the_flags_and_changes_nothing_on_the_cpu(monkeypatch) -> None:
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # so that it is restored, set or not
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
     flags = (torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
@@ -140,6 +141,7 @@ def test_deterministic_warns_when_cuda_ran_before_the_cublas_setting(monkeypatch
              torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     on = cell("train.deterministic=true").train
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # so that it is restored, set or not
     try:
         for cuda_ran, exported, warns in ((True, False, True), (True, True, False),
                                           (False, False, False)):
