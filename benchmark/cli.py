@@ -399,15 +399,15 @@ def load_grids(args: argparse.Namespace) -> GridCells:
         grid, cells, notes = load_grid(name, overrides, args.ours)
         for note in notes:
             print(f"grid {grid.name}: {note}")
-        check_job_shapes(cells, args)
+        if not (getattr(args, "status", False) or getattr(args, "tables_only", False)):
+            check_job_shapes(cells, args)  # only where runs are planned or made
         grids.append((grid, cells))
     return grids
 
 
 def check_job_shapes(cells: list[Cell], args: argparse.Namespace) -> None:
-    """Jobs that would fail or collide only once started; ConfigError. With --gpus-per-run,
-    each cell's global batch must split evenly over the GPUs. The local executor gives every
-    job this machine's first GPUs, so parallel jobs with GPUs would share them."""
+    """Jobs that would fail or collide once started; ConfigError: a global batch that does not
+    split over --gpus-per-run, parallel local jobs with GPUs (all get the first GPUs)."""
     gpus_per_run = getattr(args, "gpus_per_run", None)
     for cell in cells:
         if gpus_per_run and cell.train.batch_size % gpus_per_run:

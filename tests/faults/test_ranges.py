@@ -59,3 +59,11 @@ def test_every_grid_cell_is_within_range() -> None:
     for name in ("smoke", "camvid", "table1", "table2", "table3", "zoo"):
         for cell in get_grid(name).cells:
             check_ranges(cell)
+
+
+def test_job_shape_checks_leave_status_and_tables_alone(results, capsys) -> None:
+    """A leftover --gpus-per-run that does not split the batch stops a submission, not a look
+    at what exists."""
+    for mode in ("--status", "--tables-only"):
+        assert main(["--grid", "smoke", "--results", str(results), mode,
+                     "--gpus-per-run", "3"]) == 0, capsys.readouterr().err
