@@ -34,7 +34,8 @@ def describe_plan(grid: Grid, runs: list[Run], recipes: dict[str, Recipe] | None
                           for r, s in zip(cell_runs, states))
         m = c.model
         try:
-            est = (estimate_memory(c, batch=max(1, c.train.batch_size // gpus_per_run))
+            est = (estimate_memory(c, batch=max(1, c.train.batch_size // gpus_per_run),
+                                   processes=gpus_per_run)
                    if gpus_per_run else estimate_memory(c))
             params = (f"{est.params['learnable'] / 1e6:.2f}M learnable, "
                       f"{est.params['total'] / 1e6:.2f}M all")

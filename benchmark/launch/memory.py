@@ -57,8 +57,11 @@ _ESTIMATES: dict[tuple, tuple[int, dict[str, int]]] = {}
 CACHE_ENV = "PROTOSEG_CACHE"  # folder of the on-disk cache; "off" disables it
 
 
-def estimate_memory(cell: Cell, batch: int | None = None) -> MemoryEstimate:
-    """Weights + gradients + optimizer state + saved activations x batch, +10%, +0.5 GB context.
+def estimate_memory(cell: Cell, batch: int | None = None,
+                    processes: int | None = None) -> MemoryEstimate:
+    """Weights + gradients + optimizer state + saved activations x batch, +10%, +0.5 GB context;
+    with several processes (default: the recipe's GPUs) DDP's gradient buckets, a second copy of
+    the gradients.
 
     The model on PyTorch's meta device (no compute, no memory) at the full crop, summing what
     autograd saves for the backward pass.
@@ -82,6 +85,8 @@ def estimate_memory(cell: Cell, batch: int | None = None) -> MemoryEstimate:
         _ESTIMATES[key] = cached
     saved, params = _ESTIMATES[key]
     state_bytes = 16 if cell.train.optimizer == "adamw" else 12  # fp32 weight, grad, moments
+    if (processes or getattr(getattr(cell, "resources", None), "gpus", 1) or 1) > 1:
+        state_bytes += 4  # DDP all-reduces gradients through buckets of their own
     act = saved * batch * (0.5 if cell.train.amp else 1.0)
     gb = (params["learnable"] * state_bytes + act) * 1.1 / 1e9 + 0.5
     return MemoryEstimate(gb=gb, batch=batch, params=params)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import pytest
 import torch
 
 from benchmark.config import Cell, DataSpec, HeadSpec, ModelSpec, TrainSpec
@@ -70,6 +71,15 @@ def test_memory_estimate_grows_with_batch_and_fits_a_16gb_card_for_fcn() -> None
     est = estimate_memory(fcn)
     assert est.batch == 4 and 8 < est.gb <= 16 and est.memory_class == "<=16GB"
     assert abs(est.params["learnable"] / 1e6 - 68.6) < 0.3
+
+
+def test_memory_estimate_counts_ddp_buckets_with_several_processes() -> None:
+    """One process has no DDP; several keep a second copy of the gradients in DDP's buckets."""
+    fcn = get_grid("table1").cells[0]  # FCN-R101-D8 on 4 GPUs
+    one, four = estimate_memory(fcn, processes=1), estimate_memory(fcn)
+    assert fcn.resources.gpus == 4 and four.batch == one.batch
+    assert four.gb - one.gb == pytest.approx(one.params["learnable"] * 4 * 1.1 / 1e9)
+
 
 
 def test_cli_preflight_prints_the_table(tmp_path, capsys) -> None:
