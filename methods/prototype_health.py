@@ -36,6 +36,14 @@ class AssignmentCounts:
         self.per_prototype += flat.view(c, k)
         self.gumbel_disagree.index_add_(0, target // k, disagree.detach().to("cpu", torch.float64))
 
+    def __add__(self, other: "AssignmentCounts") -> "AssignmentCounts":
+        return AssignmentCounts(self.per_prototype + other.per_prototype,
+                                self.gumbel_disagree + other.gumbel_disagree)
+
+    def __sub__(self, other: "AssignmentCounts") -> "AssignmentCounts":
+        return AssignmentCounts(self.per_prototype - other.per_prototype,
+                                self.gumbel_disagree - other.gumbel_disagree)
+
     def to_lists(self) -> dict[str, list]:
         return {"per_prototype": self.per_prototype.tolist(),
                 "gumbel_disagree": self.gumbel_disagree.tolist()}

@@ -60,7 +60,8 @@ for i in "${!COMMANDS[@]}"; do
   rc=${PIPESTATUS[0]}
   case "$rc" in
     0) ;;
-    3) echo "--- ${TITLES[$i]}: ran; some targets missed (FAIL rows above)"; MISSED=$((MISSED + 1)) ;;
+    3) echo "--- ${TITLES[$i]}: ran; some targets missed (FAIL rows above)"
+       MISSED=$((MISSED + 1)) ;;
     124|137) echo "--- ${TITLES[$i]}: ran out of its ${LIMITS[$i]} s"; FAILED=$((FAILED + 1)) ;;
     *) echo "--- ${TITLES[$i]}: failed, exit $rc"; FAILED=$((FAILED + 1)) ;;
   esac

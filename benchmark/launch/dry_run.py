@@ -34,9 +34,7 @@ def describe_plan(grid: Grid, runs: list[Run], recipes: dict[str, Recipe] | None
                           for r, s in zip(cell_runs, states))
         m = c.model
         try:
-            est = (estimate_memory(c, batch=max(1, c.train.batch_size // gpus_per_run),
-                                   processes=gpus_per_run)
-                   if gpus_per_run else estimate_memory(c))
+            est = estimate_memory(c, gpus=gpus_per_run) if gpus_per_run else estimate_memory(c)
             params = (f"{est.params['learnable'] / 1e6:.2f}M learnable, "
                       f"{est.params['total'] / 1e6:.2f}M all")
             memory = f"~{est.gb:.1f} GB/GPU at {est.batch} img/GPU ({est.memory_class})"

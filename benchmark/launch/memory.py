@@ -28,10 +28,14 @@ def crop_size(cell: Cell) -> tuple[int, int]:
     return h, cell.data.crop_width or h
 
 
-def per_device_batch(cell: Cell) -> int:
-    """Images per GPU in the cell's reference set-up (global batch / recipe GPUs)."""
-    gpus = getattr(getattr(cell, "resources", None), "gpus", 1) or 1
-    return max(1, cell.train.batch_size // gpus)
+def recipe_gpus(cell: Cell) -> int:
+    """The GPUs the cell's recipe trains on (1 for a CPU cell or one without resources)."""
+    return getattr(getattr(cell, "resources", None), "gpus", 1) or 1
+
+
+def per_device_batch(cell: Cell, gpus: int | None = None) -> int:
+    """Images per GPU: the global batch over `gpus`, by default the recipe's."""
+    return max(1, cell.train.batch_size // (gpus or recipe_gpus(cell)))
 
 
 # ----------------------------------------------------------------------------- memory estimate
@@ -58,10 +62,10 @@ CACHE_ENV = "PROTOSEG_CACHE"  # folder of the on-disk cache; "off" disables it
 
 
 def estimate_memory(cell: Cell, batch: int | None = None,
-                    processes: int | None = None) -> MemoryEstimate:
-    """Weights + gradients + optimizer state + saved activations x batch, +10%, +0.5 GB context;
-    with several processes (default: the recipe's GPUs) DDP's gradient buckets, a second copy of
-    the gradients.
+                    gpus: int | None = None) -> MemoryEstimate:
+    """Weights + gradients + optimizer state + saved activations x batch (default: the images
+    per GPU on `gpus`, else the recipe's GPUs), +10%, +0.5 GB context; with several GPUs also
+    DDP's gradient buckets, a second copy of the gradients.
 
     The model on PyTorch's meta device (no compute, no memory) at the full crop, summing what
     autograd saves for the backward pass.
@@ -73,7 +77,8 @@ def estimate_memory(cell: Cell, batch: int | None = None,
     cached on disk (`estimate_cache_path`), keyed by the model spec, classes, crop, the source
     of methods/ and the library versions, so a repeated `--dry-run` takes no model building.
     """
-    batch = batch or per_device_batch(cell)
+    gpus = gpus or recipe_gpus(cell)
+    batch = batch or per_device_batch(cell, gpus)
     h, w = crop_size(cell)
     key = (cell.model, cell.data.num_classes, h, w)
     if key not in _ESTIMATES:
@@ -85,7 +90,7 @@ def estimate_memory(cell: Cell, batch: int | None = None,
         _ESTIMATES[key] = cached
     saved, params = _ESTIMATES[key]
     state_bytes = 16 if cell.train.optimizer == "adamw" else 12  # fp32 weight, grad, moments
-    if (processes or getattr(getattr(cell, "resources", None), "gpus", 1) or 1) > 1:
+    if gpus > 1:
         state_bytes += 4  # DDP all-reduces gradients through buckets of their own
     act = saved * batch * (0.5 if cell.train.amp else 1.0)
     gb = (params["learnable"] * state_bytes + act) * 1.1 / 1e9 + 0.5

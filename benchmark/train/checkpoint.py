@@ -233,8 +233,7 @@ class TrainState:
         return extra
 
     def restore(self, step: int, extra: dict[str, Any], main_process: bool = True) -> None:
-        """Take back what `extra` saved at `step` (the summed health counts on the main process
-        only)."""
+        """Take back what `extra` saved at `step` (health counts: HealthMonitor.restore)."""
         self.step = self.resumed_from = step
         self.history, self.train_s = extra["history"], extra["train_s"]
         self.step_times = extra["step_times"]

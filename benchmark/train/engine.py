@@ -254,7 +254,7 @@ def train_loop(ctx: RunContext, state: TrainState, loader: Iterable[Any],
     state.model.train()
     clip = ((lambda: accelerator.clip_grad_norm_(state.model.parameters(), cell.train.grad_clip))
             if cell.train.grad_clip > 0 else None)
-    finite = finite_on_every_process if accelerator.num_processes > 1 else None
+    finite = finite_on_every_process(accelerator) if accelerator.num_processes > 1 else None
     bar = tqdm(total=ctx.total, initial=state.step, desc=f"train {cell.row} seed{ctx.seed}",
                disable=not ctx.show, leave=False)
     t0, train_s = time.perf_counter(), state.train_s
@@ -312,12 +312,14 @@ def log_scalars(ctx: RunContext, state: TrainState, entry: dict[str, float]) -> 
 # -------------------------------------------------------------------------------- one training step
 
 
-def finite_on_every_process(loss: torch.Tensor) -> bool:
-    """Whether the loss is finite in every process (a collective: all must call it). A process
-    that stopped alone would leave the others waiting in DDP's gradient all-reduce."""
-    flag = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-    return bool(flag.item())
+def finite_on_every_process(accelerator: Accelerator) -> Callable[[torch.Tensor], bool]:
+    """`finite(loss)`: whether the loss is finite in every process (a collective, as
+    `agreed_signal`); a process stopping alone would leave the others in DDP's all-reduce."""
+    def finite(loss: torch.Tensor) -> bool:
+        bad = (~torch.isfinite(loss.detach())).to(torch.int32).reshape(1)
+        return not int(accelerator.reduce(bad, reduction="max").item())
+
+    return finite
 
 
 class NonFiniteLossError(RuntimeError):
@@ -347,9 +349,9 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
     Each phase is a `torch.profiler` range (`train/forward`, `train/loss`, `train/backward`,
     `train/optimizer`), nearly free when no profiler runs. `backward`/`clip` are Accelerate's
-    and `autocast` is `amp_autocast` in the engine; plain autograd by default (perf/). `finite(loss)`
-    says whether to go on (default: this loss is finite; several processes agree first,
-    `finite_on_every_process`).
+    and `autocast` is `amp_autocast` in the engine; plain autograd by default (perf/).
+    `finite(loss)` says whether to go on (default: this loss is finite; several processes
+    agree first, `finite_on_every_process`).
     """
     with autocast():
         with record_function("train/forward"):
@@ -448,7 +450,6 @@ def deterministic_cublas() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         warnings.warn(CUBLAS_TOO_LATE, stacklevel=3)
     os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
-
 
 
 def prepare_model(model: torch.nn.Module, train: Any) -> torch.nn.Module:

@@ -197,10 +197,7 @@ class HealthMonitor:
     def _summed(self, accelerator: Accelerator | None) -> AssignmentCounts:
         """The counts summed over processes (every process joins the reduction), with what a
         resumed main process carries for the others."""
-        counts = self.counts
-        if self.carried is not None:
-            counts = AssignmentCounts(counts.per_prototype + self.carried.per_prototype,
-                                      counts.gumbel_disagree + self.carried.gumbel_disagree)
+        counts = self.counts if self.carried is None else self.counts + self.carried
         if accelerator is not None and accelerator.num_processes > 1:
             device = accelerator.device
             counts = AssignmentCounts(
@@ -225,9 +222,7 @@ class HealthMonitor:
         total = AssignmentCounts.from_lists(saved)
         own = AssignmentCounts.from_lists(saved["main"]) if "main" in saved else total
         self.counts = own if main_process else AssignmentCounts.zeros(c, k)
-        self.carried = (AssignmentCounts(total.per_prototype - own.per_prototype,
-                                         total.gumbel_disagree - own.gumbel_disagree)
-                        if main_process else None)
+        self.carried = total - own if main_process else None
 
 
 # -------------------------------------------------------------------------------------- peak memory

@@ -169,18 +169,20 @@ def _nan_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    from accelerate import Accelerator
+
     from benchmark.train.engine import (NonFiniteLossError, finite_on_every_process,
                                         training_step)
     from methods import build_model
 
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
     model = build_model(apply_overrides(smoke().cells[0], TINY).model, 4, 255)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     images = torch.randn(2, 3, 32, 32) * (float("nan") if rank == 1 else 1.0)
     try:
         training_step(model, optimizer, images, torch.randint(0, 4, (2, 32, 32)), 255,
-                      finite=finite_on_every_process)
+                      finite=finite_on_every_process(accelerator))
         said = "went on"
     except NonFiniteLossError as err:
         said = str(err)

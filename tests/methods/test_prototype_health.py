@@ -55,6 +55,9 @@ def test_counts_and_health_summary():
     assert s["unused"] == pytest.approx(1.5)
     restored = AssignmentCounts.from_lists(counts.to_lists())
     assert torch.equal(restored.per_prototype, counts.per_prototype)
+    twice = counts + restored  # a resume carries other processes' counts this way
+    assert torch.equal(twice.per_prototype, 2 * counts.per_prototype)
+    assert torch.equal((twice - counts).gumbel_disagree, counts.gumbel_disagree)
 
 
 def test_gumbel_disagreement_is_the_released_draws_frequency():

@@ -76,7 +76,8 @@ def test_memory_estimate_grows_with_batch_and_fits_a_16gb_card_for_fcn() -> None
 def test_memory_estimate_counts_ddp_buckets_with_several_processes() -> None:
     """One process has no DDP; several keep a second copy of the gradients in DDP's buckets."""
     fcn = get_grid("table1").cells[0]  # FCN-R101-D8 on 4 GPUs
-    one, four = estimate_memory(fcn, processes=1), estimate_memory(fcn)
+    four = estimate_memory(fcn)
+    one = estimate_memory(fcn, batch=four.batch, gpus=1)
     assert fcn.resources.gpus == 4 and four.batch == one.batch
     assert four.gb - one.gb == pytest.approx(one.params["learnable"] * 4 * 1.1 / 1e9)
 
