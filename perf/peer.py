@@ -195,7 +195,8 @@ def step_fns(which: str, batch: int, size: int, device: torch.device = torch.dev
              fused: bool = False) -> tuple[dict[str, Callable], list[float]]:
     """The two training steps on one batch, after checking their first two losses agree;
     returns them and the losses (suite, MMSeg) of the check."""
-    from benchmark.train.engine import training_step
+    from benchmark.train.engine import step_kernels, training_step
+    from experiments.recipes import recipe_for
 
     ours, theirs, cfg = models(which)
     ours.to(device).train()
@@ -206,9 +207,12 @@ def step_fns(which: str, batch: int, size: int, device: torch.device = torch.dev
     labels = blocky_labels(batch, size, size, NUM_CLASSES, IGNORE, device)
     data = samples(labels)
 
-    def suite() -> float:
-        return training_step(ours, optimizer, images, labels, IGNORE,
-                             ce_average="all_pixels").loss.item()
+    train = recipe_for("ade20k", which).train
+
+    def suite() -> float:  # with the kernels the engine trains with on this device
+        with step_kernels(train, device):
+            return training_step(ours, optimizer, images, labels, IGNORE,
+                                 ce_average="all_pixels").loss.item()
 
     def peer() -> float:
         loss, _ = theirs.parse_losses(theirs.loss(images, data))

@@ -29,7 +29,7 @@ from perf.common import (
 )
 
 BENCHMARKS = ("train_step", "head_scaling", "inference", "metric", "overhead", "profile_step",
-              "pipeline", "peer", "cuda_ops")
+              "pipeline", "peer", "cuda_ops", "upsampling")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

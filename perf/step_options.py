@@ -44,10 +44,10 @@ def variant(setup: Setup, flags: dict[str, bool], device: torch.device
             ) -> tuple[Callable[[], float], float, float]:
     """(step, first loss, seconds of the first call) of the setup under `flags`."""
     from benchmark.config import TrainSpec
-    from benchmark.train.engine import prepare_model
-    from benchmark.train.engine import training_step
+    from benchmark.train.engine import prepare_model, step_kernels, training_step
 
-    model = prepare_model(build(setup, "softmax", device), TrainSpec(**flags))
+    train = TrainSpec(**flags)
+    model = prepare_model(build(setup, "softmax", device), train)
     optimizer = make_optimizer(model, setup)
     for group in optimizer.param_groups:  # the same step every call: timing, not training
         group["lr"] = 0.0
@@ -56,8 +56,9 @@ def variant(setup: Setup, flags: dict[str, bool], device: torch.device
         images = images.contiguous(memory_format=torch.channels_last)
     model.train()
 
-    def step() -> float:
-        return training_step(model, optimizer, images, labels, 255).loss.item()
+    def step() -> float:  # with the kernels the engine trains with for these flags
+        with step_kernels(train, device):
+            return training_step(model, optimizer, images, labels, 255).loss.item()
 
     t0 = time.perf_counter()
     first = step()

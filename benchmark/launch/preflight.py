@@ -129,7 +129,7 @@ def _check_training_step(cell: Cell, model: torch.nn.Module, optimizer: torch.op
     """The engine's training step (benchmark/train/engine.py) on labels that are the model's own
     predictions under the same dropout draw, an ignore band on top; times it and checks the
     loss terms and that prototypes move."""
-    from benchmark.train.engine import training_step
+    from benchmark.train.engine import step_kernels, training_step
 
     device, (h, w), ignore = images.device, images.shape[-2:], cell.data.ignore_index
     before = model.head.prototype_vectors()
@@ -141,9 +141,10 @@ def _check_training_step(cell: Cell, model: torch.nn.Module, optimizer: torch.op
 
     _sync(device)
     t0 = time.perf_counter()
-    step = training_step(model, optimizer, images, labels, ignore,
-                         autocast=_autocast(cell, device), ce_average=cell.train.ce_average,
-                         ce_weights=cell.train.ce_weights)
+    with step_kernels(cell.train, device):  # the kernels the training loop runs with
+        step = training_step(model, optimizer, images, labels, ignore,
+                             autocast=_autocast(cell, device), ce_average=cell.train.ce_average,
+                             ce_weights=cell.train.ce_weights)
     _sync(device)
     result.step_s = time.perf_counter() - t0
     losses = {"ce": step.ce, **step.out.losses}

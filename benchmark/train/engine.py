@@ -44,6 +44,7 @@ from benchmark.train.telemetry import (HealthMonitor, Heartbeat, TrainLog, peak_
                                        prototype_scalars, reset_peak)
 from methods import build_model, count_params
 from methods.deterministic import deterministic_ops
+from methods.interpolation import matmul_backward_interpolation
 
 
 # ------------------------------------------------------------------------------------------ one run
@@ -133,7 +134,7 @@ def _run(ctx: RunContext, weights_path: Path | None, heartbeat_path: Path | None
     loader = make_train_loader(host_set, sampler, workers, ctx.seed, device)
     ctx.say(f"training {cell.row} seed {ctx.seed}: step {state.step} of {ctx.total}, "
             f"{world} process(es), {device}")
-    with deterministic_kernels(cell.train, device):
+    with step_kernels(cell.train, device):
         train_loop(ctx, state, loader, on_step, finish)
     if world > 1:  # DDP keeps rank 0's buffers authoritative; make the final state identical
         for buffer in accelerator.unwrap_model(state.model).buffers():
@@ -418,12 +419,18 @@ def keep_freed_memory() -> bool:
         return False
 
 
-def deterministic_kernels(train: Any, device: torch.device) -> contextlib.AbstractContextManager:
-    """The training loop's context: on a GPU with `train.deterministic`, bilinear upsampling and
-    cross-entropy reductions in deterministic kernels (methods/deterministic.py: torch has none
-    for them). Not on the CPU, whose kernels are deterministic already."""
-    if getattr(train, "deterministic", False) and device.type == "cuda":
-        return deterministic_ops()
+def step_kernels(train: Any, device: torch.device) -> contextlib.AbstractContextManager:
+    """The training loop's kernel swaps (in `torch.nn.functional`, methods/):
+    - on a GPU with `train.deterministic`: bilinear upsampling and cross-entropy reductions in
+      deterministic kernels (methods/deterministic.py: torch has none for them);
+    - on the CPU (eager): bilinear upsampling with a matmul backward (methods/interpolation.py:
+      torch's CPU backward kernel is several times slower; equal to float rounding);
+    torch's own kernels otherwise (a compiled model gets inductor's)."""
+    if device.type == "cuda":
+        return deterministic_ops() if getattr(train, "deterministic", False) \
+            else contextlib.nullcontext()
+    if device.type == "cpu" and not getattr(train, "compile", False):
+        return matmul_backward_interpolation()
     return contextlib.nullcontext()
 
 

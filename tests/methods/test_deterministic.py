@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.deterministic import deterministic_ops, interpolation_matrix, matmul_interpolate
+from methods.deterministic import deterministic_ops
+from methods.interpolation import interpolation_matrix, matmul_interpolate
 
 SIZES_IN = [(16, 16), (7, 13), (64, 32), (1, 5)]
 SIZES_OUT = [(128, 128), (31, 17), (16, 16), (8, 8), (3, 200)]

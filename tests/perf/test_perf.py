@@ -380,3 +380,18 @@ def test_gpu_check_script_parses_and_lists_its_parts() -> None:
     # each part's limit plus the grace before SIGKILL: all of them fit the 8-minute budget
     assert sum(int(s[:-1]) for lim in limits for s in lim.split("+")) < 8 * 60, limits
     assert "--grid smoke" in cpu and cpu.count("--quick --no-append") == 2
+
+
+def test_upsampling_figure_checks_the_swap_against_torch_and_names_its_forward() -> None:
+    """Figure 10's rows: the swap's gradient is checked against torch's before timing, and the
+    forward column follows MATMUL_FORWARD_MAX_SIDE (no timing asserted)."""
+    from methods.interpolation import MATMUL_FORWARD_MAX_SIDE
+    from perf.upsampling import Shape, run, step_fns
+
+    fns, diff, forward = step_fns(Shape("small", 1, 3, 8, 20))
+    assert diff < 1e-6 and forward == "matmuls" and set(fns) == {"torch", "swap"}
+    torch.testing.assert_close(fns["swap"](), fns["torch"]())
+    assert step_fns(Shape("large", 1, 3, MATMUL_FORWARD_MAX_SIDE + 1, 80))[2] == "torch's kernel"
+    report = run(quick=True)
+    assert len(report.tables[0].rows) == 3
+    assert all(row[-1] in ("PASS", "FAIL") for row in report.tables[0].rows)

@@ -25,7 +25,13 @@ def cell(model: ModelSpec = FCN, paper_params_m: float | None = None, **kw) -> C
                 train=TrainSpec(optimizer="sgd"), paper_params_m=paper_params_m, **kw)
 
 
-def test_training_step_runs_every_loss_and_moves_the_prototypes() -> None:
+def test_training_step_runs_every_loss_and_moves_the_prototypes(monkeypatch) -> None:
+    import benchmark.train.engine as engine
+
+    entered, step_kernels = [], engine.step_kernels
+    monkeypatch.setattr(engine, "step_kernels",  # the kernels the training loop would use
+                        lambda train, device: entered.append(device.type)
+                        or step_kernels(train, device))
     with torch.device("meta"):
         learnable = count_params(build_model(FCN, 5))["learnable"]
     result = preflight_cell(cell(paper_params_m=round(learnable / 1e6, 2)), batch=2)
@@ -36,6 +42,7 @@ def test_training_step_runs_every_loss_and_moves_the_prototypes() -> None:
     assert result.total - result.learnable == 5 * 3 * 32  # the prototype buffer
     assert abs(result.params_diff_m) < 0.01 and result.status == "ok"
     assert result.step_s > 0 and result.eval_s > 0 and result.peak_bytes > 0
+    assert entered == ["cpu"]
 
 
 def test_parameter_mismatch_and_failures_are_flagged() -> None:

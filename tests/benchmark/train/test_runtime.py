@@ -195,35 +195,55 @@ def test_amp_is_the_engines_autocast_not_accelerates(monkeypatch) -> None:
         assert not torch.is_autocast_enabled("cpu")
 
 
-def test_deterministic_kernels_are_swapped_only_on_a_gpu_and_train_the_same(monkeypatch) -> None:
-    """On a GPU, `train.deterministic` runs the training loop under methods.deterministic's
-    swaps; here the swap is forced on the CPU: the run trains to the same losses to float
-    rounding, and the swapped functions are restored afterwards."""
+def test_step_kernels_by_device_and_they_train_the_same(monkeypatch) -> None:
+    """The training loop's swaps: on a GPU the deterministic ones with `train.deterministic`
+    only; on the CPU the matmul-backward upsampling unless compiled. Both train to the same
+    losses as torch's own kernels to float rounding (the GPU's forced here on the CPU), and
+    the swapped functions are restored afterwards."""
     import contextlib
 
     import torch.nn.functional as F
 
+    import methods.interpolation as interpolation
+
     on = cell("train.deterministic=true").train
+    compiled = cell("train.compile=true").train
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert isinstance(runtime.deterministic_kernels(on, cpu), contextlib.nullcontext)
-    assert isinstance(runtime.deterministic_kernels(cell().train, gpu), contextlib.nullcontext)
+    assert isinstance(runtime.step_kernels(cell().train, gpu), contextlib.nullcontext)
+    assert isinstance(runtime.step_kernels(compiled, cpu), contextlib.nullcontext)
     original = F.interpolate
-    with runtime.deterministic_kernels(on, gpu):
-        assert F.interpolate is not original
+    with runtime.step_kernels(on, gpu):
+        assert F.interpolate.__module__ == "methods.deterministic"
+    for train in (cell().train, on):
+        with runtime.step_kernels(train, cpu):
+            assert F.interpolate is interpolation._training_interpolate
     assert F.interpolate is original
 
+    backward_calls = []
+    backward = interpolation._MatmulBackwardInterpolate.backward
+
+    def counted(ctx, grad):
+        backward_calls.append(grad.shape)
+        return backward(ctx, grad)
+
+    monkeypatch.setattr(interpolation._MatmulBackwardInterpolate, "backward",
+                        staticmethod(counted))
+    matmul = train_and_evaluate(cell(), seed=4, progress=False)  # the engine's CPU default
+    assert len(backward_calls) >= 6  # the decoder's and the loss's upsampling, every step
     entered = []
 
     def forced(train, device):
         entered.append(device.type)
         return runtime.deterministic_ops()
 
-    monkeypatch.setattr(runtime, "deterministic_kernels", forced)
+    monkeypatch.setattr(runtime, "step_kernels", forced)
     swapped = train_and_evaluate(cell(), seed=4, progress=False)
-    monkeypatch.undo()
+    monkeypatch.setattr(runtime, "step_kernels", lambda train, device: contextlib.nullcontext())
     plain = train_and_evaluate(cell(), seed=4, progress=False)
+    monkeypatch.undo()
     assert entered == ["cpu"] and F.interpolate is original
     assert losses(swapped) == pytest.approx(losses(plain), rel=1e-4)
+    assert losses(matmul) == pytest.approx(losses(plain), rel=1e-4)
 
 
 FAULT_PROBE = """
