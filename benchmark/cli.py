@@ -19,7 +19,7 @@ from benchmark.ranges import check_flags
 from benchmark.validation import validate
 from methods.registry import PLUGINS_ENV, RegistryError, import_plugins
 from benchmark.launch import locks
-from benchmark.launch.executors import EXECUTORS, Outcome
+from benchmark.launch.executors import EXECUTORS, Outcome, SubmissionError
 from benchmark.launch.runs import Run, plan
 from benchmark.launch.status import run_status, with_running
 from benchmark.store import (ResultsLayout, forget_reported, load_records,
@@ -106,7 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          help="runs at once (slurm_array_parallelism; local: 1)")
     cluster.add_argument("--partition", default=None)
     cluster.add_argument("--gpus-per-run", type=int, default=None,
-                         help="GPUs per run (one process each); default: the recipe's")
+                         help="GPUs per run, on one node (one process each); default: the recipe's")
     cluster.add_argument("--timeout-min", type=int, default=None)
     cluster.add_argument("--account", default=None)
     cluster.add_argument("--qos", default=None)
@@ -495,3 +495,6 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFull as err:  # at any write: one line, and no further run on that disk
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except SubmissionError as err:  # the cluster refused a job array: bad resources, say which
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -13,7 +13,9 @@ lock (benchmark/launch/locks.py), so a run is never made twice at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import io
 import json
 import os
 import sys
@@ -252,10 +254,15 @@ class SubmititExecutor:
                                          slurm_max_num_timeout=3)
         executor.update_parameters(**params)
         layout = part[0].layout
-        jobs = executor.map_array(
-            RunJob(), [r.cell.to_dict() for r in part], [r.seed for r in part],
-            [str(layout.root.resolve())] * len(part), [cell_plugins(r.cell) for r in part],
-            [self.force] * len(part))
+        said = io.StringIO()  # submitit prints sbatch's refusal; it goes into SubmissionError
+        try:
+            with contextlib.redirect_stderr(said):
+                jobs = executor.map_array(
+                    RunJob(), [r.cell.to_dict() for r in part], [r.seed for r in part],
+                    [str(layout.root.resolve())] * len(part),
+                    [cell_plugins(r.cell) for r in part], [self.force] * len(part))
+        except submitit.core.utils.FailedJobError as err:
+            raise SubmissionError(self.name, part, str(err) or said.getvalue()) from None
         jobs_log = layout.jobs_log(part[0].cell.grid)
         jobs_log.parent.mkdir(parents=True, exist_ok=True)
         with open(jobs_log, "a") as f:
@@ -268,6 +275,20 @@ class SubmititExecutor:
                 print(f"  submitted {run.cell.row} seed {run.seed}: job {job.job_id}  "
                       f"log {job.paths.stdout}")
         return jobs
+
+
+class SubmissionError(RuntimeError):
+    """The cluster refused a job array (sbatch's own words); nothing of it was queued."""
+
+    def __init__(self, executor: str, part: list[Run], said: str) -> None:
+        lines = [ln.strip() for ln in said.strip().splitlines() if ln.strip()]
+        reason = lines[-1] if lines else "no reason given"
+        cell = part[0].cell
+        super().__init__(
+            f"{executor} refused the job array of {len(part)} run(s) of grid {cell.grid} "
+            f"({cell.row}, ...): {reason}; check --partition, --gpus-per-run (at most one "
+            f"node's GPUs), --account, --qos and --constraint (--dry-run prints each job's "
+            f"resources); arrays submitted before it are in {part[0].layout.jobs_log(cell.grid)}")
 
 
 def _wait_for(jobs: list[submitit.Job]) -> None:

@@ -94,3 +94,22 @@ def test_gpus_per_run_overrides_the_recipe(tmp_path, fake_sbatch) -> None:
     assert json.loads(only)["gpus_per_node"] == 4 and json.loads(only)["tasks_per_node"] == 4
     # host memory follows the GPUs: 32 GB each, whether the recipe had 4 GPUs or 8
     assert json.loads(only)["mem_gb"] == 4 * 32
+
+
+def test_a_refused_job_array_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys) -> None:
+    """sbatch refusing the array (here: an unknown partition, as SLURM words it) ends the
+    command with one line that gives SLURM's reason and the options to check, no traceback."""
+    from benchmark.cli import main
+
+    refuse = ("echo 'sbatch: error: invalid partition specified: nosuch' >&2; echo 'sbatch: "
+              "error: Batch job submission failed: Invalid partition name specified' >&2; exit 1")
+    monkeypatch.setattr(submitit_slurm.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
+    monkeypatch.setattr(submitit_slurm.SlurmExecutor, "_make_submission_command",
+                        lambda self, path: ["sh", "-c", refuse])
+    args = ["--grid", "smoke", "--executor", "slurm", "--partition", "nosuch", "--no-progress",
+            "--results", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: slurm refused the job array of "), err
+    assert "Invalid partition name specified; check --partition" in err[0]
+    assert not (tmp_path / "jobs" / "smoke.jsonl").exists()  # nothing was queued

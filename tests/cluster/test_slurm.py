@@ -91,6 +91,17 @@ def status_rows(capsys, args: list[str]) -> list[str]:
     return lines[1:]
 
 
+def test_a_partition_slurm_does_not_have_is_one_line_and_nothing_queued(slurm_cluster, tmp_path,
+                                                                        capsys):
+    results = tmp_path / "results"
+    args = SMOKE + ["--results", str(results), "--executor", "slurm", "--partition", "nosuch"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: slurm refused the job array"), err
+    assert "partition" in err[0].lower() and "check --partition" in err[0]
+    assert not (results / "jobs" / "smoke.jsonl").exists()
+
+
 def test_smoke_grid_runs_as_one_job_array(slurm_cluster, tmp_path, capsys):
     results = tmp_path / "results"
     args = SMOKE + ["--results", str(results)]
