@@ -492,9 +492,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return mode(args, results, grids)
-    except DiskFull as err:  # at any write: one line, and no further run on that disk
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except SubmissionError as err:  # the cluster refused a job array: bad resources, say which
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (DiskFull, SubmissionError) as err:  # a full disk at any write (no further run on
+        print(f"error: {err}", file=sys.stderr)  # it), or the cluster refused a job array
+        return 2 if isinstance(err, SubmissionError) else 1
