@@ -171,20 +171,45 @@ class HealthMonitor:
         self.initial = protos.detach().cpu().clone() if protos is not None else None
         self.counts = AssignmentCounts.zeros(*protos.shape[:2]) if protos is not None else None
         self.carried: AssignmentCounts | None = None  # the others' counts, after a resume
+        # the last step's assignments, counted at the next call: on a GPU their copy to the
+        # host runs behind the training step instead of making the loop wait for it each step
+        self._pending: tuple[torch.Tensor, torch.Tensor, Any] | None = None
 
     @property
     def active(self) -> bool:
         return self.counts is not None
 
     def observe(self, head_state: dict[str, torch.Tensor]) -> None:
-        """Add one step's assignments (the head's training `state`)."""
-        if self.active and "assignments" in head_state and "gumbel_disagree" in head_state:
-            self.counts.add(head_state["assignments"], head_state["gumbel_disagree"])
+        """Add one step's assignments (the head's training `state`); counted by the next call
+        of any method (the copy from a GPU started now, without waiting)."""
+        if not (self.active and "assignments" in head_state and "gumbel_disagree" in head_state):
+            return
+        self._count_pending()
+        target = head_state["assignments"].detach()
+        disagree = head_state["gumbel_disagree"].detach()
+        copied = None
+        if target.is_cuda:  # pinned host copies, done when the event is
+            target = target.to("cpu", non_blocking=True)
+            disagree = disagree.to("cpu", non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record()
+        else:  # a snapshot, as the copy from a GPU is: a head may reuse its buffers next step
+            target, disagree = target.clone(), disagree.clone()
+        self._pending = (target, disagree, copied)
+
+    def _count_pending(self) -> None:
+        if self._pending is not None:
+            target, disagree, copied = self._pending
+            if copied is not None:
+                copied.synchronize()
+            self.counts.add(target, disagree)
+            self._pending = None
 
     def summary(self, model: torch.nn.Module) -> dict[str, float]:
         """Finite class means of the statistics so far, as `health_<name>` scalars."""
         if not self.active:
             return {}
+        self._count_pending()
         stats = health(self.counts, prototype_buffer(model), self.initial)["summary"]
         return {f"health_{k}": float(v) for k, v in stats.items() if math.isfinite(float(v))}
 
@@ -197,6 +222,7 @@ class HealthMonitor:
     def _summed(self, accelerator: Accelerator | None) -> AssignmentCounts:
         """The counts summed over processes (every process joins the reduction), with what a
         resumed main process carries for the others."""
+        self._count_pending()
         counts = self.counts if self.carried is None else self.counts + self.carried
         if accelerator is not None and accelerator.num_processes > 1:
             device = accelerator.device
@@ -210,7 +236,8 @@ class HealthMonitor:
         this process's own under "main" (the main process's file is the one kept)."""
         if not self.active:
             return None
-        return {**self._summed(accelerator).to_lists(), "main": self.counts.to_lists()}
+        summed = self._summed(accelerator)  # counts the pending step first
+        return {**summed.to_lists(), "main": self.counts.to_lists()}
 
     def restore(self, saved: dict[str, Any] | None, main_process: bool = True) -> None:
         """From a checkpoint: the main process takes back its own counts (its logged summaries

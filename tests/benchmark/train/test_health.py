@@ -37,3 +37,34 @@ def test_other_heads_record_no_health() -> None:
     result = train_and_evaluate(cell, seed=0, progress=False)
     assert result.metrics.prototype_health is None
     assert not any("health_entropy" in e for e in result.history)
+
+
+def test_each_step_is_counted_once_though_counted_a_step_late() -> None:
+    """The monitor counts a step's assignments at its next call (a GPU's copy to the host runs
+    behind the step): summaries, checkpoints and the final statistics include every step, and
+    a head that overwrites its assignment buffer after the step changes nothing."""
+    import torch
+
+    from benchmark.train.telemetry import HealthMonitor
+    from methods import build_model
+    from methods.prototype_health import AssignmentCounts
+
+    cell = apply_overrides(smoke().cells[-1], TINY)
+    model = build_model(cell.model, cell.data.num_classes, cell.data.ignore_index)
+    c, k = model.head.prototypes.shape[:2]
+    gen = torch.Generator().manual_seed(0)
+    steps = [(torch.randint(0, c * k, (40,), generator=gen),
+              torch.rand(40, generator=gen, dtype=torch.float64)) for _ in range(3)]
+    expected = AssignmentCounts.zeros(c, k)
+    monitor = HealthMonitor(model)
+    buffer = torch.empty(40, dtype=torch.long)  # one buffer, reused by the "head" every step
+    for target, disagree in steps:
+        expected.add(target, disagree)
+        buffer.copy_(target)
+        monitor.observe({"assignments": buffer, "gumbel_disagree": disagree})
+        buffer.fill_(0)  # the next step's work begins in the same memory
+        saved = monitor.to_state()
+        assert saved["per_prototype"] == expected.to_lists()["per_prototype"]
+    assert monitor.summary(model)  # counts nothing twice: the pending step is gone
+    assert monitor.counts.per_prototype.sum() == 3 * 40
+    assert torch.equal(monitor.counts.gumbel_disagree, expected.gumbel_disagree)
