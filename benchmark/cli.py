@@ -262,8 +262,12 @@ def dry_run(args: argparse.Namespace, results: ResultsLayout, grids: GridCells) 
 
             print(describe_checkpoints(grid, cells, args.checkpoint, published_for))
             continue
-        print(describe_plan(grid, grid_runs(grid, cells, args, results), RECIPES,
-                            getattr(args, "gpus_per_run", None)))
+        runs = grid_runs(grid, cells, args, results)
+        print(describe_plan(grid, runs, RECIPES, getattr(args, "gpus_per_run", None)))
+        if args.executor in ("local", "slurm"):  # the job arrays it would submit
+            from benchmark.launch.dry_run import describe_jobs
+
+            print(describe_jobs(EXECUTORS[args.executor].from_args(args), runs))
         records = load_summaries(results, grid.name)
         fixed = args.seeds if isinstance(args.seeds, int) else grid.seeds
         print("\n".join(seed_plan(cells, records, fixed, args.sigma)))

@@ -3,6 +3,7 @@ torch (parameter counts and memory come from benchmark/launch/memory.py's cached
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from benchmark.config import Cell
@@ -92,4 +93,19 @@ def describe_checkpoints(grid: Grid, cells: list[Cell], checkpoint: str | None,
         lines.append(f"  {c.row:<66} {c.column:<11} {miou}")
         lines.append(f"      {where}")
     lines.append(f"  {found} of {len(cells)} checkpoint files present")
+    return "\n".join(lines)
+
+
+def describe_jobs(executor: Any, runs: list[Run]) -> str:
+    """What `--executor local|slurm` would submit for the runs not done: one job array per
+    resource shape, with the parameters submitit hands the cluster (sbatch's resources)."""
+    pending = [r for r in runs if not r.done]
+    groups = executor.job_groups(pending)
+    lines = [f"jobs (--executor {executor.name}): {len(pending)} run(s) not done, "
+             f"{len(groups)} job array(s)"]
+    for params, group in groups.items():
+        rows = sorted({r.cell.row for r in group})
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(json.loads(params).items())
+                          if k != "name")
+        lines.append(f"  {len(group)} run(s) of {', '.join(rows)}: {shown}")
     return "\n".join(lines)

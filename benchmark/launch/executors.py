@@ -224,6 +224,14 @@ class SubmititExecutor:
             return Outcome(0, ended=False)  # the same command, run again, goes on
         return Outcome(sum(not r.done for r in pending))
 
+    def job_groups(self, runs: list[Run]) -> dict[str, list[Run]]:
+        """Runs by job shape (the submitit parameters, as sorted JSON): one job array each."""
+        groups: dict[str, list[Run]] = {}
+        for run in runs:
+            groups.setdefault(json.dumps(self.job_parameters(run.cell), sort_keys=True),
+                              []).append(run)
+        return groups
+
     def submit(self, runs: list[Run]) -> list[submitit.Job]:
         """Submit runs as job arrays grouped by resources; log ids and paths to results/jobs/;
         wait for each array when `wait`."""
@@ -231,12 +239,8 @@ class SubmititExecutor:
             return []
         layout, grid = runs[0].layout, runs[0].cell.grid
         folder = layout.jobs_dir(grid, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-        groups: dict[str, list[Run]] = {}
-        for run in runs:
-            groups.setdefault(json.dumps(self.job_parameters(run.cell), sort_keys=True),
-                              []).append(run)
         submitted: list[submitit.Job] = []
-        for params_text, group in groups.items():
+        for params_text, group in self.job_groups(runs).items():
             chunk = self.array_size(group)
             for start in range(0, len(group), chunk):
                 part = group[start:start + chunk]
@@ -287,8 +291,10 @@ class SubmissionError(RuntimeError):
         super().__init__(
             f"{executor} refused the job array of {len(part)} run(s) of grid {cell.grid} "
             f"({cell.row}, ...): {reason}; check --partition, --gpus-per-run (at most one "
-            f"node's GPUs), --account, --qos and --constraint (--dry-run prints each job's "
-            f"resources); arrays submitted before it are in {part[0].layout.jobs_log(cell.grid)}")
+            f"node's GPUs), --set resources.mem_gb=N and resources.cpus_per_task=N (a job's "
+            f"host memory and CPUs), --account, --qos and --constraint (--dry-run with the same "
+            f"options prints each job array's resources); arrays submitted before it are in "
+            f"{part[0].layout.jobs_log(cell.grid)}")
 
 
 def _wait_for(jobs: list[submitit.Job]) -> None:

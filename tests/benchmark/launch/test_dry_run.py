@@ -70,3 +70,24 @@ def test_memory_estimate_follows_gpus_per_run(tmp_path, capsys):
     assert any(" at 4 img/GPU " in line for line in recipe)
     assert all(" at 4 img/GPU " not in line for line in eight)
     assert any(" at 2 img/GPU " in line for line in eight)
+
+
+def test_cluster_dry_run_prints_the_job_arrays_it_would_submit(tmp_path, capsys):
+    """With --executor slurm the plan ends with each job array's sbatch resources: Table 1's
+    two shapes (4 and 8 GPUs, 32 GB of host memory each), one shape with --gpus-per-run."""
+    def job_lines(*extra: str) -> list[str]:
+        assert main(["--grid", "table1", "--dry-run", "--results", str(tmp_path / "r"),
+                     "--executor", "slurm", "--partition", "gpu", *extra]) == 0
+        out = capsys.readouterr().out.splitlines()
+        start = next(i for i, line in enumerate(out) if line.startswith("jobs (--executor"))
+        return out[start:start + 1 + int(out[start].split(", ")[1].split()[0])]
+
+    head, *arrays = job_lines()
+    assert head == "jobs (--executor slurm): 104 run(s) not done, 2 job array(s)"
+    assert any("gpus_per_node=4," in a and "mem_gb=128," in a for a in arrays)
+    assert any("gpus_per_node=8," in a and "mem_gb=256," in a for a in arrays)
+    assert all("slurm_partition=gpu," in a and "nodes=1," in a for a in arrays)
+    head, only = job_lines("--gpus-per-run", "2")
+    assert "104 run(s) not done, 1 job array(s)" in head
+    assert "gpus_per_node=2," in only and "tasks_per_node=2," in only
+    assert not (tmp_path / "r" / "jobs").exists()  # a dry run submits nothing
