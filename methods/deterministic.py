@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods.interpolation import LINEAR_MODES, matmul_interpolate, output_sizes
+from methods.interpolation import LINEAR_MODES, matmul_interpolate, output_sizes, plain_call
 
 _ORIGINAL = {"interpolate": F.interpolate, "cross_entropy": F.cross_entropy,
              "nll_loss": F.nll_loss}
@@ -37,7 +37,8 @@ def _interpolate(input: Tensor, size: Any = None, scale_factor: Any = None,
                  recompute_scale_factor: bool | None = None, antialias: bool = False) -> Tensor:
     dims = LINEAR_MODES.get(mode)
     if (dims is None or antialias or input.dim() != dims + 2 or not input.is_floating_point()
-            or (size is None) == (scale_factor is None)):  # integer images: torch's rounding
+            or not plain_call(input, dims, size, scale_factor, recompute_scale_factor)):
+        # integer images: torch's rounding; unusual arguments: torch's checks
         return _ORIGINAL["interpolate"](input, size, scale_factor, mode, align_corners,
                                         recompute_scale_factor, antialias)
     if recompute_scale_factor and scale_factor is not None:

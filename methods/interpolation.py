@@ -7,16 +7,19 @@ product. Two uses:
 - `matmul_interpolate`: forward and backward as matmuls, deterministic on every device (a GPU's
   bilinear backward adds with atomics): methods/deterministic.py;
 - `matmul_backward_interpolation()`: on the CPU, torch's bilinear backward kernel is several
-  times slower than the two matmuls (perf/README.md, "Upsampling on the CPU"), so the engine
+  times slower than the two matmuls (perf figure 10, perf/upsampling.py), so the engine
   trains on the CPU with this swap: the backward by matmuls, the forward by whichever of
   torch's kernel and the matmuls is faster for the input's size. Results equal torch's to
-  float rounding (another order of the same sums).
+  float rounding (another order of the same sums) for finite values: a dense matrix
+  multiplies every input by a weight, 0 where torch's kernel does not read it, so one inf or
+  NaN spreads over its row or column (a run stops at a non-finite loss either way).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from typing import Any, Iterator
 
 import torch
@@ -28,7 +31,7 @@ TORCH_INTERPOLATE = F.interpolate  # torch's own, as imported (swaps restore wha
 LINEAR_MODES = {"linear": 1, "bilinear": 2}  # mode -> spatial dims
 # Input sides up to this run the forward as matmuls too: the dense matrices cost about
 # (in-height + in-width) multiply-adds an output pixel, less than torch's CPU kernel for small
-# inputs; larger inputs keep torch's kernel (perf/README.md gives the measured sizes).
+# inputs; larger inputs keep torch's kernel (perf figure 10 times both kinds of row).
 MATMUL_FORWARD_MAX_SIDE = 64
 
 
@@ -54,27 +57,51 @@ def interpolation_matrix(size_in: int, size_out: int, align_corners: bool,
     return weights.to(dtype)
 
 
+def _per_axis(value: Any, dims: int) -> list[Any]:
+    return list(value) if isinstance(value, (tuple, list)) else [value] * dims
+
+
 def output_sizes(x: Tensor, dims: int, size: Any, scale_factor: Any
                  ) -> tuple[list[int], list[float | None]]:
     """Output sizes and the per-dimension scale factors PyTorch's kernel uses (None: in/out)."""
     spatial = list(x.shape[-dims:])
     if size is not None:
-        sizes = [int(size)] * dims if isinstance(size, int) else [int(s) for s in size]
-        return sizes, [None] * dims
-    factors = ([float(scale_factor)] * dims if isinstance(scale_factor, (int, float))
-               else [float(f) for f in scale_factor])
+        return [operator.index(s) for s in _per_axis(size, dims)], [None] * dims
+    factors = [float(f) for f in _per_axis(scale_factor, dims)]
     return [math.floor(n * f) for n, f in zip(spatial, factors)], factors
+
+
+def plain_call(x: Tensor, dims: int, size: Any, scale_factor: Any, recompute: Any) -> bool:
+    """Whether the matrices compute this call as torch does: a non-empty input, exactly one
+    of size / scale_factor, one positive integer size or positive finite factor per spatial
+    axis (or one for all), recompute only with a factor. Other calls go to torch's
+    `F.interpolate`, which raises its own error or handles them."""
+    if x.numel() == 0 or (size is None) == (scale_factor is None) or (size is not None
+                                                                     and recompute):
+        return False
+    values = _per_axis(size if size is not None else scale_factor, dims)
+    try:
+        if len(values) != dims:
+            return False
+        if size is not None:
+            return all(operator.index(v) > 0 for v in values)
+        return all(math.isfinite(float(f)) and float(f) > 0 for f in values) and all(
+            n > 0 for n in output_sizes(x, dims, None, scale_factor)[0])
+    except TypeError:
+        return False
 
 
 def axis_matrices(x: Tensor, sizes: list[int], factors: list[float | None],
                   align_corners: bool, dtype: torch.dtype) -> list[Tensor | None]:
     """One interpolation matrix per spatial axis, the last axis first; None where the axis is
-    copied unchanged (same size, no scale factor other than 1)."""
+    copied. An axis whose size does not change is copied by torch's CPU kernel whatever the
+    scale factor, while its CUDA kernel (UpSampleBilinear2d.cu) applies a factor other than 1."""
     dims = len(sizes)
     matrices: list[Tensor | None] = []
     for axis in range(1, dims + 1):
         n_in, n_out, factor = x.shape[-axis], sizes[-axis], factors[-axis]
-        matrices.append(None if n_in == n_out and factor in (None, 1.0) else
+        copied = n_in == n_out and (factor in (None, 1.0) or x.device.type == "cpu")
+        matrices.append(None if copied else
                         interpolation_matrix(n_in, n_out, align_corners, factor,
                                              device=x.device, dtype=dtype))
     return matrices
@@ -104,7 +131,8 @@ def matmul_interpolate(x: Tensor, size: Any = None, scale_factor: Any = None,
 
 class _MatmulBackwardInterpolate(torch.autograd.Function):
     """Interpolation whose backward is the transposed matrix product; the forward is the
-    matmuls for small inputs and torch's kernel otherwise."""
+    matmuls for small inputs and torch's kernel otherwise. First-order gradients only
+    (a double backward raises), which is all training takes."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, size: Any, scale_factor: Any, align_corners: bool,
@@ -137,7 +165,8 @@ def _training_interpolate(input: Tensor, size: Any = None, scale_factor: Any = N
     if (dims is None or antialias or input.dim() != dims + 2 or input.device.type != "cpu"
             or input.dtype not in (torch.float32, torch.float64)
             or not (input.requires_grad and torch.is_grad_enabled())
-            or (size is None) == (scale_factor is None)):
+            or torch.is_autocast_enabled("cpu")  # torch's kernel keeps autocast's dtypes
+            or not plain_call(input, dims, size, scale_factor, recompute_scale_factor)):
         return TORCH_INTERPOLATE(input, size, scale_factor, mode, align_corners,
                                  recompute_scale_factor, antialias)
     if recompute_scale_factor and scale_factor is not None:

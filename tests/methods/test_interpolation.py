@@ -128,3 +128,50 @@ def test_the_swap_is_scoped_and_nests_with_the_deterministic_one() -> None:
     with pytest.raises(RuntimeError), matmul_backward_interpolation():
         raise RuntimeError("a failing step")
     assert F.interpolate is original
+
+
+@pytest.mark.parametrize("side", [10, MATMUL_FORWARD_MAX_SIDE + 6])  # both forwards
+def test_an_axis_that_keeps_its_size_under_a_scale_factor_is_copied_as_torch_does(side) -> None:
+    """floor(3 * 1.3) = 3: torch's CPU kernel copies that axis and scales the other."""
+    from methods.interpolation import matmul_interpolate
+
+    x = torch.randn(1, 2, side, 3, dtype=torch.float64, requires_grad=True)
+    for align_corners in (False, True):
+        out, ref, grad, grad_ref = swapped_and_torch(x, scale_factor=1.3, mode="bilinear",
+                                                     align_corners=align_corners)
+        assert out.shape[-1] == 3
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-12)
+        torch.testing.assert_close(matmul_interpolate(x, scale_factor=1.3,
+                                                      align_corners=align_corners),
+                                   ref, rtol=0, atol=1e-12)
+    line = torch.randn(1, 2, 3, dtype=torch.float64, requires_grad=True)
+    out, ref, grad, grad_ref = swapped_and_torch(line, scale_factor=1.3, mode="linear")
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-12)
+
+
+def test_unusual_arguments_get_torchs_checks_and_cpu_autocast_gets_torchs_kernel() -> None:
+    """What torch refuses, the swap refuses with torch's error; numpy sizes work as in torch;
+    under CPU autocast the call is torch's own (its dtypes, no mixed-dtype matmul)."""
+    import numpy as np
+
+    x = torch.randn(1, 2, 8, 8, requires_grad=True)
+    bad = [dict(scale_factor=(2, 2, 2)), dict(size=(16, 16), recompute_scale_factor=True),
+           dict(size=(16, 16, 16)), dict(size=0), dict(size=(16, 16), scale_factor=2)]
+    for kwargs in bad:
+        with pytest.raises((ValueError, RuntimeError)) as theirs:
+            F.interpolate(x, mode="bilinear", **kwargs)
+        with matmul_backward_interpolation(), pytest.raises(type(theirs.value)) as ours:
+            F.interpolate(x, mode="bilinear", **kwargs)
+        assert str(ours.value) == str(theirs.value)
+    for kwargs in (dict(size=(np.int64(16), np.int64(12))), dict(scale_factor=np.float32(1.5))):
+        out, ref, grad, grad_ref = swapped_and_torch(x, mode="bilinear", **kwargs)
+        torch.testing.assert_close(out, ref)
+        torch.testing.assert_close(grad, grad_ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = F.interpolate(x, size=(16, 16), mode="bilinear")
+        with matmul_backward_interpolation():
+            out = F.interpolate(x, size=(16, 16), mode="bilinear")
+    assert out.dtype == ref.dtype and torch.equal(out, ref)
+    out.float().sum().backward()
