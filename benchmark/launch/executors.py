@@ -265,8 +265,11 @@ class SubmititExecutor:
                     RunJob(), [r.cell.to_dict() for r in part], [r.seed for r in part],
                     [str(layout.root.resolve())] * len(part),
                     [cell_plugins(r.cell) for r in part], [self.force] * len(part))
-        except submitit.core.utils.FailedJobError as err:
-            raise SubmissionError(self.name, part, str(err) or said.getvalue()) from None
+        except submitit.core.utils.FailedJobError as err:  # sbatch refused: its last line
+            lines = (str(err) or said.getvalue()).strip().splitlines()
+            raise SubmissionError(self.name, part, lines[-1] if lines else "") from None
+        except submitit.core.utils.FailedSubmissionError as err:  # no job id in its answer
+            raise SubmissionError(self.name, part, str(err).strip().splitlines()[0]) from None
         jobs_log = layout.jobs_log(part[0].cell.grid)
         jobs_log.parent.mkdir(parents=True, exist_ok=True)
         with open(jobs_log, "a") as f:
@@ -284,9 +287,8 @@ class SubmititExecutor:
 class SubmissionError(RuntimeError):
     """The cluster refused a job array (sbatch's own words); nothing of it was queued."""
 
-    def __init__(self, executor: str, part: list[Run], said: str) -> None:
-        lines = [ln.strip() for ln in said.strip().splitlines() if ln.strip()]
-        reason = lines[-1] if lines else "no reason given"
+    def __init__(self, executor: str, part: list[Run], reason: str) -> None:
+        reason = reason.strip() or "no reason given"
         cell = part[0].cell
         super().__init__(
             f"{executor} refused the job array of {len(part)} run(s) of grid {cell.grid} "

@@ -113,3 +113,16 @@ def test_a_refused_job_array_is_one_line_and_exit_2(tmp_path, monkeypatch, capsy
     assert len(err) == 1 and err[0].startswith("error: slurm refused the job array of "), err
     assert "Invalid partition name specified; check --partition" in err[0]
     assert not (tmp_path / "jobs" / "smoke.jsonl").exists()  # nothing was queued
+
+
+def test_an_sbatch_answer_without_a_job_id_is_one_line_too(tmp_path, monkeypatch, capsys) -> None:
+    from benchmark.cli import main
+
+    monkeypatch.setattr(submitit_slurm.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
+    monkeypatch.setattr(submitit_slurm.SlurmExecutor, "_make_submission_command",
+                        lambda self, path: ["echo", "sbatch: maintenance window, try later"])
+    assert main(["--grid", "smoke", "--executor", "slurm", "--no-progress",
+                 "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: slurm refused the job array"), err
+    assert '"sbatch: maintenance window, try later"; check --partition' in err[0]
