@@ -164,6 +164,47 @@ def test_loss_equals_mmseg_cross_entropy(mmseg) -> None:
     assert theirs["labelled"] > 1.5 * theirs["all_pixels"]  # 40% ignored: x1/0.6
 
 
+class _FixedLogits(nn.Module):
+    """A "model" whose head logits are its one parameter: the engine's step then runs only its
+    own loss path (upsampling to the labels, cross-entropy, backward)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(logits.clone())
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor):
+        from methods.heads.base import HeadOutput
+
+        return HeadOutput(logits=self.logits, losses={}, state={})
+
+
+@pytest.mark.parametrize("low", [(16, 24), (80, 72)])  # the swap's matmul forward, torch's
+def test_engine_cpu_step_loss_and_gradient_equal_mmsegs(mmseg, low) -> None:
+    """The engine's CPU training step (its kernels: upsampling with a matmul backward,
+    benchmark/train/engine.py step_kernels) gives head logits the loss and gradient that MMSeg's
+    decode head gives them (its `resize` to the labels, then CrossEntropyLoss)."""
+    from mmseg.models.utils import resize
+
+    from benchmark.config import TrainSpec
+    from benchmark.train.engine import step_kernels, training_step
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 19, *low, generator=g)
+    labels = torch.randint(0, 19, (2, 4 * low[0], 4 * low[1]), generator=g)
+    labels[torch.rand(labels.shape, generator=g) < 0.2] = IGNORE
+    model = _FixedLogits(logits)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    with step_kernels(TrainSpec(), torch.device("cpu")):
+        step = training_step(model, optimizer, torch.zeros(2, 3, 1, 1), labels, IGNORE,
+                             ce_average="all_pixels")
+    theirs_logits = logits.clone().requires_grad_(True)
+    up = resize(theirs_logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    theirs = _ce_loss(mmseg, False)(up, labels, ignore_index=IGNORE)
+    theirs.backward()
+    assert step.loss.item() == pytest.approx(theirs.item(), rel=1e-6)
+    torch.testing.assert_close(model.logits.grad, theirs_logits.grad, rtol=1e-5, atol=1e-9)
+
+
 def test_auxiliary_loss_equals_mmseg_with_weight_04(mmseg) -> None:
     """The auxiliary head's term (weight 0.4, methods/segmentor.py) brought to all pixels equals
     MMSeg's auxiliary CrossEntropyLoss(loss_weight=0.4) on the same upsampled logits."""
