@@ -158,8 +158,9 @@ class TrainSpec:
     compile: bool = setting(False, legacy=False)
     channels_last: bool = setting(False, legacy=False)
     deterministic: bool = setting(False, legacy=False)
-    # torch's fused optimizer kernels (one pass over each tensor): the same update up to float
-    # rounding (~1e-8), faster; off: torch's default implementation, the one MMSeg runs
+    # torch's fused optimizer kernels (one pass over each tensor) on every device: the same update
+    # up to float rounding, faster; off: torch's default implementation, the one MMSeg runs,
+    # except SGD on the CPU, which always runs the fused kernel (benchmark/train/optim.py)
     fused_optimizer: bool = setting(False, legacy=False)
 
 

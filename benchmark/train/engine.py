@@ -235,7 +235,7 @@ def build_state(ctx: RunContext, info: DatasetInfo) -> TrainState:
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = prepare_model(model, cell.train)  # channels_last, torch.compile (runtime.py)
-    optimizer = build_optimizer(model, cell)
+    optimizer = build_optimizer(model, cell, accelerator.device)  # before prepare moves it
     model, optimizer = accelerator.prepare(model, optimizer)
     return TrainState(model=model, optimizer=optimizer, params=params, health=health,
                       pretrained=pretrained)

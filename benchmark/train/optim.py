@@ -87,14 +87,20 @@ def param_groups(model: nn.Module, cell: Cell) -> list[dict]:
             for (lr_mult, decay_mult), params in grouped.items()]
 
 
-def build_optimizer(model: nn.Module, cell: Cell) -> torch.optim.Optimizer:
-    """SGD (momentum) or AdamW (betas 0.9/0.999, eps 1e-8: the sources') over the groups;
-    torch's fused kernels with `train.fused_optimizer` (perf/README.md)."""
+def build_optimizer(model: nn.Module, cell: Cell,
+                    device: torch.device | None = None) -> torch.optim.Optimizer:
+    """SGD (momentum) or AdamW (betas 0.9/0.999, eps 1e-8: the sources') over the groups, for
+    parameters that train on `device` (default: where they are now). SGD on the CPU always runs
+    torch's fused kernel, one pass over each tensor that makes its default for-loop's update bit
+    for bit (tests/benchmark/train/test_optim.py); `train.fused_optimizer` takes the fused
+    kernels everywhere else too, an update equal to float rounding (perf/README.md)."""
     groups = param_groups(model, cell)
-    fused = {"fused": True} if cell.train.fused_optimizer else {}
+    on_cpu = (device or next(model.parameters()).device).type == "cpu"
     if cell.train.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cell.train.lr, momentum=cell.train.momentum, **fused)
-    return torch.optim.AdamW(groups, lr=cell.train.lr, **fused)
+        fused = cell.train.fused_optimizer or on_cpu
+        return torch.optim.SGD(groups, lr=cell.train.lr, momentum=cell.train.momentum,
+                               fused=fused or None)
+    return torch.optim.AdamW(groups, lr=cell.train.lr, fused=cell.train.fused_optimizer or None)
 
 
 # --------------------------------------------------------------------------- learning-rate schedule
