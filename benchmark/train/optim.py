@@ -91,9 +91,9 @@ def build_optimizer(model: nn.Module, cell: Cell,
                     device: torch.device | None = None) -> torch.optim.Optimizer:
     """SGD (momentum) or AdamW (betas 0.9/0.999, eps 1e-8: the sources') over the groups, for
     parameters that train on `device` (default: where they are now). SGD on the CPU always runs
-    torch's fused kernel, one pass over each tensor that makes its default for-loop's update bit
-    for bit (tests/benchmark/train/test_optim.py); `train.fused_optimizer` takes the fused
-    kernels everywhere else too, an update equal to float rounding (perf/README.md)."""
+    torch's fused kernel: one pass over each tensor, the default for-loop's update bit for bit
+    but in each tensor's last numel % 16 elements (docs/fidelity.md); `train.fused_optimizer`
+    takes the fused kernels everywhere, an update equal to float rounding (perf/README.md)."""
     groups = param_groups(model, cell)
     on_cpu = (device or next(model.parameters()).device).type == "cpu"
     if cell.train.optimizer == "sgd":
