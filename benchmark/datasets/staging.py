@@ -12,6 +12,7 @@ of the bytes of float32 samples, and the normalisation runs where the model does
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -49,11 +50,10 @@ class DeviceNormalise:
         labels = batch[1].to(device, non_blocking=True).long()
         if self.rule == "mmseg":
             x = images.permute(0, 3, 1, 2).float()
-            mean = torch.tensor(self.mean, device=x.device).view(-1, 1, 1)
-            std = torch.tensor(self.std, device=x.device).view(-1, 1, 1)
+            mean, std = _channel_stats(self.mean, self.std, x.device)
             x = (x - mean) / std
             if len(batch) > 2:
-                x = _zero_outside(x, batch[2].to(x.device))
+                x = _zero_outside(x, batch[2])
         else:
             from torchvision.transforms.v2 import functional as F
 
@@ -63,11 +63,21 @@ class DeviceNormalise:
         return x.contiguous(memory_format=fmt), labels
 
 
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...],
+                   device: torch.device) -> tuple[Tensor, Tensor]:
+    """Mean and std as (C, 1, 1) tensors on `device`, made once: no copy to a GPU each step."""
+    return (torch.tensor(mean, device=device).view(-1, 1, 1),
+            torch.tensor(std, device=device).view(-1, 1, 1))
+
+
 def _zero_outside(x: Tensor, sizes: Tensor) -> Tensor:
-    """`x` (B, C, H, W) with 0 below row h_b and right of column w_b of each sample b."""
+    """`x` (B, C, H, W) with 0 below row h_b and right of column w_b of each sample b; `sizes`
+    (B, 2) as the loader gives them, on the host, so the test below waits for no GPU."""
     h, w = x.shape[-2:]
     if bool((sizes[:, 0] >= h).all() and (sizes[:, 1] >= w).all()):
         return x
+    sizes = sizes.to(x.device, non_blocking=True)
     rows = torch.arange(h, device=x.device).view(1, h, 1) < sizes[:, 0].view(-1, 1, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w) < sizes[:, 1].view(-1, 1, 1)
     return torch.where((rows & cols).unsqueeze(1), x, torch.zeros((), device=x.device))

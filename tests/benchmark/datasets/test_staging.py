@@ -16,7 +16,7 @@ from benchmark.datasets.ade20k import ADE20K
 from benchmark.datasets.base import (DataError, NativeSource, Pair, SegmentationDataset,
                                      decode_label, decode_rgb, make_lut)
 from benchmark.datasets.mmseg_pipeline import LEVELS, MMSegPipeline, _convert, photometric_uint8
-from benchmark.datasets.staging import HostItems, move, staged
+from benchmark.datasets.staging import HostItems, _channel_stats, move, staged
 from benchmark.datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, BGRInput, RandomCropPad,
                                            RandomRescale, train_transform)
 
@@ -75,6 +75,20 @@ def test_the_mmseg_padding_is_the_normalised_zero_and_the_ignore_label(tmp_path)
     x, _ = ds.transform.finish([image[None], label[None], size[None]])
     assert (x[0, :, h:] == 0).all() and (x[0, :, :, w:] == 0).all()
     assert not (x[0, :, :h, :w] == 0).all()
+
+
+def test_the_device_part_reads_nothing_back_from_the_device(tmp_path) -> None:
+    """On a meta device (no values: reading one back raises, as waiting for a GPU would cost),
+    the mmseg device part runs, padded batch included; its mean and std are made once."""
+    ds = _dataset(tmp_path, TRANSFORMS["mmseg_no_crop_ratio"]())
+    items = [ds.host_item((k, 3)) for k in (0, 1)]
+    batch = [torch.stack([item[i] for item in items]) for i in range(3)]
+    assert (batch[2] < 64).any()  # a sample smaller than the crop: the padding is zeroed
+    x, labels = ds.transform.finish(batch, "meta")
+    assert x.device.type == "meta" and x.shape == (2, 3, 64, 64) and labels.dtype == torch.int64
+    norm = ds.transform.finish
+    meta = torch.device("meta")
+    assert _channel_stats(norm.mean, norm.std, meta) is _channel_stats(norm.mean, norm.std, meta)
 
 
 def test_the_staged_torchvision_pipeline_equals_the_unstaged_one(tmp_path) -> None:
