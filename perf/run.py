@@ -4,7 +4,8 @@
     python -m perf.run --quick --no-append  # tiny sizes: checks the scripts in minutes
     python -m perf.run --only metric --only overhead
 
-Exit code 1 when a benchmark raised, or (full mode) a target was not met; the tables still
+Exit code 1 when a benchmark raised or SIGTERM stopped the run (a time limit: the figures
+finished before it still append), 3 when (full mode) a target was not met; the tables still
 print and append.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import time
 import traceback
@@ -55,6 +57,14 @@ def selected(only: list[str]) -> list[str]:
     return [n for n in BENCHMARKS if n in names] if names else list(BENCHMARKS)
 
 
+class Stopped(BaseException):
+    """SIGTERM during a figure; a BaseException, so the figures' own `except Exception` pass it."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = selected(args.only)
@@ -65,31 +75,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {busy_note(info)}")
     reports: list[Report] = []
     errors = []
-    t_all = time.perf_counter()
-    for name in names:
-        print(f"\n=== {name} ({'quick' if args.quick else 'full'}, {device}) ===", flush=True)
-        module = importlib.import_module(f"perf.{name}")
-        t0 = time.perf_counter()
-        try:
-            report = module.run(quick=args.quick, device=device)
-        except Exception as err:  # noqa: BLE001 - report it, run the others
-            traceback.print_exc()
-            errors.append(name)
-            report = Report(name, f"{name}: failed", [],
-                            [f"raised {type(err).__name__}: {err}".splitlines()[0]])
-        report.seconds = time.perf_counter() - t0
-        print(report.markdown(), flush=True)
-        reports.append(report)
+    t_all, name = time.perf_counter(), ""
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        for name in names:
+            print(f"\n=== {name} ({'quick' if args.quick else 'full'}, {device}) ===", flush=True)
+            reports.append(run_one(name, args.quick, device, errors))
+    except Stopped as stop:  # a time limit: keep what finished
+        errors.append(f"stopped by {stop} during {name}")
+        print(f"\n{errors[-1]}; the figures before it are kept", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     total = time.perf_counter() - t_all
     verdicts = [v for r in reports for v in r.verdicts]
     failed = verdicts.count("FAIL")
     print(f"\n{len(verdicts) - failed} of {len(verdicts)} targets met, {failed} not; "
           f"{len(errors)} benchmark(s) raised; {total:.0f} s in all")
     if not args.no_append:
-        text = section(reports, info, args.quick) + f"\nAll figures above: {total:.0f} s.\n"
+        stopped = [e for e in errors if e.startswith("stopped")]
+        text = (section(reports, info, args.quick) + f"\nAll figures above: {total:.0f} s"
+                + (f"; {stopped[0]}.\n" if stopped else ".\n"))
         print(f"appended to {append_results(text)}")
     # quick mode checks that the scripts run; its tiny sizes are not meant to meet the targets
     return 1 if errors else TARGET_MISSED if failed and not args.quick else 0
+
+
+def run_one(name: str, quick: bool, device: object, errors: list[str]) -> Report:
+    """One figure's report, printed; a figure that raises gives a report saying so."""
+    module = importlib.import_module(f"perf.{name}")
+    t0 = time.perf_counter()
+    try:
+        report = module.run(quick=quick, device=device)
+    except Exception as err:  # noqa: BLE001 - report it, run the others
+        traceback.print_exc()
+        errors.append(name)
+        report = Report(name, f"{name}: failed", [],
+                        [f"raised {type(err).__name__}: {err}".splitlines()[0]])
+    report.seconds = time.perf_counter() - t0
+    print(report.markdown(), flush=True)
+    return report
 
 
 if __name__ == "__main__":

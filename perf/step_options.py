@@ -1,19 +1,24 @@
 """Figure 1's second table: what `train.channels_last` and `train.compile` do to one training
-step (benchmark/train/engine.py), each against the eager contiguous step of the same model,
-weights and batch.
+step (benchmark/train/engine.py), and on a GPU `train.amp` (bf16) and `train.deterministic`,
+each against the eager contiguous fp32 step of the same model, weights and batch.
 
 Rows: MiT-B0 + MLP-256 (a transformer: channels_last is not offered for it, compile is) and
-ResNet-18-D8 + FCN-128 (a CNN: both), softmax head, C = 150. The first step's loss of each
-option is compared with eager mode's before timing (tolerance 1e-4 relative: a compiled or NHWC
-step sums in another order). Compile time is reported apart from the step time (inductor; the
-first call). Quick mode and GPUs leave compile out: inductor needs minutes per model (2 CPU
-cores; perf/gpu_check.sh's budget); `python -m perf.step_options` runs the table alone.
+ResNet-18-D8 + FCN-128 (a CNN: both), softmax head, C = 150; on a GPU also HRNetV2-W48 at
+Table 1's 512x512 x 2, where the cost of bf16 and of deterministic kernels is the one a run
+pays. The first step's loss of each option is compared with eager mode's before timing
+(tolerance 1e-4 relative: a compiled, NHWC or deterministic step sums in another order; 2e-2
+for bf16). Compile time is reported apart from the step time (inductor; the first call). Quick
+mode and GPUs leave compile out: inductor needs minutes per model (2 CPU cores;
+perf/gpu_check.sh's budget); `python -m perf.step_options` runs the table alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -21,30 +26,63 @@ from perf.common import Table, alternate, fmt, paired_ratio, ratio_spread, sync
 from perf.train_step import Setup, build, inputs, make_optimizer
 
 LOSS_RTOL = 1e-4
+BF16_LOSS_RTOL = 2e-2  # bf16 autocast's first loss against the fp32 step's
 SETUPS = (Setup("MiT-B0 + MLP-256, 256x256 x 2, C=150", "mit_b0", "mlp", 256, 256, 2, 150),
           Setup("ResNet-18-D8 + FCN-128, 256x256 x 2, C=150 (CNN)", "resnet18_d8", "fcn", 128,
                 256, 2, 150, "sgd"))
+GPU_SETUPS = (Setup("HRNetV2-W48, 512x512 x 2, C=150 (Table 1's step)", "hrnetv2_w48",
+                    "hrnetv2", 720, 512, 2, 150, "sgd", gpu_only=True),)
 QUICK_SETUPS = (Setup("quick: ResNet-18-D8 + FCN-32, 64x64 x 1, C=19", "resnet18_d8", "fcn",
                       32, 64, 1, 19, "sgd"),)
 
 
+def setups_for(quick: bool, device: torch.device) -> tuple[Setup, ...]:
+    """The rows' models: the quick one, or the CPU's two and, on a GPU, Table 1's HRNet too."""
+    if quick:
+        return QUICK_SETUPS
+    return SETUPS + (GPU_SETUPS if device.type == "cuda" else ())
+
+
 def options_for(setup: Setup, quick: bool, device: torch.device) -> dict[str, dict[str, bool]]:
-    """The variants of a setup: eager, channels_last (CNNs), compile (full mode, CPU)."""
-    out = {"eager": {}}
-    if setup.decoder == "fcn":
+    """The variants of a setup: eager, channels_last (CNNs), compile (full mode, CPU); on a GPU
+    bf16 autocast and deterministic kernels, apart and together."""
+    cnn = not setup.backbone.startswith("mit")
+    out: dict[str, dict[str, bool]] = {"eager": {}}
+    if cnn:
         out["channels_last"] = {"channels_last": True}
+    if device.type == "cuda":
+        out["bf16 autocast"] = {"amp": True}
+        out["deterministic"] = {"deterministic": True}
+        out["bf16 + deterministic"] = {"amp": True, "deterministic": True}
     if not quick and device.type == "cpu":  # inductor: minutes a model (gpu_check's budget)
         out["compile"] = {"compile": True}
-        if setup.decoder == "fcn":
+        if cnn:
             out["compile + channels_last"] = {"compile": True, "channels_last": True}
     return out
+
+
+@contextlib.contextmanager
+def determinism(train: Any) -> Iterator[None]:
+    """torch's deterministic-algorithm and cuDNN flags as the engine sets them for `train`
+    (apply_determinism), restored afterwards: the variants alternate in one process."""
+    from benchmark.train.engine import apply_determinism
+
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    apply_determinism(train)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
 
 
 def variant(setup: Setup, flags: dict[str, bool], device: torch.device
             ) -> tuple[Callable[[], float], float, float]:
     """(step, first loss, seconds of the first call) of the setup under `flags`."""
     from benchmark.config import TrainSpec
-    from benchmark.train.engine import prepare_model, step_kernels, training_step
+    from benchmark.train.engine import amp_autocast, prepare_model, step_kernels, training_step
 
     train = TrainSpec(**flags)
     model = prepare_model(build(setup, "softmax", device), train)
@@ -55,10 +93,14 @@ def variant(setup: Setup, flags: dict[str, bool], device: torch.device
     if flags.get("channels_last"):
         images = images.contiguous(memory_format=torch.channels_last)
     model.train()
+    autocast = amp_autocast(train, device)  # bf16 on a GPU with train.amp
+    set_flags = functools.partial(determinism, train) if device.type == "cuda" \
+        else contextlib.nullcontext
 
-    def step() -> float:  # with the kernels the engine trains with for these flags
-        with step_kernels(train, device):
-            return training_step(model, optimizer, images, labels, 255).loss.item()
+    def step() -> float:  # with the kernels and flags the engine trains with for these flags
+        with step_kernels(train, device), set_flags():
+            return training_step(model, optimizer, images, labels, 255,
+                                 autocast=autocast).loss.item()
 
     t0 = time.perf_counter()
     first = step()
@@ -70,16 +112,18 @@ def options_table(quick: bool, device: torch.device) -> tuple[Table, list[str]]:
     """The table and its notes."""
     warmup, repeats = (1, 3) if quick else (2, 8)
     rows = []
-    for setup in (QUICK_SETUPS if quick else SETUPS):
+    for setup in setups_for(quick, device):
         fns: dict[str, Callable[[], Any]] = {}
         firsts: dict[str, tuple[float, float]] = {}
-        for name, flags in options_for(setup, quick, device).items():
+        options = options_for(setup, quick, device)
+        for name, flags in options.items():
             torch._dynamo.reset()
             fns[name], loss, seconds = variant(setup, flags, device)
             firsts[name] = (loss, seconds)
         eager_loss = firsts["eager"][0]
         for name, (loss, _) in firsts.items():
-            if abs(loss - eager_loss) > LOSS_RTOL * max(1.0, abs(eager_loss)):
+            tol = BF16_LOSS_RTOL if options[name].get("amp") else LOSS_RTOL
+            if abs(loss - eager_loss) > tol * max(1.0, abs(eager_loss)):
                 raise AssertionError(f"{setup.label} {name}: loss {loss} vs eager {eager_loss}")
         t = alternate(fns, repeats=repeats, warmup=warmup, device=device)
         for name in fns:
@@ -90,14 +134,21 @@ def options_table(quick: bool, device: torch.device) -> tuple[Table, list[str]]:
                          fmt(firsts[name][1], 1) if "compile" in name else "–"])
     headers = ["Setup", "Option", "Step (ms)", "vs eager [IQR]", "First loss - eager's",
                "First call (s, compile)"]
-    notes = [f"softmax head, fp32, {device}, {torch.get_num_threads()} torch thread(s); every "
-             f"learning rate 0 (the same step each call); median of {repeats} alternated rounds "
-             f"after {warmup} warm-up step(s); below 1 = faster than eager",
+    notes = [f"softmax head, fp32 unless bf16, {device}, {torch.get_num_threads()} torch "
+             f"thread(s); every learning rate 0 (the same step each call); median of {repeats} "
+             f"alternated rounds after {warmup} warm-up step(s); below 1 = faster than eager",
              f"compile: torch.compile(backend={_backend()!r}), the first call's seconds include "
              f"the compilation" + ("; left out in quick mode and on a GPU"
                                        if quick or device.type != "cpu" else "")]
+    if device.type == "cuda":
+        notes.append("GPU: bf16 = torch.autocast(bfloat16) as train.amp sets it; deterministic "
+                     "= torch's deterministic algorithms, cuDNN deterministic and the op swaps "
+                     "of methods/deterministic.py, as train.deterministic sets them; every row "
+                     "with cudnn.benchmark off and CUBLAS_WORKSPACE_CONFIG="
+                     f"{os.environ.get('CUBLAS_WORKSPACE_CONFIG', 'unset')}")
     return Table(headers, rows, caption="Execution options (train.channels_last, "
-                                        "train.compile) against the eager step"), notes
+                                        "train.compile; on a GPU train.amp, "
+                                        "train.deterministic) against the eager step"), notes
 
 
 def _backend() -> str:

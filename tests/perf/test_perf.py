@@ -346,6 +346,33 @@ def test_header_names_the_allocator_setting_of_the_figures(tmp_path) -> None:
     assert "CPU allocator: glibc keeps freed memory, as the suite's CPU runs." in out.read_text()
 
 
+def test_sigterm_keeps_the_figures_that_finished(tmp_path) -> None:
+    """`python -m perf.run` stopped by SIGTERM (gpu_check.sh's time limits) appends the figures
+    finished before it, says which one it stopped in, runs no more and exits 1."""
+    out = tmp_path / "RESULTS.md"
+    script = ("import functools, os, signal, sys, time, types\n"
+              "import perf.common as c, perf.run as r\n"
+              "r.append_results = functools.partial(c.append_results, path=c.Path(sys.argv[1]))\n"
+              "def slow(quick, device):\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)\n"
+              "    time.sleep(30)\n"
+              "def never(quick, device):\n"
+              "    raise AssertionError('ran after the stop')\n"
+              "figures = {'fast': lambda quick, device: c.Report('fast', 'Fast figure', []),\n"
+              "           'slow': slow, 'never': never}\n"
+              "for name, run in figures.items():\n"
+              "    sys.modules['perf.' + name] = types.SimpleNamespace(run=run)\n"
+              "r.BENCHMARKS = tuple(figures)\n"
+              "sys.exit(r.main(['--quick', '--device', 'cpu']))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 1, done.stderr
+    text = out.read_text()
+    assert "Fast figure" in text and "stopped by SIGTERM during slow" in text
+    assert "ran after the stop" not in done.stdout + done.stderr
+
+
 def test_cpu_profile_figure_skips_on_a_gpu_machine(monkeypatch) -> None:
     """Figure 6 times CPU-side ranges; on a GPU machine the engine would train on the GPU, so
     the figure says it skipped and how to run it, instead of timing kernel launches."""
@@ -395,3 +422,38 @@ def test_upsampling_figure_checks_the_swap_against_torch_and_names_its_forward()
     report = run(quick=True)
     assert len(report.tables[0].rows) == 3
     assert all(row[-1] in ("PASS", "FAIL") for row in report.tables[0].rows)
+
+
+def test_step_options_on_a_gpu_time_bf16_and_deterministic_at_table_1_scale() -> None:
+    """Figure 1's options table: on a GPU bf16 autocast and deterministic kernels, apart and
+    together, also for Table 1's HRNetV2-W48 step; compile only on the CPU."""
+    from perf.step_options import GPU_SETUPS, SETUPS, options_for, setups_for
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
+    assert setups_for(False, cpu) == SETUPS and setups_for(False, cuda) == SETUPS + GPU_SETUPS
+    hrnet, mit = GPU_SETUPS[0], SETUPS[0]
+    assert (hrnet.backbone, hrnet.size, hrnet.batch) == ("hrnetv2_w48", 512, 2)
+    assert list(options_for(hrnet, False, cuda)) == [
+        "eager", "channels_last", "bf16 autocast", "deterministic", "bf16 + deterministic"]
+    assert options_for(hrnet, False, cuda)["bf16 + deterministic"] == {"amp": True,
+                                                                      "deterministic": True}
+    assert list(options_for(mit, False, cpu)) == ["eager", "compile"]
+    assert list(options_for(mit, True, cpu)) == ["eager"]
+
+
+def test_step_options_set_the_determinism_flags_per_step_and_restore_them(monkeypatch) -> None:
+    """The options alternate in one process: each deterministic step sets torch's and cuDNN's
+    flags as the engine does, and every step leaves them as it found them."""
+    from benchmark.config import TrainSpec
+    from perf.step_options import determinism
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    with determinism(TrainSpec(deterministic=True)):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark) == before
+    with determinism(TrainSpec()):
+        assert not torch.are_deterministic_algorithms_enabled()
