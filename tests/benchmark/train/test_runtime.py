@@ -95,9 +95,13 @@ def test_compiled_evaluation_does_not_recompile_per_image_size(fast_backend) -> 
     assert sum(new) <= 4 and new[-3:] == [0, 0, 0], graphs
 
 
-def test_channels_last_training_equals_contiguous() -> None:
-    plain = train_and_evaluate(cell(), seed=2, progress=False)
-    nhwc = train_and_evaluate(cell("train.channels_last=true"), seed=2, progress=False)
+CNN = ["model.backbone=resnet18_d8", "model.decoder=fcn", "model.decoder_channels=16"]
+
+
+@pytest.mark.parametrize("model", [[], CNN], ids=["mit_b0", "resnet18_d8_fcn"])
+def test_channels_last_training_equals_contiguous(model) -> None:
+    plain = train_and_evaluate(cell(*model), seed=2, progress=False)
+    nhwc = train_and_evaluate(cell(*model, "train.channels_last=true"), seed=2, progress=False)
     torch.testing.assert_close(losses(nhwc), losses(plain), rtol=LOSS_RTOL, atol=0)
 
 
