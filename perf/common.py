@@ -81,11 +81,14 @@ def machine() -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_count"] = torch.cuda.device_count()
         info["cuda"] = torch.version.cuda
+        info["cublas_workspace"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     return info
 
 
 def machine_line(info: dict[str, Any]) -> str:
-    gpu = (f"{info.get('gpu_count', 1)} x {info['gpu']} (CUDA {info.get('cuda')})"
+    gpu = (f"{info.get('gpu_count', 1)} x {info['gpu']} (CUDA {info.get('cuda')}"
+           + (f", CUBLAS_WORKSPACE_CONFIG={info['cublas_workspace']}"
+              if info.get("cublas_workspace") else "") + ")"
            if info.get("gpu") else "no GPU")
     return (f"{info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable, "
             f"{info['torch_threads']} torch threads), {gpu}; torch {info['torch']}, "

@@ -32,12 +32,13 @@ fi
 if [ "$GPU" = 1 ]; then
   GRID=table1; QUICK=""; NO_APPEND=""; APPEND=1
   LIMITS=(70 70 245 70)  # seconds: 2 preflights, figures, determinism (455 s + 4 x GRACE)
-  # cuBLAS reads it once per process: figure 1's deterministic rows need it from the start, and
-  # every row of that figure then runs with it (its note says so)
-  export CUBLAS_WORKSPACE_CONFIG=${CUBLAS_WORKSPACE_CONFIG:-:4096:8}
+  # cuBLAS reads it once per process: figure 1's deterministic rows need it from the start, so
+  # the figures' process has it (each section's machine line names it); the preflights do not
+  ENVS=("" "" "CUBLAS_WORKSPACE_CONFIG=${CUBLAS_WORKSPACE_CONFIG:-:4096:8}" "")
   DET_QUICK="--quick"    # 4 steps at 32x32: bitwise repeat and resume need no more
 else
   GRID=smoke; QUICK="--quick"; DET_QUICK="--quick"; LIMITS=(300 300 900 600)
+  ENVS=("" "" "" "")
   [ "$APPEND" = 1 ] && NO_APPEND="" || NO_APPEND="--no-append"
 fi
 PREFLIGHT=(run_all.py --grid "$GRID" --preflight --set model.pretrained=none)
@@ -56,11 +57,11 @@ FAILED=0
 MISSED=0
 START=$(date +%s)
 for i in "${!COMMANDS[@]}"; do
-  echo "=== ${TITLES[$i]}: timeout ${LIMITS[$i]}s+${GRACE}s $PY ${COMMANDS[$i]}"
+  echo "=== ${TITLES[$i]}: timeout ${LIMITS[$i]}s+${GRACE}s ${ENVS[$i]:+${ENVS[$i]} }$PY ${COMMANDS[$i]}"
   [ "$DRY" = 1 ] && continue
   # SIGTERM at the limit (a run checkpoints and stops), SIGKILL GRACE s later if still running
-  # shellcheck disable=SC2086  # the command lines split on purpose
-  timeout -k "$GRACE" "${LIMITS[$i]}" "$PY" ${COMMANDS[$i]} 2>&1 | tee "$LOG.$i"
+  # shellcheck disable=SC2086  # the command lines (and the environment) split on purpose
+  timeout -k "$GRACE" "${LIMITS[$i]}" env ${ENVS[$i]} "$PY" ${COMMANDS[$i]} 2>&1 | tee "$LOG.$i"
   rc=${PIPESTATUS[0]}
   case "$rc" in
     0) ;;

@@ -111,7 +111,8 @@ def variant(setup: Setup, flags: dict[str, bool], device: torch.device
 def options_table(quick: bool, device: torch.device) -> tuple[Table, list[str]]:
     """The table and its notes."""
     warmup, repeats = (1, 3) if quick else (2, 8)
-    rows = []
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG", "unset")  # as cuBLAS will read it
+    rows, beyond = [], []
     for setup in setups_for(quick, device):
         fns: dict[str, Callable[[], Any]] = {}
         firsts: dict[str, tuple[float, float]] = {}
@@ -121,17 +122,16 @@ def options_table(quick: bool, device: torch.device) -> tuple[Table, list[str]]:
             fns[name], loss, seconds = variant(setup, flags, device)
             firsts[name] = (loss, seconds)
         eager_loss = firsts["eager"][0]
-        for name, (loss, _) in firsts.items():
-            tol = BF16_LOSS_RTOL if options[name].get("amp") else LOSS_RTOL
-            if abs(loss - eager_loss) > tol * max(1.0, abs(eager_loss)):
-                raise AssertionError(f"{setup.label} {name}: loss {loss} vs eager {eager_loss}")
         t = alternate(fns, repeats=repeats, warmup=warmup, device=device)
         for name in fns:
             ratio = paired_ratio(t[name], t["eager"])
             lo, hi = ratio_spread(t[name], t["eager"])
+            diff, over = loss_difference(firsts[name][0], eager_loss,
+                                         bool(options[name].get("amp")))
+            if over:
+                beyond.append(f"{setup.label}, {name}")
             rows.append([setup.label, name, t[name].ms(), f"{ratio:.2f} [{lo:.2f}, {hi:.2f}]",
-                         f"{abs(firsts[name][0] - eager_loss):.0e}",
-                         fmt(firsts[name][1], 1) if "compile" in name else "–"])
+                         diff, fmt(firsts[name][1], 1) if "compile" in name else "–"])
     headers = ["Setup", "Option", "Step (ms)", "vs eager [IQR]", "First loss - eager's",
                "First call (s, compile)"]
     notes = [f"softmax head, fp32 unless bf16, {device}, {torch.get_num_threads()} torch "
@@ -144,11 +144,22 @@ def options_table(quick: bool, device: torch.device) -> tuple[Table, list[str]]:
         notes.append("GPU: bf16 = torch.autocast(bfloat16) as train.amp sets it; deterministic "
                      "= torch's deterministic algorithms, cuDNN deterministic and the op swaps "
                      "of methods/deterministic.py, as train.deterministic sets them; every row "
-                     "with cudnn.benchmark off and CUBLAS_WORKSPACE_CONFIG="
-                     f"{os.environ.get('CUBLAS_WORKSPACE_CONFIG', 'unset')}")
+                     f"with cudnn.benchmark off and CUBLAS_WORKSPACE_CONFIG={cublas}")
+    if beyond:
+        notes.append("first loss beyond its tolerance (timed anyway; rounding or a bug to look "
+                      f"into before trusting the row): {'; '.join(beyond)}")
     return Table(headers, rows, caption="Execution options (train.channels_last, "
                                         "train.compile; on a GPU train.amp, "
                                         "train.deterministic) against the eager step"), notes
+
+
+def loss_difference(loss: float, eager_loss: float, bf16: bool) -> tuple[str, bool]:
+    """(|first loss - eager's| for the table, whether it exceeds the option's tolerance:
+    relative, 1e-4; 2e-2 for bf16); the row is timed and shown either way."""
+    tol = BF16_LOSS_RTOL if bf16 else LOSS_RTOL
+    diff = abs(loss - eager_loss)
+    over = diff > tol * max(1.0, abs(eager_loss))
+    return f"{diff:.0e}" + (f" (over {tol:.0e})" if over else ""), over
 
 
 def _backend() -> str:

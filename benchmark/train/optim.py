@@ -88,14 +88,14 @@ def param_groups(model: nn.Module, cell: Cell) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cell: Cell,
-                    device: torch.device | None = None) -> torch.optim.Optimizer:
+                    device: torch.device | str | None = None) -> torch.optim.Optimizer:
     """SGD (momentum) or AdamW (betas 0.9/0.999, eps 1e-8: the sources') over the groups, for
     parameters that train on `device` (default: where they are now). SGD on the CPU always runs
     torch's fused kernel: one pass over each tensor, the default for-loop's update bit for bit
     but in each tensor's last numel % 16 elements (docs/fidelity.md); `train.fused_optimizer`
     takes the fused kernels everywhere, an update equal to float rounding (perf/README.md)."""
     groups = param_groups(model, cell)
-    on_cpu = (device or next(model.parameters()).device).type == "cpu"
+    on_cpu = torch.device(device or next(model.parameters()).device).type == "cpu"
     if cell.train.optimizer == "sgd":
         fused = cell.train.fused_optimizer or on_cpu
         return torch.optim.SGD(groups, lr=cell.train.lr, momentum=cell.train.momentum,

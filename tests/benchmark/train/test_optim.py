@@ -161,6 +161,7 @@ def test_sgd_on_the_cpu_runs_the_fused_kernel_with_the_default_update() -> None:
     assert not torch.equal(next(ours.parameters()), next(iter(start.values())))
     cuda = torch.device("cuda")  # built before the engine moves the model there
     assert build_optimizer(_model(), cell, cuda).defaults["fused"] is None
+    assert build_optimizer(_model(), cell, "cpu").defaults["fused"] is True
     fused_everywhere = replace(cell, train=replace(cell.train, fused_optimizer=True))
     assert build_optimizer(_model(), fused_everywhere, cuda).defaults["fused"] is True
 
