@@ -239,7 +239,7 @@ def inference_fns(height: int, width: int, slide: bool,
     """Whole-image or sliding-window prediction of SegFormer-B0 on one image, as the suite's
     evaluation (`predict_confusion`) and MMSeg's `predict` make it; returns the two and the
     share of pixels where they predict the same class."""
-    from benchmark.train.evaluate import slide_logits, upsample_logits
+    from benchmark.train.evaluate import predicted_classes, slide_logits, upsample_logits
 
     ours, theirs, _ = models("segformer")
     ours.to(device).eval()
@@ -257,7 +257,8 @@ def inference_fns(height: int, width: int, slide: bool,
     def suite() -> torch.Tensor:
         logits = (slide_logits(ours, image, NUM_CLASSES, window, stride) if slide
                   else ours(image).logits)
-        return upsample_logits(logits, image.shape[-2:], (height, width), "via_input").argmax(1)
+        return predicted_classes(upsample_logits(logits, image.shape[-2:], (height, width),
+                                                 "via_input"))
 
     @torch.no_grad()
     def peer() -> torch.Tensor:
@@ -427,7 +428,8 @@ def _notes(device: torch.device, warmup: int, repeats: int) -> list[str]:
             "MMSeg's train_pipeline up to PackSegInputs (its SegDataPreProcessor also runs on "
             "the device); both sides draw the same random numbers",
             "inference: the suite's evaluation forward, logits resized via the input "
-            "(eval.logit_resize=via_input), argmax; MMSeg's `predict` (whole / slide test_cfg)"]
+            "(eval.logit_resize=via_input), argmax (on the CPU as max(1).indices, the same "
+            "index); MMSeg's `predict` (whole / slide test_cfg)"]
 
 
 if __name__ == "__main__":

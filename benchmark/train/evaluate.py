@@ -137,7 +137,16 @@ def _batch_confusion(model: nn.Module, batch: tuple[Tensor, Tensor], num_classes
     else:
         logits = model(images).logits
     logits = upsample_logits(logits, images.shape[-2:], labels.shape[-2:], logit_resize)
-    return confusion_matrix(logits.argmax(1), labels, num_classes, ignore_index)
+    return confusion_matrix(predicted_classes(logits), labels, num_classes, ignore_index)
+
+
+def predicted_classes(logits: Tensor) -> Tensor:
+    """Each pixel's class, the argmax over dim 1 of (B, C, H, W) logits. On the CPU taken as
+    `max(1).indices`: the same index (the first of tied maxima, a NaN's where there is one) in
+    about half the time of `argmax` over the channel dimension (docs/performance.md)."""
+    if logits.device.type == "cpu":
+        return logits.max(dim=1).indices
+    return logits.argmax(dim=1)
 
 
 def upsample_logits(logits: Tensor, input_size: Any, label_size: Any,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmark.train.evaluate import (LabelRangeError, confusion_matrix, metrics_from_confusion,
-                                 slide_logits)
+                                       predicted_classes, slide_logits)
 
 IGNORE = 255
 
@@ -123,3 +123,23 @@ def test_slide_mode_is_validated_and_used_by_the_cityscapes_transformer_recipe()
     segformer = [c for c in get_grid("table2").cells if c.model.backbone == "mit_b4"][0]
     assert eval_windows(segformer) == {"window": (1024, 1024), "stride": (768, 768)}
     assert eval_windows(Cell("g", "x")) == {"window": None, "stride": None}
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "nan_and_inf"])
+def test_predicted_classes_are_the_argmax_ties_and_nans_included(kind) -> None:
+    """The CPU's `max(1).indices` picks the index `argmax(1)` picks: the first of tied maxima,
+    a NaN's where one is there, an inf over finite values."""
+    g = torch.Generator().manual_seed(3)
+    if kind == "random":
+        logits = torch.randn(2, 150, 33, 47, generator=g)
+    elif kind == "ties":
+        logits = torch.randint(0, 3, (2, 150, 33, 47), generator=g).float()
+    else:
+        logits = torch.randn(2, 19, 33, 47, generator=g)
+        logits[0, 5, :3], logits[0, 9, :2] = float("nan"), float("nan")
+        logits[1, :, 7], logits[1, 3, 8] = 1.0, float("inf")
+    pred = predicted_classes(logits)
+    assert pred.dtype == torch.int64 and pred.shape == (2, 33, 47)
+    assert torch.equal(pred, logits.argmax(1))
+    assert torch.equal(predicted_classes(logits.contiguous(memory_format=torch.channels_last)),
+                       logits.argmax(1))
