@@ -11,6 +11,7 @@ round ran seconds apart); times are medians over rounds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import math
 import os
@@ -19,7 +20,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from tabulate import tabulate
@@ -49,6 +50,20 @@ def pick_device(name: str | None = None) -> torch.device:
         _ALLOCATOR["kept"] = True
     return device
 
+
+
+@contextlib.contextmanager
+def kept_determinism_flags() -> Iterator[None]:
+    """torch's deterministic-algorithm flags and cuDNN's, as they were, restored on the way out:
+    figures that switch `train.deterministic` leave the process as they found it."""
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
 
 
 def sync(device: torch.device | None) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from perf.common import Report, Table, standalone
+from perf.common import Report, Table, kept_determinism_flags, standalone
 
 
 def nondeterministic_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -88,11 +88,8 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     gpu = torch.cuda.is_available()
     precisions = [False, True] if gpu else [False]
-    flags = (torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     rows = []
-    try:
+    with kept_determinism_flags():
         for amp in precisions:
             base_step = None
             for deterministic in (False, True):
@@ -111,9 +108,6 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
                              "yes" if resumed.weights_sha256 == first.weights_sha256 else "NO",
                              f"{step * 1e3:.1f}", f"{step / base_step:.2f}",
                              ", ".join(nondeterministic_warnings(caught)) or "none"])
-    finally:
-        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2:]
     headers = ["Precision", "train.deterministic", "Repeat bitwise", "Resume bitwise",
                "Step (ms)", "vs off", "Ops that warned (no deterministic kernel)"]
     where = torch.cuda.get_device_name(0) if gpu else "CPU"

@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from perf.common import Table, alternate, fmt, paired_ratio, ratio_spread, sync
+from perf.common import (Table, alternate, fmt, kept_determinism_flags, paired_ratio,
+                         ratio_spread, sync)
 from perf.train_step import Setup, build, inputs, make_optimizer
 
 LOSS_RTOL = 1e-4
@@ -67,15 +68,9 @@ def determinism(train: Any) -> Iterator[None]:
     (apply_determinism), restored afterwards: the variants alternate in one process."""
     from benchmark.train.engine import apply_determinism
 
-    saved = (torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    apply_determinism(train)
-    try:
+    with kept_determinism_flags():
+        apply_determinism(train)
         yield
-    finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
 
 
 def variant(setup: Setup, flags: dict[str, bool], device: torch.device
@@ -131,9 +126,10 @@ def options_table(quick: bool, device: torch.device) -> tuple[Table, list[str]]:
             if over:
                 beyond.append(f"{setup.label}, {name}")
             rows.append([setup.label, name, t[name].ms(), f"{ratio:.2f} [{lo:.2f}, {hi:.2f}]",
-                         diff, fmt(firsts[name][1], 1) if "compile" in name else "–"])
+                         diff, "FAIL" if over else "PASS",
+                         fmt(firsts[name][1], 1) if "compile" in name else "–"])
     headers = ["Setup", "Option", "Step (ms)", "vs eager [IQR]", "First loss - eager's",
-               "First call (s, compile)"]
+               "Verdict (first loss)", "First call (s, compile)"]
     notes = [f"softmax head, fp32 unless bf16, {device}, {torch.get_num_threads()} torch "
              f"thread(s); every learning rate 0 (the same step each call); median of {repeats} "
              f"alternated rounds after {warmup} warm-up step(s); below 1 = faster than eager",
@@ -146,8 +142,8 @@ def options_table(quick: bool, device: torch.device) -> tuple[Table, list[str]]:
                      "of methods/deterministic.py, as train.deterministic sets them; every row "
                      f"with cudnn.benchmark off and CUBLAS_WORKSPACE_CONFIG={cublas}")
     if beyond:
-        notes.append("first loss beyond its tolerance (timed anyway; rounding or a bug to look "
-                      f"into before trusting the row): {'; '.join(beyond)}")
+        notes.append("first loss beyond its tolerance (timed anyway, a FAIL verdict: rounding "
+                      f"or a bug to look into before trusting the row): {'; '.join(beyond)}")
     return Table(headers, rows, caption="Execution options (train.channels_last, "
                                         "train.compile; on a GPU train.amp, "
                                         "train.deterministic) against the eager step"), notes

@@ -470,6 +470,24 @@ def test_step_options_show_a_first_loss_beyond_tolerance_instead_of_losing_the_f
     assert loss_difference(1.05, 1.0, bf16=True)[1]
 
 
+def test_a_first_loss_beyond_tolerance_is_a_failed_verdict_of_the_kept_table(monkeypatch) -> None:
+    """In the options table, an option whose first loss is off is timed, shown and counted as
+    a FAIL (so `perf.run` exits non-zero in full mode), not raised."""
+    import perf.step_options as so
+
+    firsts = {"eager": 2.0, "channels_last": 2.01}  # 5e-3 relative: over 1e-4
+
+    def fake_variant(setup, flags, device):
+        name = "channels_last" if flags.get("channels_last") else "eager"
+        return (lambda: firsts[name]), firsts[name], 0.0
+
+    monkeypatch.setattr(so, "variant", fake_variant)
+    table, notes = so.options_table(quick=True, device=torch.device("cpu"))
+    assert [row[1] for row in table.rows] == ["eager", "channels_last"]
+    assert table.verdicts == ["PASS", "FAIL"]
+    assert "channels_last" in notes[-1] and "FAIL" in notes[-1]
+
+
 def test_machine_line_names_the_cublas_workspace_setting_on_a_gpu() -> None:
     """Every figure a gpu_check.sh part appends says whether cuBLAS ran with the reproducible
     workspace setting (it affects GPU timings; it is read once per process)."""
