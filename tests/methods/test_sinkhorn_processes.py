@@ -38,8 +38,9 @@ def _worker(rank: int, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def test_all_process_sinkhorn_equals_single_process(tmp_path) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+def test_all_process_sinkhorn_equals_single_process(tmp_path, monkeypatch) -> None:
+    # one thread per spawned worker; monkeypatch: later tests' subprocesses keep the default
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True,
                        start_method="spawn")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
