@@ -31,7 +31,7 @@ from perf.common import (
 )
 
 BENCHMARKS = ("train_step", "head_scaling", "inference", "metric", "overhead", "profile_step",
-              "pipeline", "peer", "cuda_ops", "upsampling")
+              "pipeline", "peer", "cuda_ops", "upsampling", "cross_entropy")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

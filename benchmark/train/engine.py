@@ -44,6 +44,7 @@ from benchmark.train.telemetry import (HealthMonitor, Heartbeat, TrainLog, peak_
                                        prototype_scalars, reset_peak)
 from methods import build_model, count_params
 from methods.deterministic import deterministic_ops
+from methods.cross_entropy import fused_cross_entropy_loss
 from methods.interpolation import matmul_backward_interpolation
 
 
@@ -424,13 +425,17 @@ def step_kernels(train: Any, device: torch.device) -> contextlib.AbstractContext
     - on a GPU with `train.deterministic`: bilinear upsampling and cross-entropy reductions in
       deterministic kernels (methods/deterministic.py: torch has none for them);
     - on the CPU (eager): bilinear upsampling with a matmul backward (methods/interpolation.py:
-      torch's CPU backward kernel is several times slower; equal to float rounding);
+      torch's CPU backward kernel is several times slower) and cross-entropy whose backward
+      reuses the log-softmax buffer (methods/cross_entropy.py); both equal to float rounding;
     torch's own kernels otherwise (a compiled model gets inductor's)."""
     if device.type == "cuda":
         return deterministic_ops() if getattr(train, "deterministic", False) \
             else contextlib.nullcontext()
     if device.type == "cpu" and not getattr(train, "compile", False):
-        return matmul_backward_interpolation()
+        stack = contextlib.ExitStack()
+        stack.enter_context(matmul_backward_interpolation())
+        stack.enter_context(fused_cross_entropy_loss())
+        return stack
     return contextlib.nullcontext()
 
 

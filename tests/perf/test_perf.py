@@ -497,3 +497,26 @@ def test_machine_line_names_the_cublas_workspace_setting_on_a_gpu() -> None:
     assert "CUBLAS_WORKSPACE_CONFIG" not in machine_line({**info, "cublas_workspace": None})
     line = machine_line({**info, "cublas_workspace": ":4096:8"})
     assert "1 x NVIDIA H100 (CUDA 13.0, CUBLAS_WORKSPACE_CONFIG=:4096:8)" in line
+
+
+def test_cross_entropy_figure_checks_the_fused_loss_against_torch() -> None:
+    """Figure 11's rows: equal losses and agreeing gradients are checked before timing (no
+    timing asserted); a fused loss that differs from torch's stops the figure."""
+    from unittest import mock
+
+    from methods.cross_entropy import FUSED_MIN_NUMEL
+    from perf.cross_entropy import Shape, run, step_fns
+
+    fns, diff, takes = step_fns(Shape("large", 2, 16, 128))
+    assert 2 * 16 * 128 ** 2 >= FUSED_MIN_NUMEL and takes == "fused"
+    assert diff < 1e-6 and set(fns) == {"torch", "swap"}
+    for ours, ref in zip(fns["swap"](), fns["torch"]()):
+        torch.testing.assert_close(ours, ref)
+    assert step_fns(Shape("small", 2, 5, 8))[2] == "torch's (small)"
+    report = run(quick=True)
+    assert len(report.tables[0].rows) == 2
+    assert all(row[-1] in ("PASS", "FAIL") for row in report.tables[0].rows)
+    with mock.patch("methods.cross_entropy.fused_cross_entropy",
+                    lambda x, t, w, ignore_index, reduction: x.sum() * 0 + 1.0):
+        with pytest.raises(AssertionError, match="losses differ"):
+            step_fns(Shape("large", 2, 16, 128))

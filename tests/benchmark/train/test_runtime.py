@@ -201,13 +201,15 @@ def test_amp_is_the_engines_autocast_not_accelerates(monkeypatch) -> None:
 
 def test_step_kernels_by_device_and_they_train_the_same(monkeypatch) -> None:
     """The training loop's swaps: on a GPU the deterministic ones with `train.deterministic`
-    only; on the CPU the matmul-backward upsampling unless compiled. Both train to the same
+    only; on the CPU the matmul-backward upsampling and the fused cross-entropy unless
+    compiled. Both train to the same
     losses as torch's own kernels to float rounding (the GPU's forced here on the CPU), and
     the swapped functions are restored afterwards."""
     import contextlib
 
     import torch.nn.functional as F
 
+    import methods.cross_entropy as cross_entropy
     import methods.interpolation as interpolation
 
     on = cell("train.deterministic=true").train
@@ -215,13 +217,15 @@ def test_step_kernels_by_device_and_they_train_the_same(monkeypatch) -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert isinstance(runtime.step_kernels(cell().train, gpu), contextlib.nullcontext)
     assert isinstance(runtime.step_kernels(compiled, cpu), contextlib.nullcontext)
-    original = F.interpolate
+    original = F.interpolate, F.cross_entropy
     with runtime.step_kernels(on, gpu):
         assert F.interpolate.__module__ == "methods.deterministic"
+        assert F.cross_entropy.__module__ == "methods.deterministic"
     for train in (cell().train, on):
         with runtime.step_kernels(train, cpu):
             assert F.interpolate is interpolation._training_interpolate
-    assert F.interpolate is original
+            assert getattr(F.cross_entropy, "fused", False)
+    assert (F.interpolate, F.cross_entropy) == original
 
     backward_calls = []
     backward = interpolation._MatmulBackwardInterpolate.backward
@@ -230,10 +234,20 @@ def test_step_kernels_by_device_and_they_train_the_same(monkeypatch) -> None:
         backward_calls.append(grad.shape)
         return backward(ctx, grad)
 
+    loss_calls = []
+    loss_backward = cross_entropy._FusedCrossEntropy.backward
+
+    def counted_loss(ctx, grad):
+        loss_calls.append(grad.shape)
+        return loss_backward(ctx, grad)
+
     monkeypatch.setattr(interpolation._MatmulBackwardInterpolate, "backward",
                         staticmethod(counted))
+    monkeypatch.setattr(cross_entropy._FusedCrossEntropy, "backward", staticmethod(counted_loss))
+    monkeypatch.setattr(cross_entropy, "FUSED_MIN_NUMEL", 0)  # this cell's losses are small
     matmul = train_and_evaluate(cell(), seed=4, progress=False)  # the engine's CPU default
     assert len(backward_calls) >= 6  # the decoder's and the loss's upsampling, every step
+    assert len(loss_calls) >= 2  # the loss, every step
     entered = []
 
     def forced(train, device):
@@ -245,7 +259,7 @@ def test_step_kernels_by_device_and_they_train_the_same(monkeypatch) -> None:
     monkeypatch.setattr(runtime, "step_kernels", lambda train, device: contextlib.nullcontext())
     plain = train_and_evaluate(cell(), seed=4, progress=False)
     monkeypatch.undo()
-    assert entered == ["cpu"] and F.interpolate is original
+    assert entered == ["cpu"] and (F.interpolate, F.cross_entropy) == original
     assert losses(swapped) == pytest.approx(losses(plain), rel=1e-4)
     assert losses(matmul) == pytest.approx(losses(plain), rel=1e-4)
 
