@@ -49,6 +49,10 @@ def scores_and_losses_(emb: Tensor, protos: Tensor, sims: Tensor, num_prototypes
 
 def log_softmax_(x: Tensor) -> Tensor:
     """Row-wise log-softmax of a 2-D float tensor, written into `x`."""
+    if x.device.type == "cpu" and x.is_contiguous():
+        # torch's CPU kernel finishes reading a row before it writes it: `out=x` is exact
+        # (tests/methods/test_fused_ops.py) and saves a copy of the (N, C*K) buffer
+        return torch.log_softmax(x, dim=1, out=x)
     rows = x.shape[0]
     if x.device.type == "cpu":  # small blocks: their temporaries are reused, not page-faulted
         rows = max(1, CPU_BLOCK_BYTES // max(1, x.shape[1] * x.element_size()))

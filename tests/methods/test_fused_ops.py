@@ -13,7 +13,7 @@ from methods.heads import PrototypeHead
 from methods.heads.base import downsample_labels
 from methods.heads.prototype import IGNORE
 from methods.losses import ppc_loss, ppd_loss
-from methods.proto_scores import pixel_similarities, scores_and_losses_
+from methods.proto_scores import log_softmax_, pixel_similarities, scores_and_losses_
 from methods.sinkhorn import sinkhorn_per_class
 
 
@@ -77,6 +77,27 @@ def test_scores_and_losses_match_stock_ops(k: int, tau: float) -> None:
     for a, r in zip(ours, ref):
         torch.testing.assert_close(a, r)
     assert ours[0].is_contiguous()  # channels first, as the map it flows back into
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_in_place_log_softmax_equals_torchs_bit_for_bit(dtype) -> None:
+    """On the CPU log_softmax_ writes torch's kernel's output over its input (`out=x`): exact
+    only while that kernel reads each row before writing it, which this checks, for row
+    lengths on both sides of a vector width, non-finite values and a strided input."""
+    torch.manual_seed(0)
+    for rows, cols in [(1, 1), (3, 7), (700, 1500), (33, 190), (5, 16)]:
+        x = torch.randn(rows, cols, dtype=dtype) * 4
+        if cols > 2:
+            x[0, 1], x[-1, 2] = float("inf"), float("nan")
+            x[1 % rows, :] = float("-inf")
+        ref = torch.log_softmax(x, dim=1)
+        out = log_softmax_(x.clone())
+        assert torch.equal(out.nan_to_num(), ref.nan_to_num())
+        assert torch.equal(out.isnan(), ref.isnan())
+    strided = torch.randn(40, 30, dtype=dtype)[:, ::2]  # the row-block path
+    ref = torch.log_softmax(strided, dim=1)
+    assert torch.equal(log_softmax_(strided.clone()[:, :]), ref)
+    assert torch.equal(log_softmax_(strided), ref)
 
 
 def test_scores_and_losses_refuses_similarities_that_carry_grad() -> None:
