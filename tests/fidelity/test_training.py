@@ -178,11 +178,16 @@ class _FixedLogits(nn.Module):
         return HeadOutput(logits=self.logits, losses={}, state={})
 
 
-@pytest.mark.parametrize("low", [(16, 24), (80, 72)])  # the swap's matmul forward, torch's
+# the swap's matmul forward and torch's loss; torch's forward and the fused loss (3.5M logits)
+@pytest.mark.parametrize("low", [(16, 24), (80, 72)])
 def test_engine_cpu_step_loss_and_gradient_equal_mmsegs(mmseg, low) -> None:
-    """The engine's CPU training step (its kernels: upsampling with a matmul backward,
-    benchmark/train/engine.py step_kernels) gives head logits the loss and gradient that MMSeg's
-    decode head gives them (its `resize` to the labels, then CrossEntropyLoss)."""
+    """The engine's CPU training step (its kernels: upsampling with a matmul backward and the
+    fused cross-entropy, benchmark/train/engine.py step_kernels) gives head logits the loss and
+    gradient that MMSeg's decode head gives them (its `resize` to the labels, then
+    CrossEntropyLoss)."""
+    from methods.cross_entropy import FUSED_MIN_NUMEL
+
+    assert (2 * 19 * 16 * low[0] * low[1] >= FUSED_MIN_NUMEL) == (low[0] > 16)
     from mmseg.models.utils import resize
 
     from benchmark.config import TrainSpec

@@ -514,8 +514,9 @@ def test_cross_entropy_figure_checks_the_fused_loss_against_torch() -> None:
         torch.testing.assert_close(ours, ref)
     assert step_fns(Shape("small", 2, 5, 8))[2] == "torch's (small)"
     report = run(quick=True)
-    assert len(report.tables[0].rows) == 2
-    assert all(row[-1] in ("PASS", "FAIL") for row in report.tables[0].rows)
+    fused, small = report.tables[0].rows
+    assert fused[5] == "fused" and fused[-1] in ("PASS", "FAIL")
+    assert small[5] == "torch's (small)" and small[-2:] == ["–", "–"]  # no target: torch's
     with mock.patch("methods.cross_entropy.fused_cross_entropy",
                     lambda x, t, w, ignore_index, reduction: x.sum() * 0 + 1.0):
         with pytest.raises(AssertionError, match="losses differ"):
