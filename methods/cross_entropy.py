@@ -7,8 +7,10 @@ of the loss's cost on the CPU. The gradient is `(softmax - one_hot(target)) * s`
 `s = w_target * dL / (sum of the labelled pixels' class weights)` for the mean, so here the saved
 log-probabilities become it: exp, a multiply per pixel, a scatter at the targets. The loss is
 torch's (the same `log_softmax` and `nll_loss` calls); the gradient equals torch's to float
-rounding (tests/methods/test_cross_entropy.py). The engine trains with it on the CPU
-(`fused_cross_entropy_loss()`, benchmark/train/engine.py `step_kernels`); perf figure 10 times it.
+rounding (tests/methods/test_cross_entropy.py). First-order gradients through one backward
+only (no `create_graph`, `retain_graph` reuse or `torch.func` transforms): all training takes.
+The engine trains with it on the CPU (`fused_cross_entropy_loss()`, benchmark/train/engine.py
+`step_kernels`); perf figure 11 times it.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.overrides import has_torch_function
 
 TORCH_CROSS_ENTROPY = F.cross_entropy  # torch's own, as imported (the swap restores what it found)
 REDUCTIONS = ("mean", "sum")
 # Smaller losses keep torch's: the fused backward's few extra small ops cost about what it saves
-# there (perf figure 11: at 8x11x64x64, 360k logits, no faster; from 600k logits on, faster).
+# there (scratch timings, 2 threads: 8x11x64x64, 360k logits, 1.0-1.5x torch's time; 1x150x64x64,
+# 600k, 0.84x; perf figure 11: 0.52-0.74x at the 150-class losses of 2.5M-39M logits).
 FUSED_MIN_NUMEL = 1 << 19
 
 
@@ -49,15 +53,17 @@ class _FusedCrossEntropy(torch.autograd.Function):
         ctx.consumed = True
         log_p, target, weight = ctx.saved_tensors
         labelled = target != ctx.ignore_index
-        safe = target.masked_fill(~labelled, 0)  # any class index: its weight below is 0
+        safe = target.masked_fill(~labelled, 0).long()  # any class: ignored pixels get 0 below
         per_pixel = (labelled.to(log_p.dtype) if weight is None
-                     else weight.to(log_p.dtype)[safe] * labelled)
+                     else torch.where(labelled, weight.to(log_p.dtype)[safe], 0.0))
         if ctx.reduction == "mean":  # as torch: 0 where nothing is labelled, nan for 0 weight
             scale = torch.where(labelled.any(), grad_loss / per_pixel.sum(),
                                 torch.zeros_like(grad_loss))
         else:
             scale = grad_loss
-        s = (per_pixel * scale).unsqueeze(1)  # (B, 1, ...): dL/dlogit at the target is p - 1
+        # (B, 1, ...): dL/dlogit = p * s, minus s at the target; 0 on ignored pixels whatever
+        # the scale (inf where the labelled weights sum to 0, as torch's)
+        s = torch.where(labelled, per_pixel * scale, 0.0).unsqueeze(1)
         grad = log_p.exp_().mul_(s)
         grad.scatter_add_(1, safe.unsqueeze(1), -s)
         return grad, None, None, None, None
@@ -87,7 +93,8 @@ def training_cross_entropy(fallback: Callable[..., Tensor] = TORCH_CROSS_ENTROPY
                 or torch.is_autocast_enabled("cpu") or target.is_floating_point()
                 or reduction not in REDUCTIONS or size_average is not None
                 or reduce is not None or label_smoothing
-                or (weight is not None and weight.requires_grad)):
+                or (weight is not None and weight.requires_grad)
+                or has_torch_function((input, target, weight))):  # tensor subclasses: torch's
             return fallback(input, target, weight=weight, size_average=size_average,
                             ignore_index=ignore_index, reduce=reduce, reduction=reduction,
                             label_smoothing=label_smoothing)

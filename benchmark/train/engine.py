@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +43,8 @@ from benchmark.train.optim import apply_lr, build_optimizer, rescale_aux_loss, s
 from benchmark.train.telemetry import (HealthMonitor, Heartbeat, TrainLog, peak_record,
                                        prototype_scalars, reset_peak)
 from methods import build_model, count_params
-from methods.deterministic import deterministic_ops
 from methods.cross_entropy import fused_cross_entropy_loss
+from methods.deterministic import deterministic_ops
 from methods.interpolation import matmul_backward_interpolation
 
 
@@ -432,11 +432,15 @@ def step_kernels(train: Any, device: torch.device) -> contextlib.AbstractContext
         return deterministic_ops() if getattr(train, "deterministic", False) \
             else contextlib.nullcontext()
     if device.type == "cpu" and not getattr(train, "compile", False):
-        stack = contextlib.ExitStack()
-        stack.enter_context(matmul_backward_interpolation())
-        stack.enter_context(fused_cross_entropy_loss())
-        return stack
+        return cpu_training_kernels()
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def cpu_training_kernels() -> Iterator[None]:
+    """The eager CPU step's two swaps, in place from entering the block to leaving it."""
+    with matmul_backward_interpolation(), fused_cross_entropy_loss():
+        yield
 
 
 def apply_determinism(train: Any) -> bool:

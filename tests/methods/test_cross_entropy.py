@@ -66,14 +66,36 @@ def test_nothing_labelled_gives_torchs_loss_and_a_zero_gradient(reduction) -> No
         assert torch.equal(grad, grad_ref) and not grad.any()
 
 
-def test_zero_class_weights_on_every_labelled_pixel_give_torchs_nan_gradient() -> None:
+@pytest.mark.parametrize("ignored", [False, True])
+def test_zero_or_infinite_class_weights_give_torchs_nans_where_torch_has_them(ignored) -> None:
+    """Labelled weights summing to 0: nan on the labelled pixels, 0 on ignored ones; an infinite
+    weight of an ignored pixel's stand-in class (0) does not reach it."""
     x = torch.randn(1, 3, 4, 4, dtype=torch.float64)
     target = torch.zeros(1, 4, 4, dtype=torch.long)
-    weight = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
-    ref, grad_ref = loss_and_grad(F.cross_entropy, x, target, weight)
-    out, grad = loss_and_grad(fused_cross_entropy, x, target, weight)
-    torch.testing.assert_close(out, ref, equal_nan=True)
-    assert grad.isnan().all() and grad_ref.isnan().all()
+    if ignored:
+        target[0, 0] = 255
+    for weight in ([0.0, 1.0, 2.0], [float("inf"), 1.0, 2.0]):
+        weight = torch.tensor(weight, dtype=torch.float64)
+        ref, grad_ref = loss_and_grad(F.cross_entropy, x, target, weight, ignore_index=255)
+        out, grad = loss_and_grad(fused_cross_entropy, x, target, weight, ignore_index=255)
+        torch.testing.assert_close(out, ref, equal_nan=True)
+        assert torch.equal(grad.isnan(), grad_ref.isnan())
+        torch.testing.assert_close(grad.nan_to_num(), grad_ref.nan_to_num(), rtol=0, atol=1e-12)
+        assert grad.isnan().any() and (not ignored or not grad[0, :, 0].isnan().any())
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
+def test_the_target_dtypes_torch_takes(dtype) -> None:
+    """uint8 and int64 class indices, as torch takes them (int32: torch's error, below)."""
+    x = torch.randn(12, 5, dtype=torch.float64)
+    target = labels((12,), 5, 4, 0.25).to(dtype)  # class 4 stands for "ignored" here
+    weight = torch.rand(5, dtype=torch.float64) + 0.5
+    with pytest.raises(RuntimeError, match="target dtype"):
+        fused_cross_entropy(x.requires_grad_(True), target.int())
+    ref, grad_ref = loss_and_grad(F.cross_entropy, x, target, weight, ignore_index=4)
+    out, grad = loss_and_grad(fused_cross_entropy, x, target, weight, ignore_index=4)
+    assert torch.equal(out, ref)
+    torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-12)
 
 
 def test_a_target_out_of_range_raises_as_torch() -> None:

@@ -218,6 +218,8 @@ def test_step_kernels_by_device_and_they_train_the_same(monkeypatch) -> None:
     assert isinstance(runtime.step_kernels(cell().train, gpu), contextlib.nullcontext)
     assert isinstance(runtime.step_kernels(compiled, cpu), contextlib.nullcontext)
     original = F.interpolate, F.cross_entropy
+    runtime.step_kernels(cell().train, cpu)  # made but never entered: swaps nothing
+    assert (F.interpolate, F.cross_entropy) == original
     with runtime.step_kernels(on, gpu):
         assert F.interpolate.__module__ == "methods.deterministic"
         assert F.cross_entropy.__module__ == "methods.deterministic"
