@@ -12,7 +12,7 @@ Always on the CPU: on a GPU the engine keeps torch's (or methods/deterministic.p
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,8 @@ SHAPES = [
 ]
 
 
-def step_fns(shape: Shape, seed: int = 0) -> tuple[dict[str, object], float, str]:
+def step_fns(shape: Shape, seed: int = 0
+             ) -> tuple[dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]], float, str]:
     """(the two forward + backward calls, max |gradient difference| relative to the largest
     gradient, which loss the swap takes); raises if the losses differ."""
     from methods.cross_entropy import FUSED_MIN_NUMEL, training_cross_entropy
@@ -97,8 +98,8 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
              "takes torch's loss below FUSED_MIN_NUMEL logits (methods/cross_entropy.py): "
              "such a row times torch's loss twice, the swap's dispatch on one side, and has no "
              "target",
-             f"{'measured on the CPU whatever --device says; ' if device and device.type != 'cpu' else ''}"
-             "the engine uses the fused loss for eager CPU training only "
+             ("measured on the CPU whatever --device says; " if device and device.type != "cpu"
+              else "") + "the engine uses the fused loss for eager CPU training only "
              "(benchmark/train/engine.py: step_kernels)"]
     return Report("cross_entropy", "11. Cross-entropy on the CPU: torch's vs the swap",
                   [Table(headers, rows)], notes)

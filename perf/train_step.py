@@ -184,8 +184,9 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
              "the code; Time / FLOP ratio near 1 = the prototype step costs what its extra "
              "arithmetic costs and nothing more",
              "steps timed with the kernels the engine trains with on this device (CPU: bilinear "
-             "upsampling with a matmul backward, benchmark/train/engine.py step_kernels); both "
-             "heads upsample the same way, so the swap lowers both steps by about the same ms"]
+             "upsampling with a matmul backward and the cross-entropy's in-place backward, "
+             "benchmark/train/engine.py step_kernels); both heads upsample and take the loss "
+             "the same way, so the swaps lower both steps by about the same ms"]
     notes += [memory_note(m) for m in sorted(methods)]
     notes += skipped
     from perf.step_options import options_table  # imports this module: here, not at the top
