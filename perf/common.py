@@ -216,6 +216,37 @@ def verdict(value: float, target: float, better: str = "lower") -> str:
     return "PASS" if ok else "FAIL"
 
 
+def swap_row(label: str, what: str, t: dict[str, Timings], takes: str, diff: float,
+             target: float | None) -> list[str]:
+    """A row of the CPU kernel-swap figures (10, 11): torch's and the swap's times (keys "torch"
+    and "swap" of `t`), their ratio, what the swap ran, the gradient difference, and the target
+    with its verdict (none where the swap ran torch's own kernel: "–")."""
+    ratio = paired_ratio(t["swap"], t["torch"])
+    lo, hi = ratio_spread(t["swap"], t["torch"])
+    checked = ["–", "–"] if target is None else [f"<= {target:.1f}", verdict(ratio, target)]
+    return [label, what, t["torch"].ms(), t["swap"].ms(), f"{ratio:.2f} [{lo:.2f}, {hi:.2f}]",
+            takes, f"{diff:.0e}", *checked]
+
+
+def swap_headers(kind: str, sizes: str, takes: str) -> list[str]:
+    """The columns of `swap_row`, named for one figure."""
+    return [kind, sizes, "torch fwd+bwd (ms)", "swap fwd+bwd (ms)", "Ratio [IQR]", takes,
+            "Grad diff (rel.)", "Target", "Verdict"]
+
+
+def swap_notes(inputs: str, repeats: int, warmup: int, device: torch.device | None,
+               swap: str) -> list[str]:
+    """The notes every kernel-swap figure shares: how it timed `inputs`, and that `swap` runs
+    in eager CPU training only, measured on the CPU whatever the device."""
+    elsewhere = device is not None and device.type != "cpu"
+    return [f"cpu, {torch.get_num_threads()} torch thread(s), float32, {inputs}; median of "
+            f"{repeats} alternated rounds after {warmup} warm-up call(s); ratio = median over "
+            f"rounds of swap time / torch time",
+            ("measured on the CPU whatever --device says; " if elsewhere else "")
+            + f"the engine uses {swap} for eager CPU training only (benchmark/train/engine.py: "
+            "step_kernels)"]
+
+
 def fmt(value: float, digits: int = 2) -> str:
     return DASH if value is None or value != value else f"{value:.{digits}f}"
 

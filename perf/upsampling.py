@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from perf.common import Report, Table, alternate, paired_ratio, ratio_spread, standalone, verdict
+from perf.common import Report, Table, alternate, standalone, swap_headers, swap_notes, swap_row
 
 TARGET = 1.0
 
@@ -77,20 +77,14 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
     for shape in shapes:
         fns, diff, forward = step_fns(shape)
         t = alternate(fns, repeats=repeats, warmup=warmup)
-        ratio, (lo, hi) = paired_ratio(t["swap"], t["torch"]), ratio_spread(t["swap"], t["torch"])
-        rows.append([shape.label, f"{shape.channels}x{shape.side_in}² -> {shape.side_out}²",
-                     t["torch"].ms(), t["swap"].ms(), f"{ratio:.2f} [{lo:.2f}, {hi:.2f}]",
-                     forward, f"{diff:.0e}", f"<= {TARGET:.1f}", verdict(ratio, TARGET)])
-    headers = ["Upsampling", "Channels, sides", "torch fwd+bwd (ms)", "swap fwd+bwd (ms)",
-               "Ratio [IQR]", "Swap's forward", "Grad diff (rel.)", "Target", "Verdict"]
-    notes = [f"cpu, {torch.get_num_threads()} torch thread(s), float32, bilinear "
-             f"align_corners=False; median of {repeats} alternated rounds after {warmup} "
-             f"warm-up call(s); ratio = median over rounds of swap time / torch time",
-             "grad diff: max |swap gradient - torch gradient| / max |torch gradient| "
-             "(float rounding: another order of the same sums)",
-             f"{'measured on the CPU whatever --device says; ' if device and device.type != 'cpu' else ''}"
-             "the engine uses the swap for eager CPU training only (benchmark/train/engine.py: "
-             "step_kernels)"]
+        rows.append(swap_row(shape.label,
+                             f"{shape.channels}x{shape.side_in}² -> {shape.side_out}²", t,
+                             forward, diff, TARGET))
+    headers = swap_headers("Upsampling", "Channels, sides", "Swap's forward")
+    timing, engine = swap_notes("bilinear align_corners=False", repeats, warmup, device,
+                                "the swap")
+    notes = [timing, "grad diff: max |swap gradient - torch gradient| / max |torch gradient| "
+             "(float rounding: another order of the same sums)", engine]
     return Report("upsampling", "10. Bilinear upsampling on the CPU: torch's kernel vs the swap",
                   [Table(headers, rows)], notes)
 
