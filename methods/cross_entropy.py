@@ -26,10 +26,18 @@ from torch.overrides import has_torch_function
 
 TORCH_CROSS_ENTROPY = F.cross_entropy  # torch's own, as imported (the swap restores what it found)
 REDUCTIONS = ("mean", "sum")
-# Smaller losses keep torch's: the fused backward's few extra small ops cost about what it saves
-# there (scratch timings, 2 threads: 8x11x64x64, 360k logits, 1.0-1.5x torch's time; 1x150x64x64,
-# 600k, 0.84x; perf figure 11: 0.52-0.74x at the 150-class losses of 2.5M-39M logits).
-FUSED_MIN_NUMEL = 1 << 19
+# The fused backward trades two passes over the logits for a few over the pixels (targets and
+# per-pixel factors): it pays on large logits with many classes, so smaller ones keep torch's.
+# Scratch timings (2 threads, figure 11's inputs): 0.45-0.72x torch's time from 8M logits with
+# 32-150 classes, 0.83x at 4x19x256x256 (5M), 0.96-1.08x with 6-11 classes at 3M, 1.0-1.3x at
+# 0.6-1.4M logits of 11-32 classes.
+FUSED_MIN_NUMEL = 1 << 21
+FUSED_MIN_CLASSES = 16
+
+
+def fuses(logits: Tensor) -> bool:
+    """Whether the swap computes a loss of these (N, C, ...) logits fused (by size alone)."""
+    return logits.numel() >= FUSED_MIN_NUMEL and logits.shape[1] >= FUSED_MIN_CLASSES
 
 
 class _FusedCrossEntropy(torch.autograd.Function):
@@ -53,19 +61,23 @@ class _FusedCrossEntropy(torch.autograd.Function):
         ctx.consumed = True
         log_p, target, weight = ctx.saved_tensors
         labelled = target != ctx.ignore_index
-        safe = target.masked_fill(~labelled, 0).long()  # any class: ignored pixels get 0 below
-        per_pixel = (labelled.to(log_p.dtype) if weight is None
-                     else torch.where(labelled, weight.to(log_p.dtype)[safe], 0.0))
-        if ctx.reduction == "mean":  # as torch: 0 where nothing is labelled, nan for 0 weight
-            scale = torch.where(labelled.any(), grad_loss / per_pixel.sum(),
-                                torch.zeros_like(grad_loss))
+        index = torch.where(labelled, target, 0).long()  # any class for ignored pixels: s = 0
+        mean = ctx.reduction == "mean"
+        # s per pixel: 0 on ignored pixels whatever the scale or their stand-in class's weight;
+        # the mean's scale as torch's: 0 where nothing is labelled, nan where the labelled
+        # weights sum to 0
+        if weight is None:
+            scale = (torch.where(labelled.any(), grad_loss / labelled.sum(), 0.0) if mean
+                     else grad_loss)
+            s = torch.where(labelled, scale.to(log_p.dtype), 0.0)
         else:
-            scale = grad_loss
-        # (B, 1, ...): dL/dlogit = p * s, minus s at the target; 0 on ignored pixels whatever
-        # the scale (inf where the labelled weights sum to 0, as torch's)
-        s = torch.where(labelled, per_pixel * scale, 0.0).unsqueeze(1)
+            per_pixel = torch.where(labelled, weight.to(log_p.dtype)[index], 0.0)
+            scale = (torch.where(labelled.any(), grad_loss / per_pixel.sum(), 0.0) if mean
+                     else grad_loss)
+            s = torch.where(labelled, per_pixel * scale, 0.0)
+        s = s.unsqueeze(1)  # (B, 1, ...): dL/dlogit = p * s, minus s at the target
         grad = log_p.exp_().mul_(s)
-        grad.scatter_add_(1, safe.unsqueeze(1), -s)
+        grad.scatter_add_(1, index.unsqueeze(1), s.neg_())
         return grad, None, None, None, None
 
 
@@ -80,14 +92,14 @@ def fused_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = 
 
 def training_cross_entropy(fallback: Callable[..., Tensor] = TORCH_CROSS_ENTROPY
                            ) -> Callable[..., Tensor]:
-    """An `F.cross_entropy` that is fused for the training loss (a float32/float64 CPU input of at
-    least `FUSED_MIN_NUMEL` values that needs a gradient, class-index targets, mean or sum) and
-    calls `fallback` for every other call."""
+    """An `F.cross_entropy` that is fused for the training loss (a float32/float64 CPU input that
+    `fuses` and needs a gradient, class-index targets, mean or sum) and calls `fallback` for
+    every other call."""
 
     def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
                       size_average: Any = None, ignore_index: int = -100, reduce: Any = None,
                       reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
-        if (input.device.type != "cpu" or input.dim() < 2 or input.numel() < FUSED_MIN_NUMEL
+        if (input.device.type != "cpu" or input.dim() < 2 or not fuses(input)
                 or input.dtype not in (torch.float32, torch.float64)
                 or not (input.requires_grad and torch.is_grad_enabled())
                 or torch.is_autocast_enabled("cpu") or target.is_floating_point()

@@ -4,8 +4,8 @@ On the CPU the engine trains with `methods.cross_entropy.fused_cross_entropy_los
 backward turns the saved log-softmax into the gradient in place instead of allocating NLLLoss's
 and log-softmax's gradients. Each row times forward + backward of one loss that the suite's
 training steps compute (full-resolution logits, 10% of the pixels ignored), torch's
-`F.cross_entropy` and the swap alternating (the fused loss from `FUSED_MIN_NUMEL` logits on,
-torch's below), after checking that the losses are equal and the gradients agree. Target: the
+`F.cross_entropy` and the swap alternating (the fused loss where `fuses` says, on large logits
+with many classes; torch's elsewhere), after checking that the losses are equal and the gradients agree. Target: the
 swap no slower than torch's at any row (ratio <= 1.0).
 Always on the CPU: on a GPU the engine keeps torch's (or methods/deterministic.py's).
 """
@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from perf.common import Report, Table, alternate, paired_ratio, ratio_spread, standalone, verdict
+from perf.common import Report, Table, alternate, standalone, swap_headers, swap_notes, swap_row
 
 TARGET = 1.0
 IGNORE = 255
@@ -44,7 +44,7 @@ def step_fns(shape: Shape, seed: int = 0
              ) -> tuple[dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]], float, str]:
     """(the two forward + backward calls, max |gradient difference| relative to the largest
     gradient, which loss the swap takes); raises if the losses differ."""
-    from methods.cross_entropy import FUSED_MIN_NUMEL, training_cross_entropy
+    from methods.cross_entropy import fuses, training_cross_entropy
 
     swap = training_cross_entropy(F.cross_entropy)  # what the engine's step runs (no block)
 
@@ -69,38 +69,30 @@ def step_fns(shape: Shape, seed: int = 0
     diff = ((grad - grad_ref).abs().max() / grad_ref.abs().max()).item()
     if diff > 1e-5:
         raise AssertionError(f"{shape.label}: gradients differ by {diff:.1e} (relative)")
-    takes = "fused" if x.numel() >= FUSED_MIN_NUMEL else "torch's (small)"
+    takes = "fused" if fuses(x) else "torch's (small)"
     return {"torch": torchs, "swap": swapped}, diff, takes
 
 
 def run(quick: bool = False, device: torch.device | None = None) -> Report:
     """Cross-entropy on the CPU: torch's vs the engine's swap (fused backward)."""
     warmup, repeats = (1, 3) if quick else (2, 10)
-    shapes = [Shape("quick: 2x19x128x128", 2, 19, 128), SHAPES[-1]] if quick else SHAPES
+    shapes = [Shape("quick: 2x19x256x256", 2, 19, 256), SHAPES[-1]] if quick else SHAPES
     rows = []
     for shape in shapes:
         fns, diff, takes = step_fns(shape)
         t = alternate(fns, repeats=repeats, warmup=warmup)
-        ratio = paired_ratio(t["swap"], t["torch"])
-        lo, hi = ratio_spread(t["swap"], t["torch"])
-        fused = takes == "fused"  # else torch's loss on both sides: no target to meet
-        rows.append([shape.label, f"{shape.classes}x{shape.side}²", t["torch"].ms(),
-                     t["swap"].ms(), f"{ratio:.2f} [{lo:.2f}, {hi:.2f}]", takes, f"{diff:.0e}",
-                     f"<= {TARGET:.1f}" if fused else "–", verdict(ratio, TARGET) if fused
-                     else "–"])
-    headers = ["Loss", "Classes, side", "torch fwd+bwd (ms)", "swap fwd+bwd (ms)",
-               "Ratio [IQR]", "Swap takes", "Grad diff (rel.)", "Target", "Verdict"]
-    notes = [f"cpu, {torch.get_num_threads()} torch thread(s), float32, mean over labelled "
-             f"pixels, 10% ignored; median of {repeats} alternated rounds after {warmup} "
-             f"warm-up call(s); ratio = median over rounds of swap time / torch time",
+        # below the threshold: torch's loss on both sides, no target to meet
+        rows.append(swap_row(shape.label, f"{shape.classes}x{shape.side}²", t, takes, diff,
+                             TARGET if takes == "fused" else None))
+    headers = swap_headers("Loss", "Classes, side", "Swap takes")
+    timing, engine = swap_notes("mean over labelled pixels, 10% ignored", repeats, warmup,
+                                device, "the fused loss")
+    notes = [timing,
              "losses checked equal (the same log_softmax and nll_loss); grad diff: max |swap "
              "gradient - torch gradient| / max |torch gradient| (float rounding); the swap "
-             "takes torch's loss below FUSED_MIN_NUMEL logits (methods/cross_entropy.py): "
+             "takes torch's loss below 2^21 logits or 16 classes (methods/cross_entropy.py): "
              "such a row times torch's loss twice, the swap's dispatch on one side, and has no "
-             "target",
-             ("measured on the CPU whatever --device says; " if device and device.type != "cpu"
-              else "") + "the engine uses the fused loss for eager CPU training only "
-             "(benchmark/train/engine.py: step_kernels)"]
+             "target", engine]
     return Report("cross_entropy", "11. Cross-entropy on the CPU: torch's vs the swap",
                   [Table(headers, rows)], notes)
 

@@ -120,9 +120,10 @@ def test_the_swap_covers_training_losses_only_and_restores_torchs(monkeypatch) -
     fused = cross_entropy._FusedCrossEntropy.apply
     monkeypatch.setattr(cross_entropy._FusedCrossEntropy, "apply",
                         lambda *a: calls.append(a[-1]) or fused(*a))
-    x = torch.randn(2, 4, 256, 256, requires_grad=True)
+    x = torch.randn(2, 16, 256, 256, requires_grad=True)
     assert x.numel() == cross_entropy.FUSED_MIN_NUMEL  # the smallest fused loss
-    target = labels((2, 256, 256), 4, 255, 0.2)
+    assert x.shape[1] == cross_entropy.FUSED_MIN_CLASSES
+    target = labels((2, 256, 256), 16, 255, 0.2)
     original = F.cross_entropy
     with fused_cross_entropy_loss():
         assert getattr(F.cross_entropy, "fused", False)
@@ -130,6 +131,8 @@ def test_the_swap_covers_training_losses_only_and_restores_torchs(monkeypatch) -
         torch.nn.CrossEntropyLoss(ignore_index=255, reduction="sum")(x, target)
         assert calls == ["mean", "sum"]
         F.cross_entropy(x[:, :, 1:], target[:, 1:], ignore_index=255)  # small: torch's
+        few = torch.randn(2, 15, 512, 512, requires_grad=True)  # 15 classes: torch's
+        F.cross_entropy(few, labels((2, 512, 512), 15, 255, 0.2), ignore_index=255)
         F.cross_entropy(x, target, ignore_index=255, reduction="none")  # torch's
         F.cross_entropy(x, target, label_smoothing=0.1, ignore_index=255)
         F.cross_entropy(x.softmax(1), x.detach().softmax(1))  # probabilities as targets
