@@ -28,9 +28,10 @@ TORCH_CROSS_ENTROPY = F.cross_entropy  # torch's own, as imported (the swap rest
 REDUCTIONS = ("mean", "sum")
 # The fused backward trades two passes over the logits for a few over the pixels (targets and
 # per-pixel factors): it pays on large logits with many classes, so smaller ones keep torch's.
-# Scratch timings (2 threads, figure 11's inputs): 0.45-0.72x torch's time from 8M logits with
-# 32-150 classes, 0.83x at 4x19x256x256 (5M), 0.96-1.08x with 6-11 classes at 3M, 1.0-1.3x at
-# 0.6-1.4M logits of 11-32 classes.
+# Scratch timings (2 threads, the allocator setting of CPU runs, scratch shapes): 0.45-0.72x
+# torch's time from 8M logits with 32-150 classes, 0.83x at 4x19x256x256 (5M), 0.80-0.98x with
+# 16-32 classes at 2.1-3.1M, 0.96-1.08x with 6-11 classes at 3M, 1.0-1.3x at 0.6-1.4M logits of
+# 11-32 classes.
 FUSED_MIN_NUMEL = 1 << 21
 FUSED_MIN_CLASSES = 16
 

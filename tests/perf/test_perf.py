@@ -511,11 +511,11 @@ def test_cross_entropy_figure_checks_the_fused_loss_against_torch() -> None:
     assert diff < 1e-6 and set(fns) == {"torch", "swap"}
     for ours, ref in zip(fns["swap"](), fns["torch"]()):
         torch.testing.assert_close(ours, ref)
-    assert step_fns(Shape("small", 2, 5, 8))[2] == "torch's (small)"
+    assert step_fns(Shape("small", 2, 5, 8))[2] == "torch's (not fused)"
     report = run(quick=True)
     fused, small = report.tables[0].rows
     assert fused[5] == "fused" and fused[-1] in ("PASS", "FAIL")
-    assert small[5] == "torch's (small)" and small[-2:] == ["–", "–"]  # no target: torch's
+    assert small[5] == "torch's (not fused)" and small[-2:] == ["–", "–"]  # no target: torch's
     with mock.patch("methods.cross_entropy.fused_cross_entropy",
                     lambda x, t, w, ignore_index, reduction: x.sum() * 0 + 1.0):
         with pytest.raises(AssertionError, match="losses differ"):
