@@ -100,14 +100,14 @@ def training_cross_entropy(fallback: Callable[..., Tensor] = TORCH_CROSS_ENTROPY
     def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
                       size_average: Any = None, ignore_index: int = -100, reduce: Any = None,
                       reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
-        if (input.device.type != "cpu" or input.dim() < 2 or not fuses(input)
+        if (has_torch_function((input, target, weight))  # tensor subclasses: torch's dispatch
+                or input.device.type != "cpu" or input.dim() < 2 or not fuses(input)
                 or input.dtype not in (torch.float32, torch.float64)
                 or not (input.requires_grad and torch.is_grad_enabled())
                 or torch.is_autocast_enabled("cpu") or target.is_floating_point()
                 or reduction not in REDUCTIONS or size_average is not None
                 or reduce is not None or label_smoothing
-                or (weight is not None and weight.requires_grad)
-                or has_torch_function((input, target, weight))):  # tensor subclasses: torch's
+                or (weight is not None and weight.requires_grad)):
             return fallback(input, target, weight=weight, size_average=size_average,
                             ignore_index=ignore_index, reduce=reduce, reduction=reduction,
                             label_smoothing=label_smoothing)

@@ -145,6 +145,16 @@ def test_the_swap_covers_training_losses_only_and_restores_torchs(monkeypatch) -
         with pytest.raises(RuntimeError, match="weight"):  # torch's own error
             F.cross_entropy(x, target, torch.ones(16, requires_grad=True), ignore_index=255)
         assert calls == ["mean", "sum"]
+        seen = []
+
+        class Traced(torch.Tensor):  # a subclass's __torch_function__ sees the loss call first
+            @classmethod
+            def __torch_function__(cls, func, types, args=(), kwargs=None):
+                seen.append(getattr(func, "__name__", ""))
+                return super().__torch_function__(func, types, args, kwargs or {})
+
+        F.cross_entropy(x.as_subclass(Traced), target, ignore_index=255)
+        assert seen[0] == "cross_entropy"  # before the swap looks at the tensor
     assert F.cross_entropy is original
 
 
