@@ -22,6 +22,7 @@ from benchmark.launch import locks
 from benchmark.launch.executors import EXECUTORS, Outcome, SubmissionError
 from benchmark.launch.runs import Run, plan
 from benchmark.launch.status import run_status, with_running
+from benchmark.cpu_memory import ask_for_huge_pages
 from benchmark.store import (ResultsLayout, forget_reported, load_records,
                              load_summaries)
 from benchmark.disk import DiskFull
@@ -480,10 +481,17 @@ def weights_refused(grids: GridCells) -> bool:
     return bool(lines)
 
 
+def start_command() -> None:
+    """Per command: huge pages asked of torch before its first large tensor (child processes
+    inherit the setting: benchmark/cpu_memory.py); one warning per damaged record."""
+    ask_for_huge_pages()
+    forget_reported()
+
+
 def main(argv: list[str] | None = None) -> int:
+    start_command()
     args = parse_args(argv)
     results = ResultsLayout(args.results)
-    forget_reported()  # one warning per damaged record and command
     try:
         use_plugins(args.plugin)
         grids = load_grids(args)

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+from benchmark.cpu_memory import allocator_note
 from benchmark.records import Provenance
 from benchmark.store import atomic_write
 
@@ -112,8 +113,8 @@ def library_versions() -> dict[str, str]:
 
 
 def hardware() -> dict[str, Any]:
-    """Host, CPU, torch threads and GPUs of this process (torch imported here, not at module
-    load, so that `--dry-run` never imports it)."""
+    """Host, CPU, torch threads, CPU allocator settings and GPUs of this process (torch imported
+    here, not at module load, so that `--dry-run` never imports it)."""
     import torch
 
     info: dict[str, Any] = {
@@ -122,6 +123,7 @@ def hardware() -> dict[str, Any]:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_allocator": allocator_note(),  # CPU step times depend on it (docs/performance.md)
         "gpu": None,
     }
     if torch.cuda.is_available():

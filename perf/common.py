@@ -34,20 +34,21 @@ DASH = "–"
 # ----------------------------------------------------------------------------- device, machine
 
 
-_ALLOCATOR = {"kept": False}  # whether pick_device set glibc to keep freed memory
+_ALLOCATOR: dict[str, str] = {}  # "note": what pick_device set, as the suite's CPU runs set it
 DEFAULT_ALLOCATOR = "the C library's defaults"
 
 
 def pick_device(name: str | None = None) -> torch.device:
     """`name` if given, else CUDA when available, else the CPU; on the CPU the allocator is set
-    as the suite's CPU runs set it (glibc keeps freed memory: engine.keep_freed_memory), for
-    every side of every figure alike."""
-    from benchmark.train.engine import keep_freed_memory
+    as the suite's CPU runs set it (glibc keeps freed memory, huge pages for large tensors:
+    benchmark/cpu_memory.py), for every side of every figure alike. Call it before the
+    process's first large tensor."""
+    from benchmark.cpu_memory import tune_cpu_allocator
 
     device = torch.device(name) if name else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu" and keep_freed_memory():
-        _ALLOCATOR["kept"] = True
+    if device.type == "cpu":
+        _ALLOCATOR["note"] = tune_cpu_allocator() + ", as the suite's CPU runs"
     return device
 
 
@@ -89,8 +90,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "gpu": None,
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan,
-        "allocator": ("glibc keeps freed memory, as the suite's CPU runs" if _ALLOCATOR["kept"]
-                      else DEFAULT_ALLOCATOR),
+        "allocator": _ALLOCATOR.get("note", DEFAULT_ALLOCATOR),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -11,7 +11,6 @@ prototype health, memory).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import math
 import os
@@ -31,6 +30,7 @@ from tqdm import tqdm
 from benchmark.checkpoints import load_pretrained
 from benchmark.checkpoints.identity import weights_sha256
 from benchmark.config import Cell
+from benchmark.cpu_memory import tune_cpu_allocator
 from benchmark.datasets import DatasetInfo, build_dataset, dataset_info
 from benchmark.datasets.staging import Finish, move, staged
 from benchmark.records import Memory, Metrics, Params, Timings  # what RunResult holds
@@ -115,7 +115,7 @@ def _run(ctx: RunContext, weights_path: Path | None, heartbeat_path: Path | None
     device, world = accelerator.device, accelerator.num_processes
     apply_determinism(cell.train)  # before the first cuBLAS call
     if device.type == "cpu":
-        keep_freed_memory()
+        tune_cpu_allocator()
     set_seed(ctx.seed)
     peak_was_reset = reset_peak(device)
     info = dataset_info(cell.data)
@@ -396,28 +396,6 @@ CUBLAS_TOO_LATE = (
     "train.deterministic: CUDA ran in this process before CUBLAS_WORKSPACE_CONFIG was set, so "
     f"cuBLAS may not be deterministic; export CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} before "
     "starting, or run deterministic cells in their own processes (--executor local or slurm)")
-
-
-# glibc's mallopt parameters, and the values a CPU run sets (keep_freed_memory)
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-KEEP_FREED = {M_MMAP_THRESHOLD: 32 << 20,  # glibc's maximum: buffers up to 32 MiB from the heap
-              M_TRIM_THRESHOLD: 1 << 30,  # return freed heap memory to the OS only above 1 GiB
-              M_TOP_PAD: 256 << 20}  # grow the heap in steps of 256 MiB (address space only)
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc keep freed memory for reuse instead of returning it to the OS (process-wide;
-    False where the C library is not glibc).
-
-    A CPU training step frees and reallocates the same activation buffers every step; with
-    glibc's defaults part of that memory goes back to the OS and comes back as page faults on
-    the next step (16k-70k per MiT-B0 figure 1 step), about a tenth of the step's time
-    (perf/README.md). The cost: up to 1 GiB of freed memory stays resident for reuse."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return all(libc.mallopt(param, value) == 1 for param, value in KEEP_FREED.items())
-    except (OSError, AttributeError):
-        return False
 
 
 def step_kernels(train: Any, device: torch.device) -> contextlib.AbstractContextManager:

@@ -61,6 +61,9 @@ def test_smoke_grid_end_to_end(tmp_path, capsys) -> None:
         assert field in record, field
     for field in ("git_commit", "versions", "hardware"):
         assert field in record["provenance"], field
+    # huge pages or not: torch read the setting at this test process's first large tensor
+    allocator = record["provenance"]["hardware"]["cpu_allocator"]
+    assert allocator.startswith("glibc keeps freed memory; ")
     assert record["kind"] == "trained" and record["schema"] == 2 and record["grid"] == "smoke"
     assert 0 <= record["metrics"]["miou"] <= 100
     assert len(record["metrics"]["per_class_iou"]) == 6

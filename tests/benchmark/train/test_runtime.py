@@ -8,8 +8,6 @@ bitwise; resume of a compiled run is bitwise (the same kernels run in both)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -265,43 +263,6 @@ def test_step_kernels_by_device_and_they_train_the_same(monkeypatch) -> None:
     assert entered == ["cpu"] and (F.interpolate, F.cross_entropy) == original
     assert losses(swapped) == pytest.approx(losses(plain), rel=1e-4)
     assert losses(matmul) == pytest.approx(losses(plain), rel=1e-4)
-
-
-FAULT_PROBE = """
-import ctypes, resource, sys
-import torch
-if sys.argv[1] == "keep":
-    from benchmark.train.engine import keep_freed_memory
-    assert keep_freed_memory()
-else:  # glibc's starting mmap threshold, held fixed (its dynamic raise varies from run to run)
-    assert ctypes.CDLL("libc.so.6").mallopt(-3, 128 << 10) == 1
-sizes = [(i % 7 + 1) << 20 for i in range(20)]  # 4-28 MiB buffers, like a step's activations
-def steps():
-    for _ in range(4):
-        live = [torch.ones(n) for n in sizes]  # forward: allocate and touch
-        while live:  # backward: free in reverse
-            live.pop()
-steps()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-steps()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
-def test_keeping_freed_memory_ends_the_page_faults_of_repeated_steps() -> None:
-    """In a fresh interpreter (the allocator's state is the process's), steps that allocate and
-    free the same buffers fault on every page with glibc's starting mmap threshold (its default
-    raises it dynamically, which ends the faults in some processes and not in others) and
-    (nearly) not at all after `keep_freed_memory()`, which a CPU run calls."""
-    def faults(mode: str) -> int:
-        out = subprocess.run([sys.executable, "-c", FAULT_PROBE, mode], capture_output=True,
-                             text=True, check=True, cwd=ROOT)
-        return int(out.stdout.split()[-1])
-
-    default, kept = faults("default"), faults("keep")
-    # kept is 0 in most processes; once 6144 of 315472 (something else in the process faulted)
-    assert default > 50_000 and kept < 10_000
 
 
 def test_new_settings_keep_every_cell_key() -> None:
