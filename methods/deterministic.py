@@ -1,5 +1,6 @@
-"""Deterministic stand-ins for the two ops of a segmentation step that have no deterministic
-CUDA kernel: bilinear upsampling's backward and cross-entropy's mean/sum reduction.
+"""Deterministic stand-ins for the ops of a segmentation step that have no deterministic CUDA
+kernel: bilinear upsampling's backward, cross-entropy's mean/sum reduction and attention's
+backward.
 
 PyTorch lists both among the ops that `torch.use_deterministic_algorithms` cannot make
 deterministic (their CUDA kernels add with atomics), and every Table 1 step runs them
@@ -10,7 +11,11 @@ of a block, for the same arithmetic in deterministic kernels:
   source indices and weights as PyTorch's kernel; its backward is two matmuls:
   methods/interpolation.py);
 - `F.cross_entropy` / `F.nll_loss` with `reduction='mean'|'sum'` as the per-pixel losses
-  (`reduction='none'`, no atomics) summed by a deterministic reduction, divided as torch does.
+  (`reduction='none'`, no atomics) summed by a deterministic reduction, divided as torch does;
+- `F.scaled_dot_product_attention` (the MiT backbones' attention, through transformers) on its
+  math backend, matmuls and a softmax: the memory-efficient kernel it picks on a GPU adds with
+  atomics in its backward, and under `use_deterministic_algorithms(warn_only=True)` torch only
+  warns once, naming it "Memory Efficient attention".
 
 It patches `torch.nn.functional`, so library code (timm, torchvision, transformers, plugins)
 that calls `F.interpolate` or `nn.Upsample` is covered too. Results equal the original ops to
@@ -25,6 +30,7 @@ from typing import Any, Iterator
 
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from methods.interpolation import LINEAR_MODES, matmul_interpolate, output_sizes, plain_call
 
@@ -84,14 +90,16 @@ def _nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
 @contextlib.contextmanager
 def deterministic_ops() -> Iterator[None]:
     """Within the block, `F.interpolate` (linear, bilinear), `F.cross_entropy` and `F.nll_loss`
-    (mean, sum) run the deterministic versions above; restored on exit."""
+    (mean, sum) run the deterministic versions above, and attention its math backend; restored
+    on exit."""
     replacements = {"interpolate": _interpolate, "cross_entropy": _cross_entropy,
                     "nll_loss": _nll_loss}
     before = {name: getattr(F, name) for name in replacements}  # nested blocks restore theirs
     for name, fn in replacements.items():
         setattr(F, name, fn)
     try:
-        yield
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
     finally:
         for name, fn in before.items():
             setattr(F, name, fn)

@@ -133,3 +133,28 @@ def test_half_precision_input_rounds_once_as_torch_does() -> None:
     assert ((ours.float() - exact).abs() <= ulp).all()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert matmul_interpolate(x.float(), size=(23, 31)).dtype == torch.float32
+
+
+def test_attention_runs_on_its_math_backend_in_the_block(monkeypatch) -> None:
+    """On a GPU, scaled-dot-product attention picks the memory-efficient kernel, whose backward
+    adds with atomics (torch only warns under warn_only); the block allows only the math
+    backend, and the MiT backbone (transformers' SegFormer, sdpa attention) runs in it."""
+    from methods.backbones import mit_b0
+
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    cuda = torch.backends.cuda
+    backends = (cuda.flash_sdp_enabled, cuda.mem_efficient_sdp_enabled, cuda.math_sdp_enabled)
+    before = [enabled() for enabled in backends]
+    backbone = mit_b0()
+    x = torch.randn(1, 3, 64, 64)
+    ref = [f.detach() for f in backbone(x)]
+    with deterministic_ops():
+        assert [enabled() for enabled in backends] == [False, False, True]
+        out = backbone(x)
+        sum(f.sum() for f in out).backward()
+    assert [enabled() for enabled in backends] == before and len(calls) == 16  # 8 blocks x 2
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-5, atol=1e-5)
