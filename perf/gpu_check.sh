@@ -7,34 +7,56 @@
 # CPU parts at small sizes (the smoke grid's preflight, the figures' --quick mode) and appends
 # nothing unless --append. Each part has its own time limit, so the whole stays in budget.
 #
+# A machine whose Python has torch but not this project's other dependencies (a lent GPU
+# machine without internet) gets them as wheels: `bash perf/gpu_wheels.sh` here fills .whl/,
+# which this script installs into a temporary folder first when its Python lacks them.
+#
 #   bash perf/gpu_check.sh            # on a GPU machine (pretrained weights not needed)
 #   bash perf/gpu_check.sh --dry      # print the commands only
 #   bash perf/gpu_check.sh --append   # without a GPU: append the CPU parts' results too
+#   bash perf/gpu_check.sh --out DIR  # also copy perf/RESULTS.md and each part's log to DIR
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 DRY=0
 APPEND=0
-for arg in "$@"; do
-  case "$arg" in
+OUT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
     --dry) DRY=1 ;;
     --append) APPEND=1 ;;
-    *) echo "usage: bash perf/gpu_check.sh [--dry] [--append]" >&2; exit 2 ;;
+    --out) OUT=${2:?--out needs a folder}; shift ;;
+    *) echo "usage: bash perf/gpu_check.sh [--dry] [--append] [--out DIR]" >&2; exit 2 ;;
   esac
+  shift
 done
 
+# carried wheels, for a Python without this project's dependencies (submitit stands for them)
+if [ -d .whl ] && [ "$DRY" = 0 ] && ! "$PY" -c "import submitit" 2> /dev/null; then
+  SITE=$(mktemp -d)
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" \
+    .whl/*.whl || { echo "gpu_check: could not install the wheels in .whl/" >&2; exit 2; }
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if [ "$DRY" = 1 ]; then
   GPU=${GPU_CHECK_ASSUME_GPU:-0}
-else
-  GPU=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
+elif ! GPU=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))"); then
+  echo "gpu_check: $PY cannot import torch; set PYTHON to the interpreter that has it" >&2
+  exit 2
+fi
+if [ "$GPU" = 0 ] && command -v nvidia-smi > /dev/null && nvidia-smi -L > /dev/null 2>&1; then
+  echo "gpu_check: nvidia-smi sees a GPU but torch does not (a CPU build of torch?)" >&2
+  exit 2
 fi
 if [ "$GPU" = 1 ]; then
   GRID=table1; QUICK=""; NO_APPEND=""; APPEND=1
-  LIMITS=(70 70 245 70)  # seconds: 2 preflights, figures, determinism (455 s + 4 x GRACE)
+  LIMITS=(70 70 230 70)  # seconds: 2 preflights, figures, determinism (440 s + 4 x GRACE)
   # cuBLAS reads it once per process: figure 1's deterministic rows need it from the start, so
-  # the figures' process has it (each section's machine line names it); the preflights do not
-  ENVS=("" "" "CUBLAS_WORKSPACE_CONFIG=${CUBLAS_WORKSPACE_CONFIG:-:4096:8}" "")
+  # the figures' and the determinism check's processes have it (their machine lines name it);
+  # the preflights do not
+  CUBLAS="CUBLAS_WORKSPACE_CONFIG=${CUBLAS_WORKSPACE_CONFIG:-:4096:8}"
+  ENVS=("" "" "$CUBLAS" "$CUBLAS")
   DET_QUICK="--quick"    # 4 steps at 32x32: bitwise repeat and resume need no more
 else
   GRID=smoke; QUICK="--quick"; DET_QUICK="--quick"; LIMITS=(300 300 900 600)
@@ -87,10 +109,18 @@ print(c.get_device_name(0) if c.is_available() else 'CPU')")
       echo
       echo "### ${TITLES[$i]} (exit $(cat "$LOG.$i.rc"))"
       echo
-      grep -E '^\||preflight|error' "$LOG.$i" || true
+      grep -iE '^\||^- |preflight|error' "$LOG.$i" || true
     done
   } >> perf/RESULTS.md
   echo "appended the preflight tables to perf/RESULTS.md"
+fi
+if [ -n "$OUT" ]; then  # what a machine that is given back afterwards must hand over
+  mkdir -p "$OUT"
+  cp perf/RESULTS.md "$OUT/RESULTS.md"
+  for i in "${!COMMANDS[@]}"; do
+    [ -f "$LOG.$i" ] && cp "$LOG.$i" "$OUT/part$i.log"
+  done
+  echo "copied perf/RESULTS.md and the parts' logs to $OUT"
 fi
 rm -f "$LOG" "$LOG".*
 echo "gpu_check: $FAILED part(s) failed or ran out of time, $MISSED missed a target;" \

@@ -362,8 +362,13 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
     warmup, repeats = (1, 3) if quick else (2, 10)
     device = device or torch.device("cpu")
     threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    # on a GPU cuDNN allows TF32 by default and cuBLAS does not: MMSeg's MiT feed-forward
+    # layers are 1x1 convolutions where the suite's are linear layers, so they would round
+    # differently; both sides run full fp32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     rows = []
     try:
         for s in (QUICK_STEP_SETUPS if quick else STEP_SETUPS):
@@ -391,6 +396,7 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
     finally:
         torch.set_num_threads(threads)
         cv2.setNumThreads(cv2_threads)
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     headers = ["Stage", "Model, input", "Suite / MMSeg", "Ratio [IQR]", "Checked first",
                "Target", "Verdict"]
     return Report("peer", "Peer: the suite vs MMSegmentation 1.2.2", [Table(headers, rows)],
@@ -413,7 +419,9 @@ def _notes(device: torch.device, warmup: int, repeats: int) -> list[str]:
     return [f"{device} (the pipeline on the CPU), one process, 1 torch thread and 1 OpenCV "
             f"thread; the two sides alternate, "
             f"{repeats} rounds after {warmup} warm-up call(s) each; ratio = median over rounds "
-            f"of suite time / MMSeg time (below 1: the suite is faster)",
+            f"of suite time / MMSeg time (below 1: the suite is faster)"
+            + ("; TF32 off on both sides (full fp32 convolutions and matmuls)"
+               if device.type == "cuda" else ""),
             "same model, same weights: MMSeg builds from its config (SyncBN -> BN), the suite "
             "loads MMSeg's random weights through benchmark/checkpoints; dropout and "
             "stochastic depth off on both sides; steps timed with every learning rate 0",

@@ -281,6 +281,24 @@ def test_peer_draws_serve_mmseg_the_suites_numbers_and_restore_numpy() -> None:
     assert theirs == ours and np.random.randint is before
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")  # MMSeg's deprecation notes
+def test_peer_figure_runs_every_row_and_leaves_the_process_as_it_found_it() -> None:
+    """`python -m perf.peer --quick`'s rows (each checked for equal losses or predictions before
+    it is timed); threads and TF32 flags restored afterwards (no timing asserted)."""
+    pytest.importorskip("mmseg")
+    from perf.peer import run
+
+    threads = torch.get_num_threads()
+    torch.backends.cudnn.allow_tf32 = True
+    report = run(quick=True, device=torch.device("cpu"))
+    stages = [row[0] for row in report.tables[0].rows]
+    assert stages == ["training step", "training step", "training pipeline",
+                      "whole-image inference", "sliding inference"]
+    assert torch.get_num_threads() == threads and torch.backends.cudnn.allow_tf32
+    assert not torch.backends.cuda.matmul.allow_tf32
+
+
 @pytest.mark.filterwarnings("ignore:`reduce_zero_label` will be deprecated")
 def test_peer_pipeline_sides_make_the_same_samples(tmp_path) -> None:
     """Two tiny pairs through the suite's staged pipeline and MMSeg's train_pipeline (the
@@ -324,10 +342,13 @@ def test_determinism_figure_names_the_ops_torch_warns_about() -> None:
             warnings.warn("an unrelated warning")
             warnings.warn("... this operation is not deterministic because it uses CuBLAS and "
                           "you have CUDA >= 10.2 ...")  # torch's cuBLAS alert, as CUDA words it
+            warnings.warn("Memory Efficient attention defaults to a non-deterministic algorithm. "
+                          "To explicitly enable ...")  # libtorch_cuda's words, warn_only
     finally:
         torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
     names = nondeterministic_warnings(caught)
-    assert len(names) == 2 and "put_" in names[0] and names[1].startswith("cuBLAS")
+    assert len(names) == 3 and "put_" in names[0] and names[1].startswith("cuBLAS")
+    assert names[2].startswith("scaled_dot_product_attention")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
@@ -388,6 +409,33 @@ def test_cpu_profile_figure_skips_on_a_gpu_machine(monkeypatch) -> None:
     assert report.tables == [] and "CUDA_VISIBLE_DEVICES=" in report.notes[0]
 
 
+def test_determinism_figure_repeats_and_resumes_and_stops_on_an_outside_sigterm(
+        monkeypatch) -> None:
+    """The figure gpu_check.sh runs, on the CPU (4 steps at 32x32, fp32): both settings repeat
+    and resume bit for bit. A SIGTERM it did not send itself (the script's time limit) during
+    the interrupted run stops the figure instead of being taken for its planned stop."""
+    import signal
+
+    import benchmark.train.engine as loop
+    from benchmark.stops import Interrupted
+    from perf import determinism
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # the figure sets it for the process
+    rows = determinism.run(quick=True, device=torch.device("cpu")).tables[0].rows
+    assert [row[1:4] for row in rows] == [["off", "yes", "yes"], ["on", "yes", "yes"]]
+
+    real = loop.set_lr
+
+    def outside(optimizer, cell, step):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(optimizer, cell, step)
+
+    monkeypatch.setattr(loop, "set_lr", outside)
+    with pytest.raises(Interrupted):
+        determinism._resumed(determinism._cell(False, False, True), stop_at=3)
+
+
 def test_gpu_check_script_parses_and_lists_its_parts() -> None:
     """perf/gpu_check.sh --dry: the commands a GPU machine (and a CPU one) would run."""
     import perf.determinism  # noqa: F401  (the modules it runs import)
@@ -412,6 +460,63 @@ def test_gpu_check_script_parses_and_lists_its_parts() -> None:
     # each part's limit plus the grace before SIGKILL: all of them fit the 8-minute budget
     assert sum(int(s[:-1]) for lim in limits for s in lim.split("+")) < 8 * 60, limits
     assert "--grid smoke" in cpu and cpu.count("--quick --no-append") == 2
+
+
+STUB_PYTHON = """#!/usr/bin/env bash
+case "$*" in
+  "-m pip install"*) echo "$*" > "$(dirname "$0")/pip.args" ;;
+  "-c import torch;"*) [ -n "${NO_TORCH:-}" ] && exit 1; echo 0 ;;
+  "-c import submitit") exit 1 ;;
+  *) echo "ran: $* with PYTHONPATH=${PYTHONPATH:-}" ;;
+esac
+"""
+
+
+def test_gpu_check_installs_carried_wheels_and_hands_over_its_logs(tmp_path) -> None:
+    """On a machine without the project's dependencies: the wheels in .whl/ are installed into a
+    folder every part then imports from; --out gets RESULTS.md and each part's log (a lent
+    machine is given back afterwards); a Python without torch stops it at once (a stub Python
+    stands in: nothing heavy runs)."""
+    (tmp_path / "perf").mkdir()
+    (tmp_path / ".whl").mkdir()
+    (tmp_path / ".whl" / "x-1.0-py3-none-any.whl").write_text("")
+    (tmp_path / "perf" / "RESULTS.md").write_text("# results\n")
+    script = tmp_path / "perf" / "gpu_check.sh"
+    script.write_text((ROOT / "perf" / "gpu_check.sh").read_text())
+    stub = tmp_path / "python"
+    stub.write_text(STUB_PYTHON)
+    stub.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(stub)}
+
+    done = subprocess.run(["bash", str(script), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    site = (tmp_path / "pip.args").read_text().split("--target ")[1].split()[0]
+    logs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert logs == ["RESULTS.md", "part0.log", "part1.log", "part2.log", "part3.log"]
+    for i in range(4):
+        assert f"with PYTHONPATH={site}" in (tmp_path / "out" / f"part{i}.log").read_text()
+
+    missing = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60,
+                             env={**env, "NO_TORCH": "1"})
+    assert missing.returncode == 2 and "cannot import torch" in missing.stderr
+
+
+def test_gpu_wheels_carry_pyprojects_pins() -> None:
+    """perf/gpu_wheels.sh downloads the project's own pins, not whatever PyPI has newest: every
+    wheel it names that pyproject.toml pins (dependencies, fidelity extra) has that version."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = dict(re.match(r"([A-Za-z0-9_.-]+)==(.+)", spec).groups()
+                for spec in project["dependencies"] + project["optional-dependencies"]["fidelity"])
+    script = (ROOT / "perf" / "gpu_wheels.sh").read_text()
+    wheels = dict(re.findall(r"([A-Za-z0-9_.-]+)==([0-9][^\s)]*)", script.split("WHEELS=(")[1]))
+    shared = set(wheels) & set(pins)
+    assert {"transformers", "timm", "submitit", "mmsegmentation", "mmengine"} <= shared
+    assert {name: wheels[name] for name in shared} == {name: pins[name] for name in shared}
+    assert "torch" not in wheels  # the machine's own build: too large to carry, and CUDA's
 
 
 def test_upsampling_figure_checks_the_swap_against_torch_and_names_its_forward() -> None:
