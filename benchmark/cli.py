@@ -482,7 +482,7 @@ def weights_refused(grids: GridCells) -> bool:
 
 
 def start_command() -> None:
-    """Per command: huge pages asked of torch before its first large tensor (child processes
+    """Per command: huge pages asked of torch before its first tensor (child processes
     inherit the setting: benchmark/cpu_memory.py); one warning per damaged record."""
     ask_for_huge_pages()
     forget_reported()

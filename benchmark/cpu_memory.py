@@ -22,10 +22,10 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 KEEP_FREED = {M_MMAP_THRESHOLD: 32 << 20,  # glibc's maximum: buffers up to 32 MiB from the heap
               M_TRIM_THRESHOLD: 1 << 30,  # return freed heap memory to the OS only above 1 GiB
               M_TOP_PAD: 256 << 20}  # grow the heap in steps of 256 MiB (address space only)
-HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"  # read by torch once, at its first tensor >= 2 MiB
+HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"  # read by torch once, at its first CPU tensor
 HUGE_PAGE = 2 << 20  # the smallest tensor torch asks huge pages for
-PAGE = 4096  # torch starts a tensor it asked huge pages for on a page (else on 64 bytes)
 THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+SMAPS = Path("/proc/self/smaps")
 _KEPT = {"freed": False}  # whether keep_freed_memory succeeded in this process
 
 
@@ -45,7 +45,7 @@ def keep_freed_memory() -> bool:
 def ask_for_huge_pages() -> None:
     """Ask torch for huge pages for tensors of 2 MiB or more, unless the environment already
     says (THP_MEM_ALLOC_ENABLE=0 keeps them off). torch reads the setting once, at the
-    process's first such tensor: call this before any; child processes inherit it."""
+    process's first CPU tensor of any size: call this before any; child processes inherit it."""
     if sys.platform.startswith("linux"):
         os.environ.setdefault(HUGE_PAGES_ENV, "1")
 
@@ -61,17 +61,36 @@ def system_huge_pages() -> str:
 
 
 def huge_pages_in_use() -> bool:
-    """Whether this process's large tensors get huge pages: torch 2.14 starts them on a page
-    boundary only when it asked for them (a probe of three fresh tensors; its own alignment is
-    64 bytes), and the kernel grants them unless its mode is 'never'. Without the setting in
-    the environment it does not probe, so it never turns them off by allocating first."""
-    if os.environ.get(HUGE_PAGES_ENV) != "1":
+    """Whether this process's tensors of 2 MiB or more get huge pages: the kernel's mode is
+    'always', or it is 'madvise' and a fresh probe tensor lies in a mapping advised for them
+    (/proc/self/smaps). Without the setting in the environment it does not probe, so it never
+    turns them off by allocating first."""
+    mode = system_huge_pages()
+    if mode == "always":
+        return True
+    if mode != "madvise" or os.environ.get(HUGE_PAGES_ENV) != "1":
         return False
     import torch
 
-    probes = [torch.empty(HUGE_PAGE, dtype=torch.uint8) for _ in range(3)]
-    aligned = all(p.data_ptr() % PAGE == 0 for p in probes)
-    return aligned and system_huge_pages() in ("always", "madvise")
+    probe = torch.empty(HUGE_PAGE, dtype=torch.uint8)
+    return advised_for_huge_pages(probe.data_ptr())
+
+
+def advised_for_huge_pages(address: int) -> bool:
+    """Whether the mapping that holds `address` was advised for huge pages (VmFlags 'hg')."""
+    try:
+        lines = SMAPS.read_text().splitlines()
+    except OSError:
+        return False
+    inside = False
+    for line in lines:
+        first = line.split(" ", 1)[0]
+        if not first.endswith(":"):  # a mapping's header: start-end perms offset ...
+            start, _, end = first.partition("-")
+            inside = int(start, 16) <= address < int(end, 16)
+        elif inside and first == "VmFlags:":
+            return "hg" in line.split()[1:]
+    return False
 
 
 def tune_cpu_allocator() -> str:

@@ -2,9 +2,10 @@
 kernel: bilinear upsampling's backward, cross-entropy's mean/sum reduction and attention's
 backward.
 
-PyTorch lists both among the ops that `torch.use_deterministic_algorithms` cannot make
-deterministic (their CUDA kernels add with atomics), and every Table 1 step runs them
-(perf/cuda_ops.py lists them per cell). `deterministic_ops()` swaps them, for the duration
+PyTorch lists the first two among the ops that `torch.use_deterministic_algorithms` cannot
+make deterministic (their CUDA kernels add with atomics), and every Table 1 step runs them;
+the third it leaves non-deterministic in warn-only mode, the engine's (perf/cuda_ops.py lists
+all three per cell). `deterministic_ops()` swaps them, for the duration
 of a block, for the same arithmetic in deterministic kernels:
 
 - bilinear / linear `F.interpolate` as a product with two interpolation matrices (the same

@@ -42,7 +42,7 @@ def pick_device(name: str | None = None) -> torch.device:
     """`name` if given, else CUDA when available, else the CPU; on the CPU the allocator is set
     as the suite's CPU runs set it (glibc keeps freed memory, huge pages for large tensors:
     benchmark/cpu_memory.py), for every side of every figure alike. Call it before the
-    process's first large tensor."""
+    process's first tensor."""
     from benchmark.cpu_memory import tune_cpu_allocator
 
     device = torch.device(name) if name else torch.device(

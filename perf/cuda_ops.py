@@ -42,6 +42,11 @@ NO_DETERMINISTIC_CUDA_KERNEL = {
     "_ctc_loss_backward": "CTCLoss, backward",
     "histc": "histc",
     "grid_sampler_2d_backward": "grid_sample, backward",
+    # not on that list: fused attention, whose CUDA backward (the memory-efficient kernel) is
+    # not deterministic in warn-only mode, the engine's (torch warns once). On the CPU the
+    # dispatch mode sees it as the CPU flash kernel's backward
+    "_scaled_dot_product_flash_attention_for_cpu_backward":
+        "scaled_dot_product_attention (fused), backward",
 }
 NLL_REDUCTION_ARG = 3  # nll_loss(2d)_forward(self, target, weight, reduction, ignore_index)
 
@@ -105,7 +110,8 @@ def run(quick: bool = False, device: torch.device | None = None) -> Report:
                   rows)
     notes = ["ops recorded on the CPU (TorchDispatchMode), one training step per cell at 32x32 "
              "(which ops run does not depend on the size), forward to optimizer step; matched "
-             "against torch 2.14's list in torch.use_deterministic_algorithms' docstring; NLLLoss "
+             "against torch 2.14's list in torch.use_deterministic_algorithms' docstring and "
+             "fused attention's backward (the MiT backbones'; torch only warns); NLLLoss "
              "counts only with reduction mean or sum (reduction='none' has no atomics)",
              "target: none left with train.deterministic"]
     return Report("cuda_ops", "Ops without a deterministic CUDA kernel, per Table 1 step",

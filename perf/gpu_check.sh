@@ -16,21 +16,24 @@
 #   bash perf/gpu_check.sh --append   # without a GPU: append the CPU parts' results too
 #   bash perf/gpu_check.sh --out DIR  # also copy perf/RESULTS.md and each part's log to DIR
 set -uo pipefail
+CALLER=$PWD
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 DRY=0
 APPEND=0
 OUT=""
+usage() { echo "usage: bash perf/gpu_check.sh [--dry] [--append] [--out DIR]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry) DRY=1 ;;
     --append) APPEND=1 ;;
-    --out) OUT=${2:?--out needs a folder}; shift ;;
-    *) echo "usage: bash perf/gpu_check.sh [--dry] [--append] [--out DIR]" >&2; exit 2 ;;
+    --out) case "${2:--}" in -*) usage ;; esac; OUT=$2; shift ;;
+    *) usage ;;
   esac
   shift
 done
+case "$OUT" in /*|"") ;; *) OUT="$CALLER/$OUT" ;; esac  # relative: to where it was called
 
 # carried wheels, for a Python without this project's dependencies (submitit stands for them)
 if [ -d .whl ] && [ "$DRY" = 0 ] && ! "$PY" -c "import submitit" 2> /dev/null; then
@@ -45,7 +48,8 @@ elif ! GPU=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))"); th
   echo "gpu_check: $PY cannot import torch; set PYTHON to the interpreter that has it" >&2
   exit 2
 fi
-if [ "$GPU" = 0 ] && command -v nvidia-smi > /dev/null && nvidia-smi -L > /dev/null 2>&1; then
+if [ "$DRY" = 0 ] && [ "$GPU" = 0 ] && command -v nvidia-smi > /dev/null \
+    && nvidia-smi -L > /dev/null 2>&1; then
   echo "gpu_check: nvidia-smi sees a GPU but torch does not (a CPU build of torch?)" >&2
   exit 2
 fi
@@ -75,6 +79,14 @@ TITLES=("preflight, fp32" "preflight, bf16 autocast" "figures: training step, in
 
 GRACE=5
 LOG=$(mktemp)
+hand_over() {  # what a machine that is given back afterwards must hand over (--out)
+  [ -n "$OUT" ] || return 0
+  mkdir -p "$OUT"
+  cp perf/RESULTS.md "$OUT/RESULTS.md"
+  for j in "${!COMMANDS[@]}"; do
+    if [ -f "$LOG.$j" ]; then cp "$LOG.$j" "$OUT/part$j.log"; fi
+  done
+}
 FAILED=0
 MISSED=0
 START=$(date +%s)
@@ -93,6 +105,7 @@ for i in "${!COMMANDS[@]}"; do
     *) echo "--- ${TITLES[$i]}: failed, exit $rc"; FAILED=$((FAILED + 1)) ;;
   esac
   echo "$rc" > "$LOG.$i.rc"
+  hand_over  # each part's log as soon as it ends: an outside time limit loses no more
 done
 [ "$DRY" = 1 ] && exit 0
 
@@ -114,14 +127,8 @@ print(c.get_device_name(0) if c.is_available() else 'CPU')")
   } >> perf/RESULTS.md
   echo "appended the preflight tables to perf/RESULTS.md"
 fi
-if [ -n "$OUT" ]; then  # what a machine that is given back afterwards must hand over
-  mkdir -p "$OUT"
-  cp perf/RESULTS.md "$OUT/RESULTS.md"
-  for i in "${!COMMANDS[@]}"; do
-    [ -f "$LOG.$i" ] && cp "$LOG.$i" "$OUT/part$i.log"
-  done
-  echo "copied perf/RESULTS.md and the parts' logs to $OUT"
-fi
+hand_over
+[ -n "$OUT" ] && echo "copied perf/RESULTS.md and the parts' logs to $OUT"
 rm -f "$LOG" "$LOG".*
 echo "gpu_check: $FAILED part(s) failed or ran out of time, $MISSED missed a target;" \
   "$(( $(date +%s) - START )) s"

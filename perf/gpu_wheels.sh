@@ -2,8 +2,9 @@
 # Downloads into .whl/ (git-ignored) the wheels perf/gpu_check.sh needs on a GPU machine whose
 # Python has torch but not the rest of this project's dependencies and no internet (Python
 # 3.12, x86-64); gpu_check.sh installs whatever .whl/ holds before it starts. The pins are
-# pyproject.toml's (tests/perf/test_gpu_check.py keeps them equal) and, for their own
-# dependencies, the versions the project's CI installs.
+# pyproject.toml's (tests/perf/test_perf.py keeps them equal) and, for their own dependencies,
+# the versions the project's CI installs; the rest they need (tokenizers, safetensors, regex,
+# pyarrow, xxhash, fsspec, huggingface-hub) the lent machines' image has (KINDS.md, 2026-11).
 #
 #   bash perf/gpu_wheels.sh [PYTHON_VERSION]   # here, with PyPI (default 3.12)
 set -euo pipefail

@@ -401,7 +401,8 @@ CUBLAS_TOO_LATE = (
 def step_kernels(train: Any, device: torch.device) -> contextlib.AbstractContextManager:
     """The training loop's kernel swaps (in `torch.nn.functional`, methods/):
     - on a GPU with `train.deterministic`: bilinear upsampling and cross-entropy reductions in
-      deterministic kernels (methods/deterministic.py: torch has none for them);
+      deterministic kernels (methods/deterministic.py: torch has none for them), attention on
+      its math backend;
     - on the CPU (eager): bilinear upsampling with a matmul backward (methods/interpolation.py:
       torch's CPU backward kernel is several times slower) and cross-entropy whose backward
       reuses the log-softmax buffer (methods/cross_entropy.py); both equal to float rounding;

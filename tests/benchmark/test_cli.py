@@ -61,7 +61,7 @@ def test_smoke_grid_end_to_end(tmp_path, capsys) -> None:
         assert field in record, field
     for field in ("git_commit", "versions", "hardware"):
         assert field in record["provenance"], field
-    # huge pages or not: torch read the setting at this test process's first large tensor
+    # huge pages or not: torch read the setting at this test process's first tensor
     allocator = record["provenance"]["hardware"]["cpu_allocator"]
     assert allocator.startswith("glibc keeps freed memory; ")
     assert record["kind"] == "trained" and record["schema"] == 2 and record["grid"] == "smoke"

@@ -62,7 +62,7 @@ def test_keeping_freed_memory_ends_the_page_faults_of_repeated_steps() -> None:
     kept, said = probe("kept", 4)
     # kept is 0 in most processes; once 6144 of 315472 (something else in the process faulted)
     assert default > 50_000 and kept < 10_000
-    assert said[:2] == ["glibc keeps freed memory; no huge pages"] * 2 and said[2] == "False"
+    assert all(note.startswith("glibc keeps freed memory; ") for note in said[:2])
 
 
 @LINUX
@@ -71,9 +71,11 @@ def test_keeping_freed_memory_ends_the_page_faults_of_repeated_steps() -> None:
 def test_huge_pages_end_most_page_faults_of_buffers_above_glibcs_heap() -> None:
     """Buffers over glibc's 32 MiB heap limit are mapped fresh on every allocation even with
     freed memory kept: each of their 4 KiB pages faults, every step. With huge pages asked for
-    (before torch's first large tensor) they fault once per 2 MiB (but at each buffer's ends,
+    (before torch's first tensor) they fault once per 2 MiB (but at each buffer's ends,
     which torch does not align to 2 MiB: up to 1024 faults a buffer); without the request, or with
     THP_MEM_ALLOC_ENABLE=0 in the environment, the note says no huge pages."""
+    if system_huge_pages() == "always":
+        pytest.skip("the kernel gives huge pages unasked (mode 'always'): nothing to compare")
     kept, said_kept = probe("kept", 40)
     huge, said_huge = probe("huge", 40)
     refused, said_refused = probe("huge", 40, huge_pages_env="0")
@@ -82,16 +84,24 @@ def test_huge_pages_end_most_page_faults_of_buffers_above_glibcs_heap() -> None:
                          "glibc keeps freed memory; huge pages for tensors of 2 MiB or more",
                          "True"]
     assert said_kept[2] == said_refused[2] == "False"
-    assert huge < pages // 20  # 44992 of 3153920 on the Intel VM
-    if system_huge_pages() == "madvise":  # "always": the kernel gives them unasked
-        assert kept > pages // 2 and refused > pages // 2
+    assert huge < pages // 10  # 44992 of 3153920 on the Intel VM (fewer if memory is fragmented)
+    assert kept > pages // 2 and refused > pages // 2
+
+
+def test_a_mapping_without_the_advice_is_not_taken_for_huge_pages() -> None:
+    """The smaps reading behind the records' note: memory nobody advised (a Python object, an
+    address no mapping holds) is not reported as huge pages."""
+    from benchmark.cpu_memory import advised_for_huge_pages
+
+    assert not advised_for_huge_pages(id(object()))
+    assert not advised_for_huge_pages(0)
 
 
 def test_the_cli_asks_for_huge_pages_for_its_processes_unless_told_not_to(tmp_path,
                                                                          monkeypatch) -> None:
     monkeypatch.delenv(HUGE_PAGES_ENV, raising=False)
     assert main(["--grid", "smoke", "--dry-run", "--results", str(tmp_path)]) == 0
-    assert os.environ[HUGE_PAGES_ENV] == ("1" if sys.platform.startswith("linux") else None)
+    assert os.environ.get(HUGE_PAGES_ENV) == ("1" if sys.platform.startswith("linux") else None)
     monkeypatch.setenv(HUGE_PAGES_ENV, "0")
     assert main(["--grid", "smoke", "--dry-run", "--results", str(tmp_path)]) == 0
     assert os.environ[HUGE_PAGES_ENV] == "0"

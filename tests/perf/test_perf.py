@@ -289,14 +289,17 @@ def test_peer_figure_runs_every_row_and_leaves_the_process_as_it_found_it() -> N
     pytest.importorskip("mmseg")
     from perf.peer import run
 
-    threads = torch.get_num_threads()
-    torch.backends.cudnn.allow_tf32 = True
-    report = run(quick=True, device=torch.device("cpu"))
+    threads, matmul = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        report = run(quick=True, device=torch.device("cpu"))
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
     stages = [row[0] for row in report.tables[0].rows]
     assert stages == ["training step", "training step", "training pipeline",
                       "whole-image inference", "sliding inference"]
-    assert torch.get_num_threads() == threads and torch.backends.cudnn.allow_tf32
-    assert not torch.backends.cuda.matmul.allow_tf32
+    assert torch.get_num_threads() == threads
 
 
 @pytest.mark.filterwarnings("ignore:`reduce_zero_label` will be deprecated")
@@ -314,7 +317,8 @@ def test_peer_pipeline_sides_make_the_same_samples(tmp_path) -> None:
 def test_inventory_finds_the_ops_without_a_deterministic_cuda_kernel_and_the_swap_removes_them(
 ) -> None:
     """The smoke cell's step upsamples (bilinear backward) and reduces a cross-entropy (NLL mean),
-    both on torch's list; under methods.deterministic's swaps none is left."""
+    both on torch's list, and its MiT backbone's fused attention has a backward; under
+    methods.deterministic's swaps none is left."""
     from experiments.smoke import smoke
     from perf.cuda_ops import nondeterministic_cuda_ops
 
@@ -322,6 +326,7 @@ def test_inventory_finds_the_ops_without_a_deterministic_cuda_kernel_and_the_swa
     found = nondeterministic_cuda_ops(ours)
     assert found.get("upsample_bilinear2d_backward", 0) >= 1
     assert found.get("nll_loss2d_forward") == 1
+    assert found.get("_scaled_dot_product_flash_attention_for_cpu_backward", 0) >= 1  # MiT's
     assert nondeterministic_cuda_ops(ours, swapped=True) == {}
 
 
@@ -485,10 +490,13 @@ def test_gpu_check_installs_carried_wheels_and_hands_over_its_logs(tmp_path) -> 
     script.write_text((ROOT / "perf" / "gpu_check.sh").read_text())
     stub = tmp_path / "python"
     stub.write_text(STUB_PYTHON)
-    stub.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(stub)}
+    (tmp_path / "bin").mkdir()  # a GPU machine's nvidia-smi, here seeing none
+    (tmp_path / "bin" / "nvidia-smi").write_text("#!/usr/bin/env bash\nexit 6\n")
+    for path in (stub, tmp_path / "bin" / "nvidia-smi"):
+        path.chmod(0o755)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "PYTHON": str(stub)}
 
-    done = subprocess.run(["bash", str(script), "--out", str(tmp_path / "out")],
+    done = subprocess.run(["bash", str(script), "--out", "out"], cwd=tmp_path,  # relative DIR
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     site = (tmp_path / "pip.args").read_text().split("--target ")[1].split()[0]
@@ -500,6 +508,14 @@ def test_gpu_check_installs_carried_wheels_and_hands_over_its_logs(tmp_path) -> 
     missing = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60,
                              env={**env, "NO_TORCH": "1"})
     assert missing.returncode == 2 and "cannot import torch" in missing.stderr
+    (tmp_path / "bin" / "nvidia-smi").write_text("#!/usr/bin/env bash\necho GPU 0\n")
+    blind = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60,
+                           env=env)  # a GPU the stub's torch cannot see: a CPU build of torch
+    assert blind.returncode == 2 and "torch does not" in blind.stderr
+    for args in (["--out"], ["--out", "--dry"], ["--bogus"]):  # a usage error, nothing run
+        wrong = subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                               timeout=60, env=env)
+        assert wrong.returncode == 2 and wrong.stderr.startswith("usage:") and not wrong.stdout
 
 
 def test_gpu_wheels_carry_pyprojects_pins() -> None:
