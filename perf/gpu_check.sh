@@ -122,7 +122,11 @@ print(c.get_device_name(0) if c.is_available() else 'CPU')")
       echo
       echo "### ${TITLES[$i]} (exit $(cat "$LOG.$i.rc"))"
       echo
-      grep -iE '^\||^- |preflight|error' "$LOG.$i" || true
+      if grep -q 'preflight of' "$LOG.$i"; then  # each cell as it ended, the table, its notes
+        sed -n '/preflight of/,$p' "$LOG.$i"
+      else  # it stopped before the first cell: what it said last
+        tail -n 20 "$LOG.$i"
+      fi
     done
   } >> perf/RESULTS.md
   echo "appended the preflight tables to perf/RESULTS.md"

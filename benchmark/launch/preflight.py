@@ -232,4 +232,14 @@ def run_preflight(cells: list[Cell], device: str | None = None, batch: int | Non
             print(f"preflight [{i}/{len(cells)}] {cell.row} / {cell.column}: "
                   f"{h}x{w} x {b} on {dev}", flush=True)
         results.append(preflight_cell(cell, dev, b))
+        if echo:  # each cell's result as it ends: a run stopped part-way keeps the cells done
+            print(f"  -> {result_line(results[-1])}", flush=True)
     return results
+
+
+def result_line(r: PreflightResult) -> str:
+    """One finished cell in a line: status, step and evaluation seconds, peak memory."""
+    seconds = [("–" if math.isnan(v) else f"{v:.2f}") for v in (r.step_s, r.eval_s)]
+    mem = "–" if not r.peak_bytes else f"{r.peak_bytes / 2**30:.2f} GiB"
+    line = f"{r.status}: step {seconds[0]} s, eval {seconds[1]} s, peak memory {mem}"
+    return line + (f"; {r.error}" if r.error else "")

@@ -472,6 +472,7 @@ case "$*" in
   "-m pip install"*) echo "$*" > "$(dirname "$0")/pip.args" ;;
   "-c import torch;"*) [ -n "${NO_TORCH:-}" ] && exit 1; echo 0 ;;
   "-c import submitit") exit 1 ;;
+  "run_all.py"*) echo "starting"; echo "grid smoke: preflight of 1 cells"; echo "  -> ok: step" ;;&
   *) echo "ran: $* with PYTHONPATH=${PYTHONPATH:-}" ;;
 esac
 """
@@ -496,9 +497,12 @@ def test_gpu_check_installs_carried_wheels_and_hands_over_its_logs(tmp_path) -> 
         path.chmod(0o755)
     env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "PYTHON": str(stub)}
 
-    done = subprocess.run(["bash", str(script), "--out", "out"], cwd=tmp_path,  # relative DIR
-                          capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(["bash", str(script), "--append", "--out", "out"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=60)  # relative DIR
     assert done.returncode == 0, done.stdout + done.stderr
+    appended = (tmp_path / "out" / "RESULTS.md").read_text()  # the preflights' output, whole
+    assert appended.count("grid smoke: preflight of 1 cells\n  -> ok: step") == 2
+    assert "starting" not in appended and "### preflight, bf16 autocast (exit 0)" in appended
     site = (tmp_path / "pip.args").read_text().split("--target ")[1].split()[0]
     logs = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert logs == ["RESULTS.md", "part0.log", "part1.log", "part2.log", "part3.log"]

@@ -98,6 +98,8 @@ def test_cli_preflight_prints_the_table(tmp_path, capsys) -> None:
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("preflight [") == 5
+    done = [line for line in out.splitlines() if line.startswith("  -> ")]  # as each cell ends
+    assert len(done) == 5 and all(line.startswith("  -> ok: step ") for line in done)
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + 5 and all(line.rstrip().endswith("| ok       |") or "Status" in line
                                         for line in table)
