@@ -93,12 +93,10 @@ def advised_for_huge_pages(address: int) -> bool:
     return False
 
 
-def tune_cpu_allocator() -> str:
-    """Both settings of a CPU run (huge pages only where still in time); returns
-    `allocator_note()`."""
+def tune_cpu_allocator() -> None:
+    """Both settings of a CPU run (huge pages only where still in time)."""
     ask_for_huge_pages()
     keep_freed_memory()
-    return allocator_note()
 
 
 def allocator_note() -> str:

@@ -43,12 +43,13 @@ def pick_device(name: str | None = None) -> torch.device:
     as the suite's CPU runs set it (glibc keeps freed memory, huge pages for large tensors:
     benchmark/cpu_memory.py), for every side of every figure alike. Call it before the
     process's first tensor."""
-    from benchmark.cpu_memory import tune_cpu_allocator
+    from benchmark.cpu_memory import allocator_note, tune_cpu_allocator
 
     device = torch.device(name) if name else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
-        _ALLOCATOR["note"] = tune_cpu_allocator() + ", as the suite's CPU runs"
+        tune_cpu_allocator()
+        _ALLOCATOR["note"] = allocator_note() + ", as the suite's CPU runs"
     return device
 
 

@@ -181,12 +181,19 @@ def _m(n: float | None, signed: bool = False) -> str:
     return f"{n:+.2f}" if signed else f"{n:.2f}"
 
 
+def _seconds(s: float) -> str:
+    return "–" if math.isnan(s) else f"{s:.2f}"
+
+
+def _memory(n_bytes: int) -> str:
+    return "–" if not n_bytes else f"{n_bytes / 2**30:.2f} GiB"
+
+
 def format_preflight(results: list[PreflightResult]) -> str:
     """The preflight table (GitHub Markdown), then one line per error or loaded checkpoint."""
     rows = []
     for r in results:
         c = r.cell
-        mem = "–" if not r.peak_bytes else f"{r.peak_bytes / 2**30:.2f} GiB"
         rows.append([
             f"{c.row} / {c.column}" if c.column else c.row,
             _m(r.learnable / 1e6 if r.learnable else None),
@@ -194,9 +201,9 @@ def format_preflight(results: list[PreflightResult]) -> str:
             _m(c.paper_params_m) if c.paper_params_m is not None else "–",
             _m(r.params_diff_m, signed=True),
             f"{r.crop[0]}x{r.crop[1]}x{r.batch}",
-            "–" if math.isnan(r.step_s) else f"{r.step_s:.2f}",
-            "–" if math.isnan(r.eval_s) else f"{r.eval_s:.2f}",
-            mem,
+            _seconds(r.step_s),
+            _seconds(r.eval_s),
+            _memory(r.peak_bytes),
             "+".join(r.losses) or "–",
             r.status,
         ])
@@ -239,7 +246,6 @@ def run_preflight(cells: list[Cell], device: str | None = None, batch: int | Non
 
 def result_line(r: PreflightResult) -> str:
     """One finished cell in a line: status, step and evaluation seconds, peak memory."""
-    seconds = [("–" if math.isnan(v) else f"{v:.2f}") for v in (r.step_s, r.eval_s)]
-    mem = "–" if not r.peak_bytes else f"{r.peak_bytes / 2**30:.2f} GiB"
-    line = f"{r.status}: step {seconds[0]} s, eval {seconds[1]} s, peak memory {mem}"
+    line = (f"{r.status}: step {_seconds(r.step_s)} s, eval {_seconds(r.eval_s)} s, "
+            f"peak memory {_memory(r.peak_bytes)}")
     return line + (f"; {r.error}" if r.error else "")

@@ -88,6 +88,25 @@ def test_huge_pages_end_most_page_faults_of_buffers_above_glibcs_heap() -> None:
     assert kept > pages // 2 and refused > pages // 2
 
 
+@pytest.mark.parametrize("setting, mode, asked, in_use", [
+    ("[always] madvise never\n", "always", "0", True),  # the kernel gives them unasked
+    ("always madvise [never]\n", "never", "1", False),  # the kernel refuses them
+    ("always [madvise] never\n", "madvise", "0", False)])  # madvise, not asked
+def test_the_kernels_mode_and_the_request_decide_without_a_probe(tmp_path, monkeypatch, setting,
+                                                                 mode, asked, in_use) -> None:
+    """Where the kernel's mode or the request settles it, no probe tensor is made (one made
+    before the request would lock huge pages off); a missing setting file reads as 'absent'."""
+    import benchmark.cpu_memory as memory
+
+    (tmp_path / "enabled").write_text(setting)
+    monkeypatch.setattr(memory, "THP_SETTING", tmp_path / "enabled")
+    monkeypatch.setattr(memory, "advised_for_huge_pages", lambda address: pytest.fail("probed"))
+    monkeypatch.setenv(HUGE_PAGES_ENV, asked)
+    assert memory.system_huge_pages() == mode and memory.huge_pages_in_use() is in_use
+    monkeypatch.setattr(memory, "THP_SETTING", tmp_path / "missing")
+    assert memory.system_huge_pages() == "absent" and not memory.huge_pages_in_use()
+
+
 def test_a_mapping_without_the_advice_is_not_taken_for_huge_pages() -> None:
     """The smaps reading behind the records' note: memory nobody advised (a Python object, an
     address no mapping holds) is not reported as huge pages."""

@@ -11,7 +11,8 @@ import torch
 
 from benchmark.config import Cell, DataSpec, HeadSpec, ModelSpec, TrainSpec
 from benchmark.launch.memory import estimate_memory
-from benchmark.launch.preflight import PARAM_TOLERANCE_M, format_preflight, preflight_cell
+from benchmark.launch.preflight import (PARAM_TOLERANCE_M, format_preflight, preflight_cell,
+                                        result_line)
 from experiments import get_grid
 from methods import build_model, count_params
 
@@ -60,6 +61,7 @@ def test_parameter_mismatch_and_failures_are_flagged() -> None:
     assert text.splitlines()[0].startswith("| Cell")
     assert "| error" in text and "params off by" in text
     assert "FCN-18: PretrainedError" in text
+    assert result_line(missing) == f"error: step – s, eval – s, peak memory –; {missing.error}"
 
 
 def test_preflight_loads_a_local_checkpoint(tmp_path) -> None:
